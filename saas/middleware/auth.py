@@ -1,0 +1,80 @@
+"""API-key authentication for every route under /v1 and /admin, as middleware so that no new
+route can forget it. Order of checks (each with its reason): missing, malformed, unknown, revoked,
+expired (401); suspended account, missing scope (403). Public paths (health, docs) pass through."""
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from saas import security
+from saas.db import utcnow
+from saas.errors import json_error
+from saas.keys.authenticator import KeyAuthenticator
+from saas.keys.service import ADMIN_SCOPE
+
+PROTECTED_PREFIXES = ("/v1/", "/admin/")
+ADMIN_PREFIX = "/admin/"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
+
+
+def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """`Authorization: Token <key>` (NLP Cloud), `Authorization: Bearer <key>` or `X-API-Key`."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() in ("token", "bearer") and credentials.strip():
+                return credentials.strip()
+        elif name == b"x-api-key" and value.strip():
+            return value.decode("latin-1").strip()
+    return None
+
+
+def app_path(scope: Scope) -> str:
+    """The path below SAAS_ROOT_PATH, whether or not the server left the prefix in."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, *, authenticator: KeyAuthenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = app_path(scope) + "/"
+        if not path.startswith(PROTECTED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+
+        key = extract_key(scope["headers"])
+        if key is None:
+            detail = "Missing API key: send 'Authorization: Token <key>' or 'X-API-Key: <key>'."
+            await json_error(401, detail, _CHALLENGE)(scope, receive, send)
+            return
+        if not security.is_well_formed(key):
+            await json_error(401, "Malformed API key.", _CHALLENGE)(scope, receive, send)
+            return
+        principal = await self.authenticator.lookup(key)
+        if principal is None:
+            await json_error(401, "Invalid API key.", _CHALLENGE)(scope, receive, send)
+            return
+        if principal.revoked:
+            await json_error(401, "API key has been revoked.", _CHALLENGE)(scope, receive, send)
+            return
+        if principal.expires_at is not None and principal.expires_at <= utcnow():
+            await json_error(401, "API key has expired.", _CHALLENGE)(scope, receive, send)
+            return
+        if not principal.account_active:
+            await json_error(403, "Account is suspended.")(scope, receive, send)
+            return
+        if path.startswith(ADMIN_PREFIX) and ADMIN_SCOPE not in principal.scopes:
+            await json_error(403, "This key lacks the 'admin' scope.")(scope, receive, send)
+            return
+
+        self.authenticator.touch(principal.key_id)
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)

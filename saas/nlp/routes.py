@@ -1,0 +1,181 @@
+"""NLP Cloud-compatible spaCy endpoints. Authentication already happened in middleware."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from saas.errors import AppError, NotFound
+from saas.keys.service import Principal
+from saas.nlp.engine import Engine
+from saas.nlp.schemas import (
+    DependenciesOut,
+    EntitiesIn,
+    EntitiesOut,
+    ExtractionsIn,
+    ExtractionsOut,
+    ModelInfo,
+    ModelsOut,
+    SentenceDependenciesOut,
+    TextIn,
+    TokensOut,
+    VersionsOut,
+)
+
+router = APIRouter(prefix="/v1", tags=["nlp"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text}
+    for code, text in {
+        400: "Empty or invalid text",
+        401: "Missing, unknown, revoked or expired API key",
+        403: "Account suspended or model not in the plan",
+        404: "Unknown model",
+        413: "Text longer than the plan allows, or body too large",
+        415: "Body is not JSON",
+        422: "Malformed JSON or wrong types",
+        503: "Overloaded; retry after Retry-After seconds",
+    }.items()
+}
+
+
+def get_principal(request: Request) -> Principal:
+    return request.state.principal
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.nlp
+
+
+def require_json(request: Request) -> None:
+    """415 for a declared non-JSON body (a missing Content-Type is read as JSON)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise AppError("Content-Type must be application/json.", status_code=415)
+
+
+def resolve_model(
+    model: str,
+    principal: Annotated[Principal, Depends(get_principal)],
+    engine: Annotated[Engine, Depends(get_engine)],
+) -> str:
+    """Runs before the body is validated, so an unknown model is 404 whatever the body."""
+    if model not in engine.models:
+        raise NotFound(f"Model '{model}' not found. GET /v1/models lists the available models.")
+    if not principal.may_use_model(model):
+        raise AppError(f"Your plan does not include the model '{model}'.", status_code=403)
+    return model
+
+
+def check_text(text: str, principal: Principal, field: str = "text") -> None:
+    if not text.strip():
+        raise AppError(f"'{field}' must not be empty.", status_code=400)
+    if len(text) > principal.max_text_chars:
+        raise AppError(
+            f"'{field}' has {len(text)} characters; your plan allows {principal.max_text_chars}.",
+            status_code=413,
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AppError(f"'{field}' is not valid Unicode (unpaired surrogate).") from None
+
+
+ModelName = Annotated[str, Depends(resolve_model)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+NlpEngine = Annotated[Engine, Depends(get_engine)]
+_JSON_BODY = [Depends(require_json)]
+
+
+async def _annotate(
+    engine: Engine,
+    principal: Principal,
+    model: str,
+    task: str,
+    text: str,
+    options: dict[str, Any] | None = None,
+    field: str = "text",
+) -> Response:
+    check_text(text, principal, field)
+    payload = await engine.run(model, task, text, options)
+    return Response(payload, media_type="application/json")
+
+
+@router.post(
+    "/{model}/entities", response_model=EntitiesOut, dependencies=_JSON_BODY, responses=_ERRORS
+)
+async def entities(
+    body: EntitiesIn, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+) -> Response:
+    """Named entities, with character offsets into the submitted text."""
+    options = {"searched_entity": body.searched_entity} if body.searched_entity else None
+    return await _annotate(engine, principal, model, "entities", body.text, options)
+
+
+@router.post(
+    "/{model}/tokens", response_model=TokensOut, dependencies=_JSON_BODY, responses=_ERRORS
+)
+async def tokens(
+    body: TextIn, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+) -> Response:
+    """Tokens with lemmas and character offsets."""
+    return await _annotate(engine, principal, model, "tokens", body.text)
+
+
+@router.post(
+    "/{model}/dependencies",
+    response_model=DependenciesOut,
+    dependencies=_JSON_BODY,
+    responses=_ERRORS,
+)
+async def dependencies(
+    body: TextIn, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+) -> Response:
+    """Words with their tags, and dependency arcs between token indexes."""
+    return await _annotate(engine, principal, model, "dependencies", body.text)
+
+
+@router.post(
+    "/{model}/sentence-dependencies",
+    response_model=SentenceDependenciesOut,
+    dependencies=_JSON_BODY,
+    responses=_ERRORS,
+)
+async def sentence_dependencies(
+    body: TextIn, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+) -> Response:
+    """Dependencies sentence by sentence; indexes are relative to each sentence."""
+    return await _annotate(engine, principal, model, "sentence-dependencies", body.text)
+
+
+@router.get("/{model}/versions", response_model=VersionsOut, responses=_ERRORS)
+@router.get("/{model}/version", response_model=VersionsOut, include_in_schema=False)
+async def versions(model: ModelName, engine: NlpEngine) -> VersionsOut:
+    meta = engine.meta[model]
+    return VersionsOut(spacy=meta["spacy_version"], model=f"{model} {meta['version']}")
+
+
+@router.get("/models", response_model=ModelsOut)
+async def list_models(principal: CurrentPrincipal, engine: NlpEngine) -> ModelsOut:
+    """The models this key's plan may use."""
+    return ModelsOut(
+        models=[
+            ModelInfo(name=name, lang=meta["lang"], version=meta["version"])
+            for name, meta in engine.meta.items()
+            if principal.may_use_model(name)
+        ]
+    )
+
+
+@router.post(
+    "/extractions", response_model=ExtractionsOut, dependencies=_JSON_BODY, responses=_ERRORS
+)
+async def extractions(
+    body: ExtractionsIn, request: Request, principal: CurrentPrincipal, engine: NlpEngine
+) -> Response:
+    """The original tutorial's endpoint, on the default model."""
+    model = resolve_model(request.app.state.settings.default_model, principal, engine)
+    return await _annotate(engine, principal, model, "extractions", body.sentence, field="sentence")

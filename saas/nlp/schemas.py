@@ -1,0 +1,98 @@
+"""Request and response shapes of NLP Cloud's spaCy API (for validation and the OpenAPI docs)."""
+
+from pydantic import BaseModel, Field
+
+
+class TextIn(BaseModel):
+    text: str = Field(
+        description="The text to analyse.",
+        examples=["John Doe is a Go developer at Google in London."],
+    )
+
+
+class EntitiesIn(TextIn):
+    searched_entity: str | None = Field(
+        default=None,
+        description="Return only entities whose type or text equals this (case-insensitive).",
+    )
+
+
+class ExtractionsIn(BaseModel):
+    sentence: str = Field(examples=["John Doe is a Go developer at Google in London."])
+
+
+class Entity(BaseModel):
+    start: int = Field(description="Character offset of the first character.")
+    end: int = Field(description="Character offset after the last character.")
+    type: str
+    text: str
+
+
+class EntitiesOut(BaseModel):
+    entities: list[Entity]
+
+
+class Token(BaseModel):
+    text: str
+    lemma: str
+    start: int
+    end: int
+    index: int = Field(description="Position of the token in the text, from 0 (as in arcs).")
+    ws_after: bool
+
+
+class TokensOut(BaseModel):
+    tokens: list[Token]
+
+
+class Word(BaseModel):
+    text: str
+    tag: str
+
+
+class Arc(BaseModel):
+    start: int
+    end: int
+    label: str
+    text: str = Field(description="Text of the dependent token.")
+    dir: str = Field(description='"left" or "right".')
+
+
+class DependenciesOut(BaseModel):
+    words: list[Word]
+    arcs: list[Arc]
+
+
+class SentenceDependency(BaseModel):
+    sentence: str
+    dependencies: DependenciesOut
+
+
+class SentenceDependenciesOut(BaseModel):
+    sentence_dependencies: list[SentenceDependency]
+
+
+class Extraction(BaseModel):
+    first_index: int
+    last_index: int
+    name: str
+    content: str
+
+
+class ExtractionsOut(BaseModel):
+    extractions: list[Extraction]
+
+
+class VersionsOut(BaseModel):
+    spacy: str
+    model: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    lang: str
+    version: str
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelInfo]

@@ -1,0 +1,36 @@
+"""What each endpoint asks of spaCy: the serializer and the components it may skip.
+
+A component is skipped only where tests/nlp/test_pipeline_equivalence.py shows, on real text, that
+the answer stays identical to the full pipeline's `nlp(text)`. For en_core_web_sm 3.8.0:
+- entities need tok2vec+parser+ner: `ner` alone is faster but the parser's sentence boundaries
+  bound entities, so spans differ in about 0.5% of texts.
+- tokens need all but ner: without the parser, POS (via attribute_ruler) and so lemmas change.
+- dependencies need the tagger (the `tag` of each word) and parser, not the lemmatizer or ner.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from spacy.tokens import Doc
+
+from saas.nlp import serializers
+
+_TAGGING = frozenset({"tagger", "morphologizer", "attribute_ruler", "lemmatizer"})
+
+TASKS: dict[str, tuple[Callable[..., dict[str, Any]], frozenset[str]]] = {
+    "entities": (serializers.entities, _TAGGING),
+    "extractions": (serializers.extractions, _TAGGING),
+    "tokens": (serializers.tokens, frozenset({"ner"})),
+    "dependencies": (serializers.dependencies, frozenset({"ner", "lemmatizer"})),
+    "sentence-dependencies": (serializers.sentence_dependencies, frozenset({"ner", "lemmatizer"})),
+}
+
+
+def skipped_components(task: str, pipe_names: list[str]) -> list[str]:
+    _, skip = TASKS[task]
+    return [name for name in pipe_names if name in skip]
+
+
+def serialize(task: str, doc: Doc, options: dict[str, Any] | None) -> dict[str, Any]:
+    serializer, _ = TASKS[task]
+    return serializer(doc, **(options or {}))
