@@ -1,0 +1,161 @@
+"""API-key authentication: header forms, every rejection reason, scopes, the local cache."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event
+
+from saas import security
+from saas.db import utcnow
+from saas.keys import service as keys
+from saas.keys.models import ApiKey
+from tests.conftest import MODEL
+
+ENTITIES = f"/v1/{MODEL}/entities"
+BODY = {"text": "Paris is in France."}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        lambda k: {"Authorization": f"Token {k}"},
+        lambda k: {"Authorization": f"Bearer {k}"},
+        lambda k: {"authorization": f"bearer   {k}"},
+        lambda k: {"X-API-Key": k},
+    ],
+    ids=["token", "bearer", "bearer-lowercase", "x-api-key"],
+)
+def test_each_header_form_is_accepted(client, customer, header):  # type: ignore[no-untyped-def]
+    response = client.post(ENTITIES, headers=header(customer.key), json=BODY)
+    assert response.status_code == 200
+    assert response.headers["x-request-id"]
+
+
+def _assert_401(response, detail_fragment):  # type: ignore[no-untyped-def]
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert detail_fragment in response.json()["detail"]
+
+
+def test_missing_key(client):  # type: ignore[no-untyped-def]
+    _assert_401(client.post(ENTITIES, json=BODY), "Missing API key")
+    _assert_401(client.post(ENTITIES, headers={"Authorization": "Basic abc"}, json=BODY), "Missing")
+
+
+def test_malformed_key_is_rejected_without_a_database_query(client, settings):  # type: ignore[no-untyped-def]
+    key = security.generate_key()
+    typo = key[:-1] + ("A" if key[-1] != "A" else "B")
+    with count_key_queries(client) as queries:
+        _assert_401(client.post(ENTITIES, headers={"X-API-Key": typo}, json=BODY), "Malformed")
+        _assert_401(client.post(ENTITIES, headers={"X-API-Key": "hello"}, json=BODY), "Malformed")
+    assert queries == []
+
+
+def test_unknown_key(client):  # type: ignore[no-untyped-def]
+    unknown = security.generate_key()
+    _assert_401(client.post(ENTITIES, headers={"X-API-Key": unknown}, json=BODY), "Invalid API key")
+
+
+def test_revoked_key(client, customer, db):  # type: ignore[no-untyped-def]
+    with db() as session:
+        keys.revoke_key(session, customer.key_id)
+        session.commit()
+    _assert_401(client.post(ENTITIES, headers=customer.headers, json=BODY), "revoked")
+
+
+def test_revocation_reaches_a_cached_key_within_the_ttl(client, customer, db, settings):  # type: ignore[no-untyped-def]
+    assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
+    with db() as session:
+        keys.revoke_key(session, customer.key_id)
+        session.commit()
+    time.sleep(settings.key_cache_ttl + 0.1)
+    _assert_401(client.post(ENTITIES, headers=customer.headers, json=BODY), "revoked")
+
+
+def test_expired_key(client, make_customer):  # type: ignore[no-untyped-def]
+    expired = make_customer(expires_at=utcnow() - timedelta(seconds=1))
+    _assert_401(client.post(ENTITIES, headers=expired.headers, json=BODY), "expired")
+
+
+def test_key_expires_while_cached(client, make_customer):  # type: ignore[no-untyped-def]
+    soon = make_customer(expires_at=utcnow() + timedelta(seconds=1.5))
+    assert client.post(ENTITIES, headers=soon.headers, json=BODY).status_code == 200
+    time.sleep(1.6)
+    _assert_401(client.post(ENTITIES, headers=soon.headers, json=BODY), "expired")
+
+
+def test_suspended_account(client, make_customer):  # type: ignore[no-untyped-def]
+    suspended = make_customer(status="suspended")
+    response = client.post(ENTITIES, headers=suspended.headers, json=BODY)
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Account is suspended."}
+
+
+def test_admin_routes_need_the_admin_scope(client, customer, make_customer):  # type: ignore[no-untyped-def]
+    response = client.get("/admin/plans", headers=customer.headers)
+    assert response.status_code == 403
+    assert "admin" in response.json()["detail"]
+    _assert_401(client.get("/admin/accounts"), "Missing")
+    admin = make_customer(scopes=("admin",))
+    plans = client.get("/admin/plans", headers=admin.headers)
+    assert plans.status_code == 200
+    assert customer.plan_name in [p["name"] for p in plans.json()]
+    accounts = client.get("/admin/accounts", headers=admin.headers)
+    assert customer.account_name in [a["name"] for a in accounts.json()]
+
+
+def test_public_routes_need_no_key(client):  # type: ignore[no-untyped-def]
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["ready"] is True
+    assert client.get("/openapi.json").status_code == 200
+
+
+class count_key_queries:  # noqa: N801 - used like a function in `with`
+    """Collects the SQL statements that touch api_keys on the app's own engine."""
+
+    def __init__(self, client):  # type: ignore[no-untyped-def]
+        self.engine = client.app.state.engine
+        self.statements: list[str] = []
+
+    def _record(self, conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        if "api_keys" in statement:
+            self.statements.append(statement)
+
+    def __enter__(self) -> list[str]:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self.statements
+
+    def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+def test_cached_key_and_cached_miss_do_no_database_work(client, customer):  # type: ignore[no-untyped-def]
+    unknown = security.generate_key()
+    with count_key_queries(client) as queries:
+        for _ in range(20):
+            assert client.get("/v1/models", headers=customer.headers).status_code == 200
+            assert client.get("/v1/models", headers={"X-API-Key": unknown}).status_code == 401
+    selects = [q for q in queries if q.lstrip().upper().startswith("SELECT")]
+    assert len(selects) <= 2  # one lookup per key, then the cache answers
+
+
+def test_last_used_at_is_written_in_batches(client, customer, db, settings):  # type: ignore[no-untyped-def]
+    before = utcnow()
+    for _ in range(5):
+        assert client.get("/v1/models", headers=customer.headers).status_code == 200
+    deadline = time.monotonic() + 5
+    last_used = None
+    while time.monotonic() < deadline:
+        with db() as session:
+            last_used = session.get(ApiKey, customer.key_id).last_used_at
+        if last_used is not None:
+            break
+        time.sleep(settings.last_used_flush_seconds)
+    assert last_used is not None
+    if last_used.tzinfo is None:
+        last_used = last_used.replace(tzinfo=before.tzinfo)
+    assert last_used >= before - timedelta(seconds=1)
