@@ -32,7 +32,9 @@ def postgres_schema_url(schema: str) -> str:
 
 
 @pytest.fixture(scope="session", params=["postgres", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A migrated, empty database: a private schema in PostgreSQL, or a fresh SQLite file."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'saas.db'}"

@@ -79,7 +79,7 @@ def test_json_content_type_with_charset_is_fine(client, customer):  # type: igno
     response = client.post(
         ENTITIES,
         headers={**customer.headers, "Content-Type": "application/json; charset=utf-8"},
-        content='{"text": "Paris"}'.encode(),
+        content=b'{"text": "Paris"}',
     )
     assert response.status_code == 200
 
@@ -132,5 +132,7 @@ def test_model_not_in_plan_is_403(client, make_customer):  # type: ignore[no-unt
     restricted = make_customer(models=["fr_core_news_sm"])
     response = client.post(ENTITIES, headers=restricted.headers, json={"text": "Paris"})
     assert_error(response, 403, MODEL)
-    response = client.post("/v1/extractions", headers=restricted.headers, json={"sentence": "Paris"})
+    response = client.post(
+        "/v1/extractions", headers=restricted.headers, json={"sentence": "Paris"}
+    )
     assert_error(response, 403, MODEL)

@@ -21,8 +21,16 @@ def test_checksum_rejects_any_single_typo():
 
 def test_malformed_shapes_are_rejected():
     key = security.generate_key()
-    for bad in ["", "sk_live_", key[:-1], key + "x", "pk_live_" + key[8:], key.replace("_", "-"),
-                key[:20] + "!" + key[21:], "sk_live_" + "é" * 36]:
+    for bad in [
+        "",
+        "sk_live_",
+        key[:-1],
+        key + "x",
+        "pk_live_" + key[8:],
+        key.replace("_", "-"),
+        key[:20] + "!" + key[21:],
+        "sk_live_" + "é" * 36,
+    ]:
         assert not security.is_well_formed(bad), bad
 
 

