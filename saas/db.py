@@ -33,7 +33,10 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # A short connect timeout: a request waiting on an unreachable database should fail fast.
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 3}
+    )
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -2,6 +2,7 @@
 route can forget it. Order of checks (each with its reason): missing, malformed, unknown, revoked,
 expired (401); suspended account, missing scope (403). Public paths (health, docs) pass through."""
 
+import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from saas import security
@@ -10,6 +11,7 @@ from saas.errors import json_error
 from saas.keys.authenticator import KeyAuthenticator
 from saas.keys.service import ADMIN_SCOPE
 
+log = structlog.get_logger(__name__)
 PROTECTED_PREFIXES = ("/v1/", "/admin/")
 ADMIN_PREFIX = "/admin/"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
@@ -58,7 +60,14 @@ class AuthMiddleware:
         if not security.is_well_formed(key):
             await json_error(401, "Malformed API key.", _CHALLENGE)(scope, receive, send)
             return
-        principal = await self.authenticator.lookup(key)
+        try:
+            principal = await self.authenticator.lookup(key)
+        except Exception:
+            # Never fail open: without the database no key can be checked.
+            log.exception("key_lookup_failed")
+            detail = "Authentication is temporarily unavailable; retry shortly."
+            await json_error(503, detail, {"Retry-After": "1"})(scope, receive, send)
+            return
         if principal is None:
             await json_error(401, "Invalid API key.", _CHALLENGE)(scope, receive, send)
             return
