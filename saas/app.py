@@ -5,6 +5,8 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from saas import health
 from saas.accounts import routes as admin_routes
@@ -13,11 +15,27 @@ from saas.db import make_engine
 from saas.errors import install_error_handlers
 from saas.keys.authenticator import KeyAuthenticator
 from saas.logging import configure_logging
+from saas.middleware.admission import AdmissionMiddleware
 from saas.middleware.auth import AuthMiddleware
 from saas.middleware.body_limit import BodyLimitMiddleware
 from saas.middleware.request_context import RequestContextMiddleware
 from saas.nlp import routes as nlp_routes
 from saas.nlp.engine import Engine
+from saas.ratelimit.admission import Admission
+from saas.ratelimit.bruteforce import FailedAuthGuard
+
+
+def connect_redis(settings: Settings) -> aioredis.Redis:
+    """Short timeouts and no retries: a slow Redis must not hold requests (the limiter decides
+    what happens instead)."""
+    assert settings.redis_url
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,6 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_size=settings.key_cache_size,
         flush_seconds=settings.last_used_flush_seconds,
     )
+    admission = Admission(
+        fail_open=settings.limiter_fail_open, redis_timeout=settings.redis_timeout
+    )
+    guard = FailedAuthGuard(settings.auth_failures_per_ip)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,13 +89,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = db_engine
     app.state.authenticator = authenticator
+    app.state.admission = admission
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(nlp_routes.router)
     app.include_router(admin_routes.router)
 
-    # Added innermost first: request context -> body limit -> authentication -> routes.
-    app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    # Added innermost first: request context -> body limit -> authentication -> admission -> routes.
+    app.add_middleware(AdmissionMiddleware, admission=admission)
+    app.add_middleware(AuthMiddleware, authenticator=authenticator, guard=guard)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

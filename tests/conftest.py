@@ -24,6 +24,9 @@ from saas.migrations import upgrade
 POSTGRES_URL = os.environ.get("SAAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MODEL = "en_core_web_sm"
+FRENCH = "fr_core_news_sm"
+# Redis keys of this run start with this, so runs never see each other's counters.
+REDIS_PREFIX = f"test-{uuid.uuid4().hex[:8]}"
 
 
 def postgres_schema_url(schema: str) -> str:
@@ -60,6 +63,7 @@ def settings(backend: str) -> Settings:
     return Settings(
         database_url=backend,
         redis_url=REDIS_URL if backend.startswith("postgresql") else None,
+        redis_prefix=REDIS_PREFIX,
         key_cache_ttl=1.0,
         last_used_flush_seconds=0.2,
         log_level="WARNING",
@@ -114,7 +118,9 @@ def make_customer(db: Callable[[], Session]) -> Callable[..., Customer]:
         with db() as session:
             plan = accounts.create_plan(
                 session,
-                PlanCreate(name=f"plan-{suffix}", rate_limit="1000/second", **plan_fields),
+                PlanCreate(
+                    **{"name": f"plan-{suffix}", "rate_limit": "1000/second", **plan_fields}
+                ),
             )
             account = accounts.create_account(
                 session, name=f"acct-{suffix}", email=f"{suffix}@example.com", plan_name=plan.name
@@ -143,9 +149,23 @@ def nlp():  # type: ignore[no-untyped-def]
     return spacy.load(Settings(_env_file=None).models[MODEL])
 
 
-TEXTS_FILE = Path(__file__).parent / "data" / "texts.txt"
+@pytest.fixture(scope="session")
+def nlp_fr():  # type: ignore[no-untyped-def]
+    import spacy
+
+    return spacy.load(Settings(_env_file=None).models[FRENCH])
+
+
+def read_texts(name: str) -> list[str]:
+    path = Path(__file__).parent / "data" / name
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session")
 def texts() -> list[str]:
-    return [line for line in TEXTS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_texts("texts.txt")
+
+
+@pytest.fixture(scope="session")
+def texts_fr() -> list[str]:
+    return read_texts("texts_fr.txt")

@@ -8,6 +8,7 @@ the answer stays identical to the full pipeline's `nlp(text)`. For en_core_web_s
 - dependencies need the tagger (the `tag` of each word) and parser, not the lemmatizer or ner.
 """
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -34,3 +35,13 @@ def skipped_components(task: str, pipe_names: list[str]) -> list[str]:
 def serialize(task: str, doc: Doc, options: dict[str, Any] | None) -> dict[str, Any]:
     serializer, _ = TASKS[task]
     return serializer(doc, **(options or {}))
+
+
+# Customer NLP requests: the ones that are billed and count against the monthly quota.
+_BILLABLE_PATH = re.compile(
+    r"^/v1/(?:extractions|[^/]+/(?:entities|tokens|dependencies|sentence-dependencies))$"
+)
+
+
+def is_billable(method: str, path: str) -> bool:
+    return method == "POST" and _BILLABLE_PATH.match(path) is not None

@@ -44,9 +44,8 @@ def server(request, tmp_path):  # type: ignore[no-untyped-def]
     env = {**os.environ, "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.db'}"}
     env.pop("SAAS_REDIS_URL", None)
     boot = subprocess.run([SAAS, "bootstrap"], env=env, capture_output=True, text=True, check=True)
-    demo_key = next(
-        line.split()[-1] for line in boot.stdout.splitlines() if line.startswith("demo")
-    )
+    # The admin account's plan ("internal") allows 1000 requests a second; demo's allows 5.
+    keys = {line.split()[0]: line.split()[-1] for line in boot.stdout.splitlines()}
     port = free_port()
     process = subprocess.Popen(
         [SAAS, "serve", "--port", str(port), "--workers", str(request.param)],
@@ -67,14 +66,15 @@ def server(request, tmp_path):  # type: ignore[no-untyped-def]
         time.sleep(0.2)
     else:
         pytest.fail("server did not become ready")
-    yield base, demo_key, process
+    yield base, keys, process
     if process.poll() is None:
         process.kill()
         process.wait()
 
 
 def test_done_when_curl(server):  # type: ignore[no-untyped-def]
-    base, key, _ = server
+    base, keys, _ = server
+    key = keys["demo"]
     output = subprocess.run(
         [
             "curl",
@@ -103,7 +103,8 @@ def test_done_when_curl(server):  # type: ignore[no-untyped-def]
 
 
 def test_concurrent_clients_and_clean_shutdown(server):  # type: ignore[no-untyped-def]
-    base, key, process = server
+    base, keys, process = server
+    key = keys["admin"]
     descendants = children_of(process.pid)
     assert descendants  # at least the inference process
     with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as http:

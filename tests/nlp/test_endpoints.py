@@ -3,7 +3,7 @@ Expected values are built here straight from spaCy's Doc, independently of saas/
 
 import pytest
 
-from tests.conftest import MODEL
+from tests.conftest import FRENCH, MODEL
 
 URL = f"/v1/{MODEL}"
 NON_ASCII = [
@@ -152,9 +152,33 @@ def test_models_lists_what_the_plan_allows(client, make_customer):  # type: igno
     everything = make_customer()
     response = client.get("/v1/models", headers=everything.headers)
     assert response.status_code == 200
-    assert [m["name"] for m in response.json()["models"]] == [MODEL]
+    assert [m["name"] for m in response.json()["models"]] == [MODEL, FRENCH]
+    assert response.json()["models"][1] == {"name": FRENCH, "lang": "fr", "version": "3.8.0"}
+    english_only = make_customer(models=[MODEL])
+    listed = client.get("/v1/models", headers=english_only.headers).json()["models"]
+    assert [m["name"] for m in listed] == [MODEL]
     nothing = make_customer(models=["some_other_model"])
     assert client.get("/v1/models", headers=nothing.headers).json() == {"models": []}
+
+
+def test_french_model_through_the_same_registry(client, make_customer):  # type: ignore[no-untyped-def]
+    import spacy
+
+    text = "Emmanuel Macron a rencontré Angela Merkel à Berlin."
+    allowed = make_customer(models=[MODEL, FRENCH])
+    response = client.post(f"/v1/{FRENCH}/entities", headers=allowed.headers, json={"text": text})
+    assert response.status_code == 200
+    expected = [(e.start_char, e.end_char, e.label_) for e in spacy.load(FRENCH)(text).ents]
+    got = [(e["start"], e["end"], e["type"]) for e in response.json()["entities"]]
+    assert got == expected and ("Berlin" in [e["text"] for e in response.json()["entities"]])
+    english_only = make_customer(models=[MODEL])
+    for path in ["entities", "tokens", "dependencies", "sentence-dependencies"]:
+        response = client.post(
+            f"/v1/{FRENCH}/{path}", headers=english_only.headers, json={"text": text}
+        )
+        assert response.status_code == 403, path
+        assert FRENCH in response.json()["detail"]
+    assert client.get(f"/v1/{FRENCH}/versions", headers=english_only.headers).status_code == 403
 
 
 def test_unknown_extra_fields_are_ignored(client, customer):  # type: ignore[no-untyped-def]

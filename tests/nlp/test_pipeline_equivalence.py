@@ -27,6 +27,13 @@ def test_skipping_components_changes_no_answer(nlp, texts, task):  # type: ignor
     assert one_by_one == expected
 
 
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_french_answers_unchanged_too(nlp_fr, texts_fr, task):  # type: ignore[no-untyped-def]
+    expected = [serialize(task, nlp_fr(text), None) for text in texts_fr]
+    got = annotate(nlp_fr, task, texts_fr, [None] * len(texts_fr))
+    assert [orjson.loads(payload) for payload in got] == expected
+
+
 def test_tasks_do_skip_components(nlp):  # type: ignore[no-untyped-def]
     """Guards the speed-up itself: entities must not run the tagger stack, tokens not ner."""
     assert set(skipped_components("entities", nlp.pipe_names)) == {

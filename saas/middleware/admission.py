@@ -1,0 +1,71 @@
+"""Admission for authenticated customer requests (/v1): the plan's rate limits for every request,
+the monthly quota for billable ones. Adds the rate-limit headers to every answer and gives back
+the reserved quota when the answer is not 2xx (only successful requests are billed)."""
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from saas.errors import json_error
+from saas.middleware.auth import app_path
+from saas.nlp.tasks import is_billable
+from saas.ratelimit.admission import Admission, LimiterUnavailable
+from saas.ratelimit.headers import rate_limit_headers
+from saas.ratelimit.windows import Decision, ceil_seconds
+
+CUSTOMER_PREFIX = "/v1/"
+
+
+def rejection(decision: Decision):  # type: ignore[no-untyped-def]
+    headers = dict((k.decode(), v.decode()) for k, v in rate_limit_headers(decision))
+    if decision.outcome == "rate_limited":
+        wait = max(1, ceil_seconds(decision.retry_after))
+        detail = f"Rate limit exceeded; retry in {wait} s."
+        return json_error(429, detail, headers)
+    return json_error(
+        402,
+        "Monthly quota exhausted: upgrade your plan or wait for the next month (UTC).",
+        headers,
+    )
+
+
+class AdmissionMiddleware:
+    def __init__(self, app: ASGIApp, *, admission: Admission) -> None:
+        self.app = app
+        self.admission = admission
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
+        path = app_path(scope) if principal is not None else ""
+        if principal is None or not path.startswith(CUSTOMER_PREFIX):
+            await self.app(scope, receive, send)
+            return
+
+        billable = is_billable(scope["method"], path)
+        cached = self.admission.cached_rejection(principal.account_id, billable)
+        if cached is not None:
+            await rejection(cached)(scope, receive, send)
+            return
+        try:
+            decision = await self.admission.admit(principal, billable=billable)
+        except LimiterUnavailable:
+            detail = "Rate limiting is temporarily unavailable; retry shortly."
+            await json_error(503, detail, {"Retry-After": "1"})(scope, receive, send)
+            return
+        if not decision.admitted:
+            await rejection(decision)(scope, receive, send)
+            return
+
+        headers = rate_limit_headers(decision)
+        status = 0
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            if decision.quota_month is not None and not 200 <= status < 300:
+                await self.admission.refund(principal.account_id, decision)

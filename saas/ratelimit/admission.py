@@ -1,0 +1,118 @@
+"""Admission of a customer request: the plan's moving windows and monthly quota.
+
+Redis (when configured) is asked once per admitted request. Rejections are remembered locally
+until they lapse, so an account over its limit costs this worker no Redis call. When Redis cannot
+be reached, SAAS_LIMITER_FAIL_OPEN decides: fall back to this worker's own in-memory limiter
+(logged and counted), or refuse with 503. The local cache only ever rejects; it never admits
+beyond the shared count.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import structlog
+from cachetools import TLRUCache
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from saas.keys.service import Principal
+from saas.ratelimit.memory_limiter import MemoryLimiter
+from saas.ratelimit.redis_limiter import RedisLimiter
+from saas.ratelimit.windows import Decision, parse_windows
+
+log = structlog.get_logger(__name__)
+
+# After a failed Redis call, go straight to the fallback for this long instead of making every
+# request wait for another timeout.
+REDIS_RETRY_SECONDS = 1.0
+# A quota rejection is remembered briefly only: refunds of failed requests can free quota.
+QUOTA_BLOCK_SECONDS = 2.0
+
+
+class LimiterUnavailable(Exception):
+    """Redis is unreachable and the limiter fails closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    decision: Decision
+    decided_at: float  # monotonic
+    until: float  # monotonic
+
+
+class Admission:
+    def __init__(self, *, fail_open: bool, redis_timeout: float = 0.25) -> None:
+        self.fail_open = fail_open
+        self.redis_timeout = redis_timeout
+        self.shared: RedisLimiter | None = None
+        self.local = MemoryLimiter()
+        self.fallback_admissions = 0
+        self._redis_down_until = 0.0
+        self._blocked: TLRUCache[tuple[str, int], _Block] = TLRUCache(
+            maxsize=100_000, ttu=lambda _key, block, _now: block.until, timer=time.monotonic
+        )
+
+    def use_redis(self, redis: Redis, prefix: str) -> None:
+        self.shared = RedisLimiter(redis, prefix=prefix)
+
+    def cached_rejection(self, account_id: int, billable: bool) -> Decision | None:
+        kinds = ("rate", "quota") if billable else ("rate",)
+        for kind in kinds:
+            block = self._blocked.get((kind, account_id))
+            if block is not None:
+                return block.decision.aged(time.monotonic() - block.decided_at)
+        return None
+
+    async def admit(self, principal: Principal, *, billable: bool, cost: int = 1) -> Decision:
+        windows = parse_windows(principal.rate_limit)
+        quota = principal.monthly_quota if billable else None
+        decision = await self._decide(principal.account_id, windows, quota, cost)
+        if not decision.admitted:
+            self._remember_rejection(principal.account_id, decision)
+        return decision
+
+    async def refund(self, account_id: int, decision: Decision, cost: int = 1) -> None:
+        """Give back the quota a request reserved when it did not end 2xx."""
+        if decision.quota_month is None:
+            return
+        if not decision.shared or self.shared is None:
+            await self.local.refund(account_id, decision.quota_month, cost)
+            return
+        try:
+            await asyncio.wait_for(
+                self.shared.refund(account_id, decision.quota_month, cost), self.redis_timeout
+            )
+        except (RedisError, OSError, TimeoutError):
+            log.warning("quota_refund_failed", account_id=account_id, month=decision.quota_month)
+
+    async def _decide(self, account_id, windows, quota, cost) -> Decision:  # type: ignore[no-untyped-def]
+        if self.shared is None:
+            return await self.local.admit(account_id, windows, quota=quota, cost=cost)
+        if time.monotonic() >= self._redis_down_until:
+            try:
+                return await asyncio.wait_for(
+                    self.shared.admit(account_id, windows, quota=quota, cost=cost),
+                    self.redis_timeout,
+                )
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+                log.error("limiter_redis_unavailable", error=type(exc).__name__)
+        if not self.fail_open:
+            raise LimiterUnavailable
+        self.fallback_admissions += 1
+        log.warning("limiter_fail_open", account_id=account_id)
+        return await self.local.admit(account_id, windows, quota=quota, cost=cost)
+
+    def _remember_rejection(self, account_id: int, decision: Decision) -> None:
+        now = time.monotonic()
+        if decision.outcome == "rate_limited":
+            key, lasts = ("rate", account_id), decision.retry_after
+        else:
+            key, lasts = ("quota", account_id), min(decision.retry_after, QUOTA_BLOCK_SECONDS)
+        self._blocked[key] = _Block(decision, now, now + lasts)
+
+    def forget(self, account_id: int) -> None:
+        """Drop cached rejections, e.g. after the account's plan changed."""
+        self._blocked.pop(("rate", account_id), None)
+        self._blocked.pop(("quota", account_id), None)

@@ -1,0 +1,30 @@
+"""Rate-limit response headers: GitHub's X-RateLimit-* and the IETF draft's RateLimit-Policy and
+RateLimit fields (draft-ietf-httpapi-ratelimit-headers), plus Retry-After on rejections."""
+
+import math
+
+from saas.ratelimit.windows import Decision, ceil_seconds
+
+
+def rate_limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    if not decision.windows:
+        return []
+    # The window closest to running out speaks for the X-RateLimit-* trio (ties: the longest).
+    primary = min(decision.windows, key=lambda s: (s.remaining, -s.window.seconds))
+    policy = ", ".join(
+        f'"{s.window.name}";q={s.window.limit};w={s.window.seconds}' for s in decision.windows
+    )
+    current = ", ".join(
+        f'"{s.window.name}";r={s.remaining};t={ceil_seconds(s.reset)}' for s in decision.windows
+    )
+    headers = [
+        (b"x-ratelimit-limit", str(primary.window.limit).encode()),
+        (b"x-ratelimit-remaining", str(primary.remaining).encode()),
+        # GitHub's convention: the UTC epoch second at which the window frees up.
+        (b"x-ratelimit-reset", str(math.ceil(decision.now + primary.reset)).encode()),
+        (b"ratelimit-policy", policy.encode()),
+        (b"ratelimit", current.encode()),
+    ]
+    if not decision.admitted:
+        headers.append((b"retry-after", str(max(1, ceil_seconds(decision.retry_after))).encode()))
+    return headers

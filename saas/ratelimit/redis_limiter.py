@@ -1,0 +1,71 @@
+"""Moving windows and monthly quotas shared by every worker and host through one Redis.
+
+Hand-written Lua rather than the `limits` library: `limits` checks one window per call, and a
+plan's windows plus its quota must be checked and counted together, atomically, in one round
+trip (see admit.lua). Keys carry the account as a hash tag so the script runs on Redis Cluster.
+"""
+
+from importlib.resources import files
+
+from redis.asyncio import Redis
+
+from saas.ratelimit.windows import Decision, Window, WindowState, seconds_to_month_end
+
+_ADMIT = files("saas.ratelimit").joinpath("admit.lua").read_text()
+_REFUND = """
+local used = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local back = math.min(used, tonumber(ARGV[2]))
+if back > 0 then return redis.call('HINCRBY', KEYS[1], ARGV[1], -back) end
+return used
+"""
+_OUTCOMES = ("admitted", "rate_limited", "quota_exhausted")
+
+
+class RedisLimiter:
+    def __init__(self, redis: Redis, *, prefix: str) -> None:
+        self.prefix = prefix
+        self._admit = redis.register_script(_ADMIT)
+        self._refund = redis.register_script(_REFUND)
+
+    def _quota_key(self, account_id: int) -> str:
+        return f"{self.prefix}:q:{{acct_{account_id}}}"
+
+    async def admit(
+        self,
+        account_id: int,
+        windows: tuple[Window, ...],
+        *,
+        quota: int | None,
+        cost: int = 1,
+    ) -> Decision:
+        keys = [f"{self.prefix}:rl:{{acct_{account_id}}}:{w.seconds}" for w in windows]
+        keys.append(self._quota_key(account_id))
+        args: list[int] = [cost, -1 if quota is None else quota]
+        for window in windows:
+            args += [window.limit, window.seconds * 1_000_000]
+        raw = await self._admit(keys=keys, args=args)
+        outcome = _OUTCOMES[int(raw[0])]
+        now = int(raw[1]) / 1e6
+        month = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])
+        used = int(raw[4])
+        states = []
+        for index, window in enumerate(windows):
+            count, oldest = int(raw[5 + 2 * index]), int(raw[6 + 2 * index])
+            reset = (oldest / 1e6 + window.seconds - now) if oldest >= 0 else 0.0
+            states.append(WindowState(window, max(0, window.limit - count), max(0.0, reset)))
+        retry_after = int(raw[2]) / 1e6
+        if outcome == "quota_exhausted":
+            retry_after = seconds_to_month_end(now)
+        reserved = outcome == "admitted" and quota is not None
+        return Decision(
+            outcome,
+            tuple(states),
+            retry_after,
+            now,
+            quota_month=month if reserved else None,
+            quota_remaining=None if quota is None else max(0, quota - used),
+            shared=True,
+        )
+
+    async def refund(self, account_id: int, month: str, cost: int = 1) -> None:
+        await self._refund(keys=[self._quota_key(account_id)], args=[month, cost])

@@ -1,0 +1,79 @@
+"""Plan rate limits parsed once, and the decisions both limiters return."""
+
+import calendar
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Literal
+
+from limits import parse_many
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    name: str  # "minute", "2second": the IETF draft's policy name
+    limit: int
+    seconds: int
+
+
+@lru_cache(maxsize=1024)
+def parse_windows(rate_limit: str) -> tuple[Window, ...]:
+    """`"5/second;100/minute"` -> shortest window first. Uses the `limits` notation and parser."""
+    windows = []
+    for item in parse_many(rate_limit):
+        unit = item.GRANULARITY.name
+        name = unit if item.multiples == 1 else f"{item.multiples}{unit}"
+        windows.append(Window(name=name, limit=item.amount, seconds=item.get_expiry()))
+    return tuple(sorted(windows, key=lambda w: w.seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    window: Window
+    remaining: int
+    reset: float  # seconds until the oldest request in the window leaves it
+
+
+Outcome = Literal["admitted", "rate_limited", "quota_exhausted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    windows: tuple[WindowState, ...]
+    retry_after: float  # seconds; 0 when admitted
+    now: float  # the limiter's clock (Redis TIME), epoch seconds
+    quota_month: str | None = None  # set when quota was reserved (refund it on a non-2xx answer)
+    quota_remaining: int | None = None
+    shared: bool = False  # decided by Redis (True) or by this worker's memory (False)
+
+    @property
+    def admitted(self) -> bool:
+        return self.outcome == "admitted"
+
+    def aged(self, elapsed: float) -> "Decision":
+        """The same decision `elapsed` seconds later (for answers from the local block cache)."""
+        return replace(
+            self,
+            windows=tuple(
+                replace(state, reset=max(0.0, state.reset - elapsed)) for state in self.windows
+            ),
+            retry_after=max(0.0, self.retry_after - elapsed),
+            now=self.now + elapsed,
+        )
+
+
+def month_of(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m")
+
+
+def seconds_to_month_end(epoch_seconds: float) -> float:
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return calendar.timegm((year, month, 1, 0, 0, 0)) - epoch_seconds
+
+
+def ceil_seconds(value: float) -> int:
+    """Whole seconds, never earlier than the real moment."""
+    return max(0, math.ceil(value - 1e-9))
