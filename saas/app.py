@@ -24,18 +24,25 @@ from saas.nlp.engine import Engine
 from saas.ratelimit.admission import Admission
 from saas.ratelimit.bruteforce import FailedAuthGuard
 
+REDIS_POOL_SIZE = 16
+
 
 def connect_redis(settings: Settings) -> aioredis.Redis:
     """Short timeouts and no retries: a slow Redis must not hold requests (the limiter decides
     what happens instead)."""
     assert settings.redis_url
-    return aioredis.from_url(
+    # A bounded pool that waits for a free connection: a burst of requests reuses a few
+    # connections instead of opening one each (a connection storm is what made calls slow).
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,11 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             start_timeout=settings.engine_start_timeout,
         )
         app.state.nlp = nlp
-        app.state.redis = (
-            aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-            if settings.redis_url
-            else None
-        )
+        app.state.redis = connect_redis(settings) if settings.redis_url else None
+        if settings.redis_url:
+            admission.use_redis(app.state.redis, settings.redis_prefix)
+            guard.use_redis(settings.redis_url, settings.redis_prefix, settings.redis_timeout)
+        await admission.warm_up()
         await nlp.start()
         authenticator.start()
         try:

@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     # Every Redis key starts with this, so several deployments (or test runs) can share a Redis.
     redis_prefix: str = "saas"
     # Every limiter call to Redis gives up after this long (then SAAS_LIMITER_FAIL_OPEN decides).
-    redis_timeout: float = 0.25
+    redis_timeout: float = 1.0
 
     # Public model name -> importable spaCy package. The public name is what customers use in URLs.
     models: dict[str, str] = Field(

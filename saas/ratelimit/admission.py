@@ -26,6 +26,8 @@ log = structlog.get_logger(__name__)
 # After a failed Redis call, go straight to the fallback for this long instead of making every
 # request wait for another timeout.
 REDIS_RETRY_SECONDS = 1.0
+# Timeouts in a row that count as Redis being down (one may just be a busy event loop).
+TIMEOUTS_BEFORE_BREAKING = 3
 # A quota rejection is remembered briefly only: refunds of failed requests can free quota.
 QUOTA_BLOCK_SECONDS = 2.0
 
@@ -49,12 +51,22 @@ class Admission:
         self.local = MemoryLimiter()
         self.fallback_admissions = 0
         self._redis_down_until = 0.0
+        self._timeouts_in_a_row = 0
         self._blocked: TLRUCache[tuple[str, int], _Block] = TLRUCache(
             maxsize=100_000, ttu=lambda _key, block, _now: block.until, timer=time.monotonic
         )
 
     def use_redis(self, redis: Redis, prefix: str) -> None:
         self.shared = RedisLimiter(redis, prefix=prefix)
+
+    async def warm_up(self) -> None:
+        """Load the scripts and open a connection before the first request needs them."""
+        if self.shared is None:
+            return
+        try:
+            await asyncio.wait_for(self.shared.load_scripts(), 5.0)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.error("limiter_redis_unavailable_at_start", error=type(exc).__name__)
 
     def cached_rejection(self, account_id: int, billable: bool) -> Decision | None:
         kinds = ("rate", "quota") if billable else ("rate",)
@@ -91,18 +103,30 @@ class Admission:
             return await self.local.admit(account_id, windows, quota=quota, cost=cost)
         if time.monotonic() >= self._redis_down_until:
             try:
-                return await asyncio.wait_for(
+                decision = await asyncio.wait_for(
                     self.shared.admit(account_id, windows, quota=quota, cost=cost),
                     self.redis_timeout,
                 )
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
-                log.error("limiter_redis_unavailable", error=type(exc).__name__)
+                self._timeouts_in_a_row = 0
+                return decision
+            except TimeoutError:
+                # Slow is not down: a busy event loop also makes calls late. Only several
+                # timeouts in a row open the breaker; this request alone takes the fallback.
+                self._timeouts_in_a_row += 1
+                if self._timeouts_in_a_row >= TIMEOUTS_BEFORE_BREAKING:
+                    self._break("TimeoutError")
+            except (RedisError, OSError) as exc:
+                self._break(type(exc).__name__)
         if not self.fail_open:
             raise LimiterUnavailable
         self.fallback_admissions += 1
         log.warning("limiter_fail_open", account_id=account_id)
         return await self.local.admit(account_id, windows, quota=quota, cost=cost)
+
+    def _break(self, error: str) -> None:
+        self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+        self._timeouts_in_a_row = 0
+        log.error("limiter_redis_unavailable", error=error, retry_in=REDIS_RETRY_SECONDS)
 
     def _remember_rejection(self, account_id: int, decision: Decision) -> None:
         now = time.monotonic()

@@ -24,8 +24,14 @@ _OUTCOMES = ("admitted", "rate_limited", "quota_exhausted")
 class RedisLimiter:
     def __init__(self, redis: Redis, *, prefix: str) -> None:
         self.prefix = prefix
+        self.redis = redis
         self._admit = redis.register_script(_ADMIT)
         self._refund = redis.register_script(_REFUND)
+
+    async def load_scripts(self) -> None:
+        """Without this the first call per connection pays NOSCRIPT, SCRIPT LOAD and a retry."""
+        await self.redis.script_load(_ADMIT)
+        await self.redis.script_load(_REFUND)
 
     def _quota_key(self, account_id: int) -> str:
         return f"{self.prefix}:q:{{acct_{account_id}}}"

@@ -1,0 +1,73 @@
+"""Redis stopped under a running service: fail open falls back to this worker's own limits, fail
+closed answers 503; neither answers 500 or hangs. Uses a Redis of the test's own."""
+
+import time
+
+from tests.conftest import MODEL, dedicated_client
+
+ENTITIES = f"/v1/{MODEL}/entities"
+BODY = {"text": "Paris is in France."}
+
+
+def timed(call):  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer):  # type: ignore[no-untyped-def]
+    customer = make_customer(rate_limit="3/minute")
+    with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=True) as client:
+        assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
+        own_redis.stop()
+        results = [
+            timed(lambda: client.post(ENTITIES, headers=customer.headers, json=BODY))
+            for _ in range(4)
+        ]
+        # This worker now counts alone (it has not seen the request Redis admitted).
+        assert [r.status_code for r, _ in results] == [200, 200, 200, 429]
+        assert all(seconds < 2 for _, seconds in results)
+        assert client.app.state.admission.fallback_admissions >= 3
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
+
+        own_redis.start()  # an empty Redis: the shared count starts again
+        time.sleep(1.1)  # the limiter retries Redis after a second
+        other = make_customer(rate_limit="1/minute")
+        assert client.post(ENTITIES, headers=other.headers, json=BODY).status_code == 200
+        fallbacks = client.app.state.admission.fallback_admissions
+        assert client.post(ENTITIES, headers=other.headers, json=BODY).status_code == 429
+        assert client.app.state.admission.fallback_admissions == fallbacks
+
+
+def test_fail_closed_answers_503(settings, own_redis, make_customer):  # type: ignore[no-untyped-def]
+    customer = make_customer(rate_limit="100/minute")
+    with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=False) as client:
+        assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
+        own_redis.stop()
+        for _ in range(3):
+            response, seconds = timed(
+                lambda: client.post(ENTITIES, headers=customer.headers, json=BODY)
+            )
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert response.json() == {
+                "detail": "Rate limiting is temporarily unavailable; retry shortly."
+            }
+            assert seconds < 2
+        # Authentication and public routes do not depend on Redis.
+        assert client.get(f"/v1/{MODEL}/entities").status_code == 401
+        assert client.get("/healthz").status_code == 200
+
+
+def test_rejections_are_answered_locally_without_redis(settings, own_redis, make_customer):  # type: ignore[no-untyped-def]
+    customer = make_customer(rate_limit="1/minute")
+    with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=False) as client:
+        assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
+        assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 429
+        own_redis.stop()
+        # Fail-closed would say 503 if Redis were asked: the local "blocked until" answers.
+        again = client.post(ENTITIES, headers=customer.headers, json=BODY)
+        assert again.status_code == 429
+        assert 50 <= int(again.headers["retry-after"]) <= 60
+        assert again.headers["x-ratelimit-remaining"] == "0"

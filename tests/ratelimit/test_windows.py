@@ -1,0 +1,62 @@
+"""Plan windows, headers and the in-process limiter (the embedded mode and the fallback)."""
+
+import asyncio
+import time
+
+from saas.ratelimit.headers import rate_limit_headers
+from saas.ratelimit.memory_limiter import MemoryLimiter
+from saas.ratelimit.windows import Window, month_of, parse_windows, seconds_to_month_end
+
+
+def test_parse_windows_shortest_first():
+    assert parse_windows("100/minute;5/second") == (
+        Window("second", 5, 1),
+        Window("minute", 100, 60),
+    )
+    assert parse_windows("3/2second") == (Window("2second", 3, 2),)
+    assert parse_windows("1000/day")[0].seconds == 86400
+
+
+def test_month_helpers():
+    assert month_of(1767225599) == "2025-12"  # 2025-12-31 23:59:59 UTC
+    assert month_of(1767225600) == "2026-01"
+    assert seconds_to_month_end(1767225599) == 1
+
+
+def test_memory_limiter_moving_window_and_headers():
+    limiter = MemoryLimiter()
+    windows = parse_windows("2/second;3/minute")
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        first = await limiter.admit(1, windows, quota=None)
+        second = await limiter.admit(1, windows, quota=None)
+        third = await limiter.admit(1, windows, quota=None)  # over 2/second
+        other = await limiter.admit(2, windows, quota=None)  # another account is untouched
+        return first, second, third, other
+
+    first, second, third, other = asyncio.run(scenario())
+    assert first.admitted and second.admitted and other.admitted
+    assert third.outcome == "rate_limited" and 0 < third.retry_after <= 1
+    headers = dict(rate_limit_headers(second))
+    assert headers[b"x-ratelimit-limit"] == b"2" and headers[b"x-ratelimit-remaining"] == b"0"
+    assert headers[b"ratelimit-policy"] == b'"second";q=2;w=1, "minute";q=3;w=60'
+    assert headers[b"ratelimit"].startswith(b'"second";r=0;t=1, "minute";r=1;t=')
+    assert int(headers[b"x-ratelimit-reset"]) >= int(time.time())
+    assert b"retry-after" not in headers
+    assert dict(rate_limit_headers(third))[b"retry-after"] == b"1"
+
+
+def test_memory_limiter_quota_is_exact_and_refundable():
+    limiter = MemoryLimiter()
+    windows = parse_windows("1000/second")
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        decisions = [await limiter.admit(7, windows, quota=3) for _ in range(4)]
+        await limiter.refund(7, decisions[0].quota_month)
+        return decisions, await limiter.admit(7, windows, quota=3)
+
+    decisions, after_refund = asyncio.run(scenario())
+    assert [d.outcome for d in decisions] == ["admitted"] * 3 + ["quota_exhausted"]
+    assert [d.quota_remaining for d in decisions[:3]] == [2, 1, 0]
+    assert decisions[3].retry_after > 0
+    assert after_refund.admitted
