@@ -1,5 +1,6 @@
 """create_app(): lifespan (database, Redis, models), middleware order, error handlers, routers."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,10 +20,15 @@ from saas.middleware.admission import AdmissionMiddleware
 from saas.middleware.auth import AuthMiddleware
 from saas.middleware.body_limit import BodyLimitMiddleware
 from saas.middleware.request_context import RequestContextMiddleware
+from saas.middleware.usage import UsageMiddleware
 from saas.nlp import routes as nlp_routes
 from saas.nlp.engine import Engine
 from saas.ratelimit.admission import Admission
 from saas.ratelimit.bruteforce import FailedAuthGuard
+from saas.usage import routes as usage_routes
+from saas.usage.alerts import QuotaAlerts
+from saas.usage.recorder import UsageRecorder
+from saas.usage.service import month_billable_units
 
 REDIS_POOL_SIZE = 16
 
@@ -55,9 +61,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_size=settings.key_cache_size,
         flush_seconds=settings.last_used_flush_seconds,
     )
+
+    async def quota_used(account_id: int, month: str) -> int:
+        return await asyncio.to_thread(month_billable_units, db_engine, account_id, month)
+
     admission = Admission(
-        fail_open=settings.limiter_fail_open, redis_timeout=settings.redis_timeout
+        fail_open=settings.limiter_fail_open,
+        redis_timeout=settings.redis_timeout,
+        quota_used=quota_used,
     )
+    alerts = QuotaAlerts(db_engine)
+    recorder = UsageRecorder(db_engine, on_committed=alerts.after_commit)
     guard = FailedAuthGuard(settings.auth_failures_per_ip)
 
     @asynccontextmanager
@@ -76,9 +90,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await admission.warm_up()
         await nlp.start()
         authenticator.start()
+        recorder.start()
+        await alerts.resume()
         try:
             yield
         finally:
+            await recorder.stop()  # commit what is queued before anything else closes
+            await alerts.stop()
             await authenticator.stop()
             await nlp.stop()
             if app.state.redis is not None:
@@ -97,13 +115,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = db_engine
     app.state.authenticator = authenticator
     app.state.admission = admission
+    app.state.recorder = recorder
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(nlp_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(usage_routes.customer_router)
+    app.include_router(usage_routes.admin_router)
 
-    # Added innermost first: request context -> body limit -> authentication -> admission -> routes.
+    # Added innermost first. Request order: request context -> body limit -> authentication ->
+    # usage metering (it must see the admission step's rejections too) -> admission -> routes.
     app.add_middleware(AdmissionMiddleware, admission=admission)
+    if settings.usage_metering:
+        app.add_middleware(UsageMiddleware, recorder=recorder)
     app.add_middleware(AuthMiddleware, authenticator=authenticator, guard=guard)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)

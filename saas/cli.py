@@ -2,6 +2,7 @@
 command takes --json, and `keys create` prints the plaintext key as its last line of stdout."""
 
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -272,3 +273,82 @@ def keys_revoke(key_id: int) -> None:
         if key is None:
             fail(f"key {key_id} does not exist")
     typer.echo(f"revoked key {key_id}")
+
+
+@accounts_app.command("webhook")
+def accounts_webhook(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    url: Annotated[str, typer.Argument(help="https://... to POST quota alerts to; '' removes it.")],
+) -> None:
+    """Set where quota alerts (80% and 100%) go; prints the new signing secret once."""
+    with db_session() as session:
+        owner = accounts.find_account(session, account)
+        if owner is None:
+            fail(f"account {account!r} does not exist")
+        owner.webhook_url = url or None
+        owner.webhook_secret = secrets.token_hex(32) if url else None
+        secret = owner.webhook_secret
+        session.add(owner)
+    if secret:
+        typer.echo("signing secret (shown once; verify X-Signature with it):")
+        typer.echo(secret)
+    else:
+        typer.echo("webhook removed")
+
+
+@app.command("usage")
+def usage_command(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    month: Annotated[str | None, typer.Option(help="YYYY-MM (default: this month, UTC).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """An account's usage for a month: billable requests, characters, by endpoint and day."""
+    from saas.accounts.models import Plan
+    from saas.usage import service as usage
+
+    month = month or usage.current_month()
+    try:
+        usage.month_bounds(month)
+    except ValueError:
+        fail(f"not a month: {month!r} (use YYYY-MM)")
+    with db_session() as session:
+        owner = accounts.find_account(session, account)
+        if owner is None:
+            fail(f"account {account!r} does not exist")
+        report = usage.account_month_usage(session, owner, session.get(Plan, owner.plan_id), month)
+    if as_json:
+        emit_json(report)
+        return
+    quota = report["plan"]["monthly_quota"]
+    typer.echo(
+        f"{report['account']} {month}: {report['billable_requests']} billable requests"
+        f" of {quota if quota is not None else 'unlimited'}, {report['requests']} requests,"
+        f" {report['characters']} characters"
+    )
+    for row in report["by_endpoint"]:
+        typer.echo(
+            f"  {row['endpoint']}\t{row['billable_requests']} billable\t{row['requests']} all"
+        )
+
+
+@app.command("invoices")
+def invoices_command(
+    month: Annotated[str, typer.Option(help="YYYY-MM")],
+    format: Annotated[str, typer.Option(help="json or csv")] = "json",
+) -> None:
+    """One invoice line per account for the month."""
+    from saas.usage import service as usage
+    from saas.usage.routes import to_csv
+
+    if format not in ("json", "csv"):
+        fail("--format is json or csv")
+    try:
+        usage.month_bounds(month)
+    except ValueError:
+        fail(f"not a month: {month!r} (use YYYY-MM)")
+    with db_session() as session:
+        lines = usage.invoices(session, month)
+    if format == "json":
+        emit_json({"month": month, "invoices": lines})
+    else:
+        typer.echo(to_csv(lines), nl=False)

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     engine_max_queue: int = 2048
     engine_start_timeout: float = 180.0
 
+    # Record one usage event per customer request (off only to measure what metering costs).
+    usage_metering: bool = True
+
     log_level: str = "INFO"
     # JSON log lines (production) or human-readable ones (a terminal).
     log_json: bool = False

@@ -2,5 +2,6 @@
 
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.keys.models import ApiKey
+from saas.usage.models import QuotaAlert, UsageEvent, UsageRollup
 
-__all__ = ["Account", "AccountStatus", "ApiKey", "Plan"]
+__all__ = ["Account", "AccountStatus", "ApiKey", "Plan", "QuotaAlert", "UsageEvent", "UsageRollup"]

@@ -58,3 +58,6 @@ class Account(SQLModel, table=True):
     plan_id: int = Field(foreign_key="plans.id", index=True)
     status: str = Field(default=AccountStatus.active.value, max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    # Quota alerts (80% and 100% of the monthly quota) are POSTed here, signed with the secret.
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_secret: str | None = Field(default=None, max_length=64)

@@ -67,5 +67,6 @@ class AdmissionMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            if decision.quota_month is not None and not 200 <= status < 300:
+            billed = 200 <= status < 300 and not scope["state"].get("billing_failed")
+            if decision.quota_month is not None and not billed:
                 await self.admission.refund(principal.account_id, decision)

@@ -91,6 +91,7 @@ _JSON_BODY = [Depends(require_json)]
 
 
 async def _annotate(
+    request: Request,
     engine: Engine,
     principal: Principal,
     model: str,
@@ -99,6 +100,7 @@ async def _annotate(
     options: dict[str, Any] | None = None,
     field: str = "text",
 ) -> Response:
+    request.state.usage = {"model": model, "chars": len(text), "units": 1}
     check_text(text, principal, field)
     payload = await engine.run(model, task, text, options)
     return Response(payload, media_type="application/json")
@@ -108,21 +110,25 @@ async def _annotate(
     "/{model}/entities", response_model=EntitiesOut, dependencies=_JSON_BODY, responses=_ERRORS
 )
 async def entities(
-    body: EntitiesIn, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+    body: EntitiesIn,
+    request: Request,
+    model: ModelName,
+    principal: CurrentPrincipal,
+    engine: NlpEngine,
 ) -> Response:
     """Named entities, with character offsets into the submitted text."""
     options = {"searched_entity": body.searched_entity} if body.searched_entity else None
-    return await _annotate(engine, principal, model, "entities", body.text, options)
+    return await _annotate(request, engine, principal, model, "entities", body.text, options)
 
 
 @router.post(
     "/{model}/tokens", response_model=TokensOut, dependencies=_JSON_BODY, responses=_ERRORS
 )
 async def tokens(
-    body: TextIn, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+    body: TextIn, request: Request, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
 ) -> Response:
     """Tokens with lemmas and character offsets."""
-    return await _annotate(engine, principal, model, "tokens", body.text)
+    return await _annotate(request, engine, principal, model, "tokens", body.text)
 
 
 @router.post(
@@ -132,10 +138,10 @@ async def tokens(
     responses=_ERRORS,
 )
 async def dependencies(
-    body: TextIn, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+    body: TextIn, request: Request, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
 ) -> Response:
     """Words with their tags, and dependency arcs between token indexes."""
-    return await _annotate(engine, principal, model, "dependencies", body.text)
+    return await _annotate(request, engine, principal, model, "dependencies", body.text)
 
 
 @router.post(
@@ -145,10 +151,10 @@ async def dependencies(
     responses=_ERRORS,
 )
 async def sentence_dependencies(
-    body: TextIn, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+    body: TextIn, request: Request, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
 ) -> Response:
     """Dependencies sentence by sentence; indexes are relative to each sentence."""
-    return await _annotate(engine, principal, model, "sentence-dependencies", body.text)
+    return await _annotate(request, engine, principal, model, "sentence-dependencies", body.text)
 
 
 @router.get("/{model}/versions", response_model=VersionsOut, responses=_ERRORS)
@@ -178,4 +184,6 @@ async def extractions(
 ) -> Response:
     """The original tutorial's endpoint, on the default model."""
     model = resolve_model(request.app.state.settings.default_model, principal, engine)
-    return await _annotate(engine, principal, model, "extractions", body.sentence, field="sentence")
+    return await _annotate(
+        request, engine, principal, model, "extractions", body.sentence, field="sentence"
+    )

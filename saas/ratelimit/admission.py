@@ -9,6 +9,7 @@ beyond the shared count.
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -44,8 +45,16 @@ class _Block:
 
 
 class Admission:
-    def __init__(self, *, fail_open: bool, redis_timeout: float = 0.25) -> None:
+    def __init__(
+        self,
+        *,
+        fail_open: bool,
+        redis_timeout: float = 0.25,
+        quota_used: Callable[[int, str], Awaitable[int]] | None = None,
+    ) -> None:
         self.fail_open = fail_open
+        # The ledger's billable count for (account, month): seeds a limiter that lost its count.
+        self.quota_used = quota_used
         self.redis_timeout = redis_timeout
         self.shared: RedisLimiter | None = None
         self.local = MemoryLimiter()
@@ -80,6 +89,14 @@ class Admission:
         windows = parse_windows(principal.rate_limit)
         quota = principal.monthly_quota if billable else None
         decision = await self._decide(principal.account_id, windows, quota, cost)
+        if decision.outcome == "unseeded":
+            assert decision.quota_month is not None
+            used = 0
+            if self.quota_used is not None:
+                used = await self.quota_used(principal.account_id, decision.quota_month)
+            limiter = self.shared if decision.shared and self.shared else self.local
+            await limiter.seed(principal.account_id, decision.quota_month, used)
+            decision = await self._decide(principal.account_id, windows, quota, cost)
         if not decision.admitted:
             self._remember_rejection(principal.account_id, decision)
         return decision

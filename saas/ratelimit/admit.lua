@@ -6,7 +6,8 @@
 -- ARGV[2]     monthly quota, or -1 when this request is not billable or the plan has none
 -- ARGV[3..]   limit, window length in microseconds; one pair per window
 -- Returns {outcome, now_us, retry_us, month, quota_used, count_1, oldest_1, count_2, oldest_2...}
--- outcome: 0 admitted, 1 rate limited, 2 quota exhausted.
+-- outcome: 0 admitted, 1 rate limited, 2 quota exhausted, 3 quota of this month unknown here
+-- (Redis restarted or a new month): the caller seeds it from the database and asks again.
 
 local function year_month(seconds)
   -- Howard Hinnant's civil_from_days
@@ -29,6 +30,10 @@ local quota = tonumber(ARGV[2])
 local n = #KEYS - 1
 local quota_key = KEYS[n + 1]
 local month = year_month(tonumber(time[1]))
+
+if quota >= 0 and redis.call('HEXISTS', quota_key, month) == 0 then
+  return {3, now, 0, month, 0}
+end
 
 local counts = {}
 local retry = 0

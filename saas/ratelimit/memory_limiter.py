@@ -11,7 +11,7 @@ class MemoryLimiter:
     def __init__(self) -> None:
         # (account, window seconds) -> admission times, oldest first
         self._hits: dict[tuple[int, int], deque[float]] = defaultdict(deque)
-        self._quota_used: dict[tuple[int, str], int] = defaultdict(int)
+        self._quota_used: dict[tuple[int, str], int] = {}
 
     async def admit(
         self,
@@ -39,6 +39,8 @@ class MemoryLimiter:
 
         month = month_of(now)
         if quota is not None:
+            if (account_id, month) not in self._quota_used:
+                return Decision("unseeded", (), 0.0, now, quota_month=month)
             used = self._quota_used[(account_id, month)]
             if used + cost > quota:
                 wait = seconds_to_month_end(now)
@@ -57,9 +59,13 @@ class MemoryLimiter:
             quota_remaining=remaining,
         )
 
+    async def seed(self, account_id: int, month: str, used: int) -> None:
+        self._quota_used.setdefault((account_id, month), used)
+
     async def refund(self, account_id: int, month: str, cost: int = 1) -> None:
         key = (account_id, month)
-        self._quota_used[key] = max(0, self._quota_used[key] - cost)
+        if key in self._quota_used:
+            self._quota_used[key] = max(0, self._quota_used[key] - cost)
 
     def _states(
         self, account_id: int, windows: tuple[Window, ...], now: float

@@ -18,7 +18,7 @@ local back = math.min(used, tonumber(ARGV[2]))
 if back > 0 then return redis.call('HINCRBY', KEYS[1], ARGV[1], -back) end
 return used
 """
-_OUTCOMES = ("admitted", "rate_limited", "quota_exhausted")
+_OUTCOMES = ("admitted", "rate_limited", "quota_exhausted", "unseeded")
 
 
 class RedisLimiter:
@@ -53,6 +53,8 @@ class RedisLimiter:
         outcome = _OUTCOMES[int(raw[0])]
         now = int(raw[1]) / 1e6
         month = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])
+        if outcome == "unseeded":
+            return Decision(outcome, (), 0.0, now, quota_month=month, shared=True)
         used = int(raw[4])
         states = []
         for index, window in enumerate(windows):
@@ -72,6 +74,10 @@ class RedisLimiter:
             quota_remaining=None if quota is None else max(0, quota - used),
             shared=True,
         )
+
+    async def seed(self, account_id: int, month: str, used: int) -> None:
+        """The month's billable count from the ledger, unless another worker set it first."""
+        await self.redis.hsetnx(self._quota_key(account_id), month, used)
 
     async def refund(self, account_id: int, month: str, cost: int = 1) -> None:
         await self._refund(keys=[self._quota_key(account_id)], args=[month, cost])

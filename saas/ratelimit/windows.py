@@ -35,7 +35,7 @@ class WindowState:
     reset: float  # seconds until the oldest request in the window leaves it
 
 
-Outcome = Literal["admitted", "rate_limited", "quota_exhausted"]
+Outcome = Literal["admitted", "rate_limited", "quota_exhausted", "unseeded"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,177 @@
+"""Quota alerts: when an account with a webhook passes 80% and then 100% of its monthly quota,
+one signed POST per threshold per month, retried with backoff, every attempt recorded.
+
+Signature (as Stripe does it): `X-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>"
+keyed with the account's webhook secret>`, so a receiver can check origin and freshness.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Iterable
+
+import httpx
+import orjson
+import structlog
+from sqlalchemy import Engine, update
+from sqlmodel import Session, select
+
+from saas.accounts.models import Account, Plan
+from saas.db import utcnow
+from saas.ratelimit.windows import month_of
+from saas.usage.ledger import Event, dialect_insert
+from saas.usage.models import QuotaAlert
+from saas.usage.service import month_billable_units
+
+log = structlog.get_logger(__name__)
+THRESHOLDS = (80, 100)
+ALERTS = QuotaAlert.__table__  # type: ignore[attr-defined]
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+class QuotaAlerts:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        attempts: int = 6,
+        first_delay: float = 1.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.attempts = attempts
+        self.first_delay = first_delay
+        self.timeout = timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def after_commit(self, events: list[Event]) -> None:
+        accounts = {e.account_id for e in events if e.billable}
+        if accounts:
+            for alert in await asyncio.to_thread(self._new_alerts, accounts):
+                self._spawn(alert)
+
+    def _new_alerts(self, account_ids: Iterable[int]) -> list[tuple[int, str, int]]:
+        """Alert rows newly created for thresholds these accounts have now reached."""
+        created = []
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(Account, Plan)
+                .join(Plan, Plan.id == Account.plan_id)
+                .where(
+                    Account.id.in_(list(account_ids)),  # type: ignore[union-attr]
+                    Account.webhook_url.is_not(None),  # type: ignore[union-attr]
+                    Plan.monthly_quota.is_not(None),  # type: ignore[union-attr]
+                )
+            ).all()
+        month = month_of(time.time())
+        for account, plan in rows:
+            used = month_billable_units(self.engine, account.id, month)
+            for threshold in THRESHOLDS:
+                reached = used >= math.ceil(plan.monthly_quota * threshold / 100)
+                if reached and self._claim(account, month, threshold):
+                    created.append((account.id, month, threshold))
+        return created
+
+    def _claim(self, account: Account, month: str, threshold: int) -> bool:
+        """Insert the alert row; the primary key makes exactly one worker win it."""
+        insert = dialect_insert(self.engine)
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                insert(ALERTS)
+                .values(
+                    account_id=account.id,
+                    month=month,
+                    threshold=threshold,
+                    created_at=utcnow(),
+                    url=account.webhook_url,
+                    attempts=0,
+                )
+                .on_conflict_do_nothing()
+                .returning(ALERTS.c.threshold)
+            )
+            return result.first() is not None
+
+    def _spawn(self, alert: tuple[int, str, int]) -> None:
+        task = asyncio.create_task(self._deliver(*alert))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def resume(self) -> None:
+        """At start-up: deliver alerts an earlier process created but did not finish."""
+        with Session(self.engine) as session:
+            pending = session.exec(
+                select(QuotaAlert).where(
+                    QuotaAlert.delivered_at.is_(None),  # type: ignore[union-attr]
+                    QuotaAlert.attempts < self.attempts,
+                )
+            ).all()
+        for alert in pending:
+            self._spawn((alert.account_id, alert.month, alert.threshold))
+
+    async def _deliver(self, account_id: int, month: str, threshold: int) -> None:
+        with Session(self.engine) as session:
+            account = session.get(Account, account_id)
+            plan = session.get(Plan, account.plan_id) if account else None
+            alert = session.get(QuotaAlert, (account_id, month, threshold))
+        if account is None or plan is None or alert is None or not account.webhook_secret:
+            return
+        body = orjson.dumps(
+            {
+                "type": "quota.threshold_reached",
+                "account": account.name,
+                "month": month,
+                "threshold_percent": threshold,
+                "monthly_quota": plan.monthly_quota,
+                "used": month_billable_units(self.engine, account_id, month),
+            }
+        )
+        delay = self.first_delay
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            for attempt in range(alert.attempts + 1, self.attempts + 1):
+                error = None
+                try:
+                    headers = {
+                        "Content-Type": "application/json",
+                        "X-Signature": sign(account.webhook_secret, int(time.time()), body),
+                    }
+                    response = await client.post(alert.url, content=body, headers=headers)
+                    if response.status_code >= 300:
+                        error = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    error = type(exc).__name__
+                await asyncio.to_thread(self._record, account_id, month, threshold, attempt, error)
+                if error is None:
+                    return
+                log.warning(
+                    "quota_alert_failed", account_id=account_id, attempt=attempt, error=error
+                )
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    def _record(
+        self, account_id: int, month: str, threshold: int, attempt: int, error: str | None
+    ) -> None:
+        values = {"attempts": attempt, "last_error": error}
+        if error is None:
+            values["delivered_at"] = utcnow()
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(ALERTS)
+                .where(
+                    ALERTS.c.account_id == account_id,
+                    ALERTS.c.month == month,
+                    ALERTS.c.threshold == threshold,
+                )
+                .values(**values)
+            )
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,85 @@
+"""Writes batches of usage events: raw rows inserted idempotently on the request id, and the
+hourly rollups of exactly the rows that were new, in one transaction."""
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
+
+from saas.usage.models import UsageEvent, UsageRollup
+
+EVENTS: Table = UsageEvent.__table__  # type: ignore[attr-defined]
+ROLLUPS: Table = UsageRollup.__table__  # type: ignore[attr-defined]
+ROLLUP_KEY = ["account_id", "day", "hour", "endpoint", "status"]
+ROLLUP_SUMS = ["requests", "units", "billable_units", "chars"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    request_id: str
+    occurred_at: datetime
+    account_id: int
+    key_id: int | None
+    endpoint: str
+    model: str | None
+    status: int
+    chars: int
+    units: int
+    latency_ms: float
+    billable: bool
+
+
+def dialect_insert(engine: Engine) -> Callable[[Table], Any]:
+    """INSERT with ON CONFLICT for the engine's dialect (both databases speak it)."""
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+
+def rollup_rows(events: Iterable[Event]) -> list[dict[str, Any]]:
+    sums: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for event in events:
+        key = (
+            event.account_id,
+            event.occurred_at.date(),
+            event.occurred_at.hour,
+            event.endpoint,
+            event.status,
+        )
+        row = sums[key]
+        row[0] += 1
+        row[1] += event.units
+        row[2] += event.units if event.billable else 0
+        row[3] += event.chars
+    return [
+        dict(zip(ROLLUP_KEY, key, strict=True)) | dict(zip(ROLLUP_SUMS, values, strict=True))
+        for key, values in sums.items()
+    ]
+
+
+def write_events(engine: Engine, events: list[Event]) -> list[Event]:
+    """Returns the events that were new; replays of events already stored change nothing."""
+    unique = list({event.request_id: event for event in events}.values())
+    if not unique:
+        return []
+    insert = dialect_insert(engine)
+    with engine.begin() as connection:
+        result = connection.execute(
+            insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.request_id),
+            [asdict(event) for event in unique],
+        )
+        inserted = {row.request_id for row in result}
+        new = [event for event in unique if event.request_id in inserted]
+        rows = rollup_rows(new)
+        if rows:
+            statement = insert(ROLLUPS)
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=ROLLUP_KEY,
+                    set_={name: ROLLUPS.c[name] + statement.excluded[name] for name in ROLLUP_SUMS},
+                ),
+                rows,
+            )
+    return new

@@ -1,0 +1,93 @@
+"""Group commit of usage events.
+
+A billable request waits until its event is committed before its answer is sent; events of
+concurrent requests share one transaction. The writer takes everything queued since its last
+commit, so a lone request is written at once and a crowd is written together. Non-billable
+events (rejections, listings) are queued without waiting.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from sqlalchemy import Engine
+
+from saas.usage.ledger import Event, write_events
+
+log = structlog.get_logger(__name__)
+
+
+class UsageWriteFailed(Exception):
+    """The event could not be committed: the request must not be answered as a success."""
+
+
+class UsageRecorder:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 1000,
+        on_committed: Callable[[list[Event]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.on_committed = on_committed
+        self.dropped = 0  # non-billable events lost to database errors
+        self.commits = 0
+        self._pending: list[tuple[Event, asyncio.Future[None] | None]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._followups: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def record(self, event: Event, *, durable: bool) -> None:
+        """Queue the event; with `durable`, return only once it is committed."""
+        future = asyncio.get_running_loop().create_future() if durable else None
+        self._pending.append((event, future))
+        self._wakeup.set()
+        if future is not None:
+            await future
+
+    async def _run(self) -> None:
+        while not (self._closing and not self._pending):
+            if not self._pending:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Event, asyncio.Future[None] | None]]) -> None:
+        events = [event for event, _ in batch]
+        try:
+            new = await asyncio.to_thread(write_events, self.engine, events)
+        except Exception as exc:  # noqa: BLE001 - every waiter learns of it
+            log.error("usage_write_failed", events=len(events), error=type(exc).__name__)
+            for _, future in batch:
+                if future is None:
+                    self.dropped += 1
+                elif not future.done():
+                    future.set_exception(UsageWriteFailed(str(exc)))
+            return
+        self.commits += 1
+        for _, future in batch:
+            if future is not None and not future.done():
+                future.set_result(None)
+        if self.on_committed is not None and new:
+            # In its own task: quota alerts must never hold up the next commit.
+            task = asyncio.create_task(self.on_committed(new))
+            self._followups.add(task)
+            task.add_done_callback(self._followups.discard)
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        if self._followups:
+            await asyncio.gather(*self._followups, return_exceptions=True)

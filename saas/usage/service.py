@@ -1,0 +1,208 @@
+"""Usage queries for dashboards, invoices and reconciliation. All of them read the rollups except
+the reconciliation, which also counts the raw events."""
+
+import calendar
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from saas.accounts.models import Account, Plan
+from saas.ratelimit.windows import month_of, parse_windows
+from saas.usage.models import UsageEvent, UsageRollup
+
+
+def month_bounds(month: str) -> tuple[date, date]:
+    """ "2026-11" -> (2026-11-01, 2026-12-01): the first day and the first day after."""
+    year, number = (int(part) for part in month.split("-"))
+    if not 1 <= number <= 12:
+        raise ValueError(f"not a month: {month!r}")
+    first = date(year, number, 1)
+    last_day = calendar.monthrange(year, number)[1]
+    after = date(year + (number == 12), number % 12 + 1, 1)
+    assert (after - first).days == last_day
+    return first, after
+
+
+def current_month() -> str:
+    return month_of(datetime.now(UTC).timestamp())
+
+
+def month_billable_units(engine: Engine, account_id: int, month: str) -> int:
+    first, after = month_bounds(month)
+    with Session(engine) as session:
+        total = session.exec(
+            select(func.coalesce(func.sum(UsageRollup.billable_units), 0)).where(
+                UsageRollup.account_id == account_id,
+                UsageRollup.day >= first,
+                UsageRollup.day < after,
+            )
+        ).one()
+    return int(total)
+
+
+def _totals(rows: list[Any]) -> dict[str, int]:
+    return {
+        "requests": sum(r.requests for r in rows),
+        "billable_requests": sum(r.billable_units for r in rows),
+        "characters": sum(r.chars for r in rows),
+    }
+
+
+def account_month_usage(
+    session: Session, account: Account, plan: Plan, month: str
+) -> dict[str, Any]:
+    """What GET /v1/usage and `saas usage` show: the month's totals, by endpoint and by day,
+    the plan's limits and what remains."""
+    first, after = month_bounds(month)
+    rows = list(
+        session.exec(
+            select(UsageRollup).where(
+                UsageRollup.account_id == account.id,
+                UsageRollup.day >= first,
+                UsageRollup.day < after,
+            )
+        )
+    )
+    by_endpoint: dict[str, list[Any]] = {}
+    by_day: dict[date, list[Any]] = {}
+    for row in rows:
+        by_endpoint.setdefault(row.endpoint, []).append(row)
+        by_day.setdefault(row.day, []).append(row)
+    totals = _totals(rows)
+    quota = plan.monthly_quota
+    return {
+        "account": account.name,
+        "month": month,
+        **totals,
+        "by_endpoint": [
+            {"endpoint": name, **_totals(group)} for name, group in sorted(by_endpoint.items())
+        ],
+        "by_day": [
+            {"day": day.isoformat(), **_totals(group)} for day, group in sorted(by_day.items())
+        ],
+        "plan": {
+            "name": plan.name,
+            "rate_limit": plan.rate_limit,
+            "windows": [
+                {"name": w.name, "limit": w.limit, "seconds": w.seconds}
+                for w in parse_windows(plan.rate_limit)
+            ],
+            "monthly_quota": quota,
+            "max_text_chars": plan.max_text_chars,
+            "models": plan.models,
+        },
+        "remaining_quota": None if quota is None else max(0, quota - totals["billable_requests"]),
+    }
+
+
+def usage_series(
+    session: Session,
+    *,
+    start: date,
+    end: date,
+    granularity: str = "day",
+    account_id: int | None = None,
+    endpoint: str | None = None,
+    status: int | None = None,
+) -> list[dict[str, Any]]:
+    """Rollups between `start` and `end` (inclusive days), per bucket, account, endpoint, status."""
+    statement = select(UsageRollup).where(UsageRollup.day >= start, UsageRollup.day <= end)
+    if account_id is not None:
+        statement = statement.where(UsageRollup.account_id == account_id)
+    if endpoint is not None:
+        statement = statement.where(UsageRollup.endpoint == endpoint)
+    if status is not None:
+        statement = statement.where(UsageRollup.status == status)
+    buckets: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in session.exec(statement):
+        if granularity == "hour":
+            bucket = datetime(row.day.year, row.day.month, row.day.day, row.hour, tzinfo=UTC)
+            label = bucket.isoformat()
+        else:
+            label = row.day.isoformat()
+        key = (label, row.account_id, row.endpoint, row.status)
+        entry = buckets.setdefault(
+            key,
+            {
+                "bucket": label,
+                "account_id": row.account_id,
+                "endpoint": row.endpoint,
+                "status": row.status,
+                "requests": 0,
+                "billable_requests": 0,
+                "characters": 0,
+            },
+        )
+        entry["requests"] += row.requests
+        entry["billable_requests"] += row.billable_units
+        entry["characters"] += row.chars
+    return [buckets[key] for key in sorted(buckets)]
+
+
+def invoice_amount(plan: Plan, billable: int) -> tuple[int, int, int]:
+    """(base fee, metered amount, total) in cents: base + ceil(billable / 1000 x price)."""
+    metered = -(-billable * plan.price_cents_per_1000_requests // 1000)  # integer ceil
+    return plan.price_cents_per_month, metered, plan.price_cents_per_month + metered
+
+
+def invoices(session: Session, month: str) -> list[dict[str, Any]]:
+    first, after = month_bounds(month)
+    billed = dict(
+        session.exec(
+            select(UsageRollup.account_id, func.sum(UsageRollup.billable_units))
+            .where(UsageRollup.day >= first, UsageRollup.day < after)
+            .group_by(UsageRollup.account_id)
+        ).all()
+    )
+    lines = []
+    for account, plan in session.exec(
+        select(Account, Plan).join(Plan, Plan.id == Account.plan_id).order_by(Account.id)
+    ):
+        billable = int(billed.get(account.id, 0))
+        base, metered, total = invoice_amount(plan, billable)
+        lines.append(
+            {
+                "month": month,
+                "account_id": account.id,
+                "account": account.name,
+                "plan": plan.name,
+                "billable_requests": billable,
+                "base_fee_cents": base,
+                "metered_cents": metered,
+                "total_cents": total,
+            }
+        )
+    return lines
+
+
+def reconcile(session: Session, account_id: int, month: str) -> dict[str, int]:
+    """Billable quantity three ways; they must be equal: raw events, rollups, invoice."""
+    first, after = month_bounds(month)
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(after.year, after.month, after.day, tzinfo=UTC)
+    events = session.exec(
+        select(func.coalesce(func.sum(UsageEvent.units), 0)).where(
+            UsageEvent.account_id == account_id,
+            UsageEvent.billable.is_(True),
+            UsageEvent.occurred_at >= start,
+            UsageEvent.occurred_at < end,
+        )
+    ).one()
+    rollups = session.exec(
+        select(func.coalesce(func.sum(UsageRollup.billable_units), 0)).where(
+            UsageRollup.account_id == account_id,
+            UsageRollup.day >= first,
+            UsageRollup.day < after,
+        )
+    ).one()
+    invoice = next(
+        (
+            line["billable_requests"]
+            for line in invoices(session, month)
+            if line["account_id"] == account_id
+        ),
+        0,
+    )
+    return {"events": int(events), "rollups": int(rollups), "invoice": int(invoice)}
