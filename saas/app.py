@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from saas import health
 from saas.accounts import routes as admin_routes
@@ -45,7 +46,9 @@ def connect_redis(settings: Settings) -> aioredis.Redis:
         timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
-        retry=Retry(NoBackoff(), 0),
+        # One immediate retry on a broken connection (a Redis restart leaves the pooled sockets
+        # dead), never on a timeout: the script may have run, and running it twice counts twice.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=30,
     )
     return aioredis.Redis(connection_pool=pool)

@@ -1,0 +1,79 @@
+"""Quota alerts: one signed POST per threshold per month, retried, recorded."""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlmodel import select
+
+from saas.accounts.models import Account
+from saas.usage.models import QuotaAlert
+from tests.conftest import MODEL
+
+ENTITIES = f"/v1/{MODEL}/entities"
+BODY = {"text": "Paris is in France."}
+SECRET = "s3cret" * 8
+
+
+@pytest.fixture
+def receiver():  # type: ignore[no-untyped-def]
+    """A webhook receiver on 127.0.0.1 that fails its first call, then accepts."""
+    received: list[tuple[dict, str, bytes]] = []
+    calls = {"n": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            calls["n"] += 1
+            if calls["n"] == 1:
+                self.send_response(500)
+                self.end_headers()
+                return
+            received.append((json.loads(body), self.headers["X-Signature"], body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+
+
+def test_80_and_100_percent_alerts_once_each(client, make_customer, db, receiver):  # type: ignore[no-untyped-def]
+    url, received = receiver
+    customer = make_customer(monthly_quota=5)
+    with db() as session:
+        account = session.get(Account, customer.account_id)
+        account.webhook_url, account.webhook_secret = url, SECRET
+        session.add(account)
+        session.commit()
+    statuses = [
+        client.post(ENTITIES, headers=customer.headers, json=BODY).status_code for _ in range(7)
+    ]
+    assert statuses == [200] * 5 + [402] * 2
+
+    deadline = time.monotonic() + 15
+    while len(received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # nothing more may arrive
+    assert sorted(p["threshold_percent"] for p, _, _ in received) == [80, 100]
+    for payload, signature, raw in received:
+        assert payload["account"] == customer.account_name and payload["monthly_quota"] == 5
+        timestamp, digest = (part.split("=", 1)[1] for part in signature.split(","))
+        expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256)
+        assert hmac.compare_digest(digest, expected.hexdigest())
+        assert abs(int(timestamp) - time.time()) < 60
+    with db() as session:
+        alerts = session.exec(
+            select(QuotaAlert).where(QuotaAlert.account_id == customer.account_id)
+        ).all()
+    assert sorted(a.threshold for a in alerts) == [80, 100]
+    assert all(a.delivered_at is not None for a in alerts)
+    assert sorted(a.attempts for a in alerts) == [1, 2]  # the first POST failed and was retried

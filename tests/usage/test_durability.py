@@ -1,0 +1,61 @@
+"""Nothing billed is lost: a failed usage write answers 503 and bills nothing; a Redis that lost
+its counters is seeded from the ledger, so the monthly quota stays exact."""
+
+import time
+
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from saas.accounts import service as accounts
+from saas.accounts.models import PlanCreate
+from saas.db import make_engine
+from saas.keys import service as keys
+from saas.migrations import upgrade
+from saas.usage.models import UsageEvent
+from tests.conftest import MODEL, dedicated_client
+
+ENTITIES = f"/v1/{MODEL}/entities"
+BODY = {"text": "Paris is in France."}
+
+
+def test_failed_usage_write_answers_503_and_bills_nothing(settings, tmp_path):  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'broken.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with Session(engine) as session:
+        accounts.create_plan(
+            session, PlanCreate(name="q", rate_limit="100/minute", monthly_quota=1)
+        )
+        account = accounts.create_account(session, name="a", email="a@b.c", plan_name="q")
+        _, key = keys.create_key(session, account)
+        session.commit()
+    with dedicated_client(settings, database_url=url, redis_url=None) as client:
+        with engine.begin() as connection:  # the ledger becomes unwritable
+            connection.execute(text("ALTER TABLE usage_events RENAME TO usage_events_gone"))
+        response = client.post(ENTITIES, headers={"X-API-Key": key}, json=BODY)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert "nothing was billed" in response.json()["detail"]
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE usage_events_gone RENAME TO usage_events"))
+        # The quota reservation was given back: the one request the plan allows still works.
+        assert client.post(ENTITIES, headers={"X-API-Key": key}, json=BODY).status_code == 200
+        assert client.post(ENTITIES, headers={"X-API-Key": key}, json=BODY).status_code == 402
+    with Session(engine) as session:
+        billed = session.exec(select(UsageEvent).where(UsageEvent.billable.is_(True))).all()
+    assert len(billed) == 1
+    engine.dispose()
+
+
+def test_quota_survives_a_redis_restart(settings, own_redis, make_customer):  # type: ignore[no-untyped-def]
+    customer = make_customer(monthly_quota=3)
+    with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=False) as client:
+        for _ in range(2):
+            assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
+        own_redis.stop()
+        own_redis.start()  # empty: it kept nothing
+        time.sleep(1.1)  # past the limiter's retry pause, in case a call failed meanwhile
+        statuses = [
+            client.post(ENTITIES, headers=customer.headers, json=BODY).status_code for _ in range(3)
+        ]
+        assert statuses == [200, 402, 402]  # seeded from the ledger: 2 used, 1 left
