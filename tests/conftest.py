@@ -2,6 +2,7 @@
 default. Both are real servers (see .ci/run); a missing one fails the run, it is never skipped."""
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -249,3 +250,33 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def start_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A server in a process group of its own, so its workers and inference processes can be
+    found and ended together."""
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def group_alive(process: subprocess.Popen[bytes]) -> bool:
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM to the whole group (graceful), then SIGKILL whatever is left."""
+    if group_alive(process):
+        os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while group_alive(process) and time.monotonic() < deadline:
+            process.poll()  # reap the leader when it exits: a zombie still counts in the group
+            time.sleep(0.1)
+        if group_alive(process):
+            os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(10)

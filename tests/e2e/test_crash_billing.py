@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import func, select
 
 from saas.usage.models import UsageEvent
-from tests.conftest import MODEL, free_port
+from tests.conftest import MODEL, free_port, group_alive, start_process, stop_process
 from tests.e2e.test_serve import SAAS
 
 TEXTS = [
@@ -44,12 +44,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [SAAS, "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.process = start_process([SAAS, "serve", "--port", str(self.port)], self.env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -60,14 +55,18 @@ class Server:
         raise RuntimeError("server did not become ready")
 
     def kill(self) -> None:
+        """SIGKILL the server process alone; its inference process must then exit by itself."""
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
+        self.process.wait(10)  # reaped: only the inference process can keep the group alive
+        deadline = time.monotonic() + 15
+        while group_alive(self.process) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not group_alive(self.process), "inference process outlived the killed server"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+        if self.process is not None:
+            stop_process(self.process)
 
 
 class Load:

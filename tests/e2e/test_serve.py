@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import start_process, stop_process
+
 SAAS = str(Path(sys.executable).parent / "saas")
 DONE_WHEN = "John Doe is a Go developer at Google in London."
 
@@ -47,17 +49,13 @@ def server(request, tmp_path):  # type: ignore[no-untyped-def]
     # The admin account's plan ("internal") allows 1000 requests a second; demo's allows 5.
     keys = {line.split()[0]: line.split()[-1] for line in boot.stdout.splitlines()}
     port = free_port()
-    process = subprocess.Popen(
-        [SAAS, "serve", "--port", str(port), "--workers", str(request.param)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_process(
+        [SAAS, "serve", "--port", str(port), "--workers", str(request.param)], env
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
+        assert process.poll() is None, "server exited"
         try:
             if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                 break
@@ -67,9 +65,7 @@ def server(request, tmp_path):  # type: ignore[no-untyped-def]
     else:
         pytest.fail("server did not become ready")
     yield base, keys, process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    stop_process(process)
 
 
 def test_done_when_curl(server):  # type: ignore[no-untyped-def]
