@@ -53,11 +53,21 @@ def offline_rate(texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-def start_server(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(workdir: Path, port: int, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Bootstrap a database (SQLite in `workdir` unless SAAS_DATABASE_URL is given) and serve it
+    with one worker; returns the process and the admin key (plan "internal": no tight limits)."""
     env = {**os.environ, "SAAS_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}"}
     env.pop("SAAS_REDIS_URL", None)
-    boot = subprocess.run([SAAS, "bootstrap"], env=env, capture_output=True, text=True, check=True)
-    key = next(line.split()[-1] for line in boot.stdout.splitlines() if line.startswith("admin"))
+    env.update(settings)
+    subprocess.run([SAAS, "bootstrap"], env=env, capture_output=True, check=True)
+    created = subprocess.run(
+        [SAAS, "keys", "create", "admin", "--name", "bench"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = created.stdout.strip().splitlines()[-1]
     server = subprocess.Popen(
         [SAAS, "serve", "--port", str(port)],
         env=env,
@@ -87,6 +97,8 @@ def wrk_rate(workdir: Path, port: int, key: str, seconds: int, connections: int)
         next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
     )
     errors = result.stderr.count("status ")
+    if errors:
+        raise SystemExit(f"{errors} answers were not 200: the measurement is void")
     latency = {
         line.split()[0]: line.split()[1]
         for line in out.splitlines()
