@@ -127,3 +127,43 @@ def test_bootstrap_on_a_fresh_database_is_idempotent(tmp_path):  # type: ignore[
     assert len(printed) == 2 and all(security.is_well_formed(k) for k in printed)
     assert "admin key exists" in second and "demo key exists" in second
     assert not any(security.is_well_formed(word) for word in second.split())
+
+
+def test_usage_and_invoices_commands(saas, make_customer, settings):  # type: ignore[no-untyped-def]
+    import csv
+    import io
+
+    from saas.db import make_engine
+    from saas.usage.ledger import write_events
+    from saas.usage.service import current_month
+    from tests.usage.test_metering import synthetic_events
+
+    customer = make_customer(
+        monthly_quota=5000, price_cents_per_month=2000, price_cents_per_1000_requests=100
+    )
+    engine = make_engine(settings.database_url)
+    write_events(engine, synthetic_events(customer.account_id, 1001))
+    write_events(engine, synthetic_events(customer.account_id, 3, billable=False))
+    engine.dispose()
+    month = current_month()
+
+    report = json.loads(saas("usage", customer.account_name, "--json").stdout)
+    assert report["billable_requests"] == 1001 and report["requests"] == 1004
+    assert report["remaining_quota"] == 3999 and report["month"] == month
+    assert "1001 billable requests" in saas("usage", str(customer.account_id)).stdout
+
+    lines = json.loads(saas("invoices", "--month", month).stdout)["invoices"]
+    line = next(x for x in lines if x["account_id"] == customer.account_id)
+    assert (line["billable_requests"], line["metered_cents"], line["total_cents"]) == (
+        1001,
+        101,
+        2101,
+    )
+    rows = list(
+        csv.DictReader(io.StringIO(saas("invoices", "--month", month, "--format", "csv").stdout))
+    )
+    row = next(r for r in rows if int(r["account_id"]) == customer.account_id)
+    assert row["total_cents"] == "2101" and row["plan"] == customer.plan_name
+
+    bad = saas("invoices", "--month", "2026-13", ok=False)
+    assert bad.returncode == 1 and "not a month" in bad.stderr
