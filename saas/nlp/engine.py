@@ -70,16 +70,19 @@ class _Child:
 
     def _read(self) -> None:
         loop = self.engine.loop
-        while True:
-            try:
-                kind, body = pickle.loads(self.conn.recv_bytes())
-            except (EOFError, OSError, ValueError):
-                loop.call_soon_threadsafe(self.engine._child_exited, self)
-                return
-            if kind == "ready":
-                loop.call_soon_threadsafe(_set_result, self.ready, body)
-            else:
-                loop.call_soon_threadsafe(self.engine._deliver, body)
+        try:
+            while True:
+                try:
+                    kind, body = pickle.loads(self.conn.recv_bytes())
+                except (EOFError, OSError, ValueError):
+                    loop.call_soon_threadsafe(self.engine._child_exited, self)
+                    return
+                if kind == "ready":
+                    loop.call_soon_threadsafe(_set_result, self.ready, body)
+                else:
+                    loop.call_soon_threadsafe(self.engine._deliver, body)
+        except RuntimeError:  # the event loop closed first (the server is gone): nothing to tell
+            return
 
     def send(self, item: worker.Request) -> None:
         self.outbox.put([item])

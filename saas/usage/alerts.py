@@ -103,16 +103,24 @@ class QuotaAlerts:
         task.add_done_callback(self._tasks.discard)
 
     async def resume(self) -> None:
-        """At start-up: deliver alerts an earlier process created but did not finish."""
+        """At start-up: deliver alerts an earlier process created but did not finish. A database
+        that is down must not keep the server from starting (readiness reports it)."""
+        try:
+            pending = await asyncio.to_thread(self._undelivered)
+        except Exception as exc:  # noqa: BLE001
+            log.error("quota_alert_resume_failed", error=type(exc).__name__)
+            return
+        for alert in pending:
+            self._spawn((alert.account_id, alert.month, alert.threshold))
+
+    def _undelivered(self) -> list[QuotaAlert]:
         with Session(self.engine) as session:
-            pending = session.exec(
+            return session.exec(
                 select(QuotaAlert).where(
                     QuotaAlert.delivered_at.is_(None),  # type: ignore[union-attr]
                     QuotaAlert.attempts < self.attempts,
                 )
             ).all()
-        for alert in pending:
-            self._spawn((alert.account_id, alert.month, alert.threshold))
 
     async def _deliver(self, account_id: int, month: str, threshold: int) -> None:
         with Session(self.engine) as session:

@@ -29,17 +29,21 @@ def current_month() -> str:
     return month_of(datetime.now(UTC).timestamp())
 
 
-def month_billable_units(engine: Engine, account_id: int, month: str) -> int:
+def rollup_billable_units(session: Session, account_id: int, month: str) -> int:
     first, after = month_bounds(month)
-    with Session(engine) as session:
-        total = session.exec(
-            select(func.coalesce(func.sum(UsageRollup.billable_units), 0)).where(
-                UsageRollup.account_id == account_id,
-                UsageRollup.day >= first,
-                UsageRollup.day < after,
-            )
-        ).one()
+    total = session.exec(
+        select(func.coalesce(func.sum(UsageRollup.billable_units), 0)).where(
+            UsageRollup.account_id == account_id,
+            UsageRollup.day >= first,
+            UsageRollup.day < after,
+        )
+    ).one()
     return int(total)
+
+
+def month_billable_units(engine: Engine, account_id: int, month: str) -> int:
+    with Session(engine) as session:
+        return rollup_billable_units(session, account_id, month)
 
 
 def _totals(rows: list[Any]) -> dict[str, int]:
@@ -190,13 +194,7 @@ def reconcile(session: Session, account_id: int, month: str) -> dict[str, int]:
             UsageEvent.occurred_at < end,
         )
     ).one()
-    rollups = session.exec(
-        select(func.coalesce(func.sum(UsageRollup.billable_units), 0)).where(
-            UsageRollup.account_id == account_id,
-            UsageRollup.day >= first,
-            UsageRollup.day < after,
-        )
-    ).one()
+    rollups = rollup_billable_units(session, account_id, month)
     invoice = next(
         (
             line["billable_requests"]

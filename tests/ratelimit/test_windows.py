@@ -51,12 +51,29 @@ def test_memory_limiter_quota_is_exact_and_refundable():
     windows = parse_windows("1000/second")
 
     async def scenario():  # type: ignore[no-untyped-def]
+        # A month the limiter has no count for is first seeded (from the ledger, in the app).
+        unseeded = await limiter.admit(7, windows, quota=3)
+        await limiter.seed(7, unseeded.quota_month, 0)
         decisions = [await limiter.admit(7, windows, quota=3) for _ in range(4)]
         await limiter.refund(7, decisions[0].quota_month)
-        return decisions, await limiter.admit(7, windows, quota=3)
+        return unseeded, decisions, await limiter.admit(7, windows, quota=3)
 
-    decisions, after_refund = asyncio.run(scenario())
+    unseeded, decisions, after_refund = asyncio.run(scenario())
+    assert unseeded.outcome == "unseeded" and unseeded.windows == ()
     assert [d.outcome for d in decisions] == ["admitted"] * 3 + ["quota_exhausted"]
     assert [d.quota_remaining for d in decisions[:3]] == [2, 1, 0]
     assert decisions[3].retry_after > 0
     assert after_refund.admitted
+
+
+def test_memory_limiter_seed_counts_what_the_ledger_already_billed():
+    limiter = MemoryLimiter()
+    windows = parse_windows("1000/second")
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        first = await limiter.admit(9, windows, quota=5)
+        await limiter.seed(9, first.quota_month, 4)
+        await limiter.seed(9, first.quota_month, 0)  # a later seed never overwrites
+        return [await limiter.admit(9, windows, quota=5) for _ in range(2)]
+
+    assert [d.outcome for d in asyncio.run(scenario())] == ["admitted", "quota_exhausted"]
