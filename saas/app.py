@@ -12,10 +12,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from saas import health
 from saas.accounts import routes as admin_routes
+from saas.audit import routes as audit_routes
 from saas.config import Settings, get_settings
 from saas.db import make_engine
 from saas.errors import install_error_handlers
+from saas.keys import routes as key_routes
 from saas.keys.authenticator import KeyAuthenticator
+from saas.keys.invalidation import Invalidator
 from saas.logging import configure_logging
 from saas.middleware.admission import AdmissionMiddleware
 from saas.middleware.auth import AuthMiddleware
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis_timeout=settings.redis_timeout,
         quota_used=quota_used,
     )
+    invalidator = Invalidator(authenticator, admission)
     alerts = QuotaAlerts(db_engine)
     recorder = UsageRecorder(db_engine, on_committed=alerts.after_commit)
     guard = FailedAuthGuard(settings.auth_failures_per_ip)
@@ -90,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.redis_url:
             admission.use_redis(app.state.redis, settings.redis_prefix)
             guard.use_redis(settings.redis_url, settings.redis_prefix, settings.redis_timeout)
+            invalidator.start(settings.redis_url, settings.redis_prefix)
         await admission.warm_up()
         await nlp.start()
         authenticator.start()
@@ -100,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await recorder.stop()  # commit what is queued before anything else closes
             await alerts.stop()
+            await invalidator.stop()
             await authenticator.stop()
             await nlp.stop()
             if app.state.redis is not None:
@@ -119,16 +125,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.authenticator = authenticator
     app.state.admission = admission
     app.state.recorder = recorder
+    app.state.invalidator = invalidator
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(nlp_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(usage_routes.customer_router)
     app.include_router(usage_routes.admin_router)
+    app.include_router(key_routes.admin_router)
+    app.include_router(key_routes.customer_router)
+    app.include_router(audit_routes.router)
 
     # Added innermost first. Request order: request context -> body limit -> authentication ->
     # usage metering (it must see the admission step's rejections too) -> admission -> routes.
-    app.add_middleware(AdmissionMiddleware, admission=admission)
+    app.add_middleware(
+        AdmissionMiddleware, admission=admission, admin_rate_limit=settings.admin_rate_limit
+    )
     if settings.usage_metering:
         app.add_middleware(UsageMiddleware, recorder=recorder)
     app.add_middleware(AuthMiddleware, authenticator=authenticator, guard=guard)

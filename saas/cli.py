@@ -268,10 +268,16 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: int) -> None:
+    """Revoke a key; running workers are told at once when SAAS_REDIS_URL is set."""
+    from saas.audit import service as audit
+
     with db_session() as session:
         key = keys.revoke_key(session, key_id)
         if key is None:
             fail(f"key {key_id} does not exist")
+        audit.record(session, None, "key.revoke", "key", key_id, {"via": "cli"})
+        key_hash = key.key_hash
+    tell_workers("key", key_hash)
     typer.echo(f"revoked key {key_id}")
 
 
@@ -352,3 +358,117 @@ def invoices_command(
         emit_json({"month": month, "invoices": lines})
     else:
         typer.echo(to_csv(lines), nl=False)
+
+
+def tell_workers(kind: str, value: str | int) -> None:
+    from saas.keys.invalidation import publish_from_cli
+
+    settings = get_settings()
+    try:
+        sent = publish_from_cli(settings.redis_url, settings.redis_prefix, kind, value)
+    except Exception as exc:  # noqa: BLE001 - the change is committed; only the broadcast failed
+        typer.echo(
+            f"warning: workers not notified ({type(exc).__name__}); "
+            f"they apply it within SAAS_KEY_CACHE_TTL",
+            err=True,
+        )
+        return
+    if not sent:
+        typer.echo(
+            "note: no SAAS_REDIS_URL; a running server applies this within "
+            "SAAS_KEY_CACHE_TTL seconds",
+            err=True,
+        )
+
+
+@accounts_app.command("update")
+def accounts_update(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    plan: Annotated[str | None, typer.Option(help="Move to this plan.")] = None,
+    status: Annotated[str | None, typer.Option(help="active or suspended")] = None,
+    email: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change plan or e-mail, suspend or resume (mirrors PATCH /admin/accounts/{id})."""
+    from saas.accounts.models import AccountStatus
+    from saas.audit import service as audit
+
+    if status is not None and status not in {s.value for s in AccountStatus}:
+        fail("--status is active or suspended")
+    with db_session() as session:
+        owner = accounts.find_account(session, account)
+        if owner is None:
+            fail(f"account {account!r} does not exist")
+        changes = {k: v for k, v in {"plan": plan, "status": status, "email": email}.items() if v}
+        if plan:
+            new_plan = accounts.get_plan(session, plan)
+            if new_plan is None:
+                fail(f"plan {plan!r} does not exist")
+            owner.plan_id = new_plan.id
+        if status:
+            owner.status = status
+        if email:
+            owner.email = email
+        session.add(owner)
+        audit.record(
+            session, None, "account.update", "account", owner.id, {"after": changes, "via": "cli"}
+        )
+        result = account_dict(owner)
+    tell_workers("account", result["id"])
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"updated account {result['name']}: {changes}")
+
+
+@keys_app.command("roll")
+def keys_roll(
+    key_id: int,
+    grace_seconds: Annotated[int, typer.Option(min=0)] = 3600,
+    as_json: JsonFlag = False,
+) -> None:
+    """A new key at once; the old one works for --grace-seconds more. New key: last line."""
+    from saas.audit import service as audit
+
+    with db_session() as session:
+        key = session.get(ApiKey, key_id)
+        if key is None or key.revoked_at is not None:
+            fail(f"key {key_id} does not exist or is revoked")
+        new_key, plaintext = keys.roll_key(session, key, grace_seconds)
+        audit.record(
+            session,
+            None,
+            "key.roll",
+            "key",
+            key.id,
+            {"new_key_id": new_key.id, "grace_seconds": grace_seconds, "via": "cli"},
+        )
+        result, old_hash = key_dict(new_key), key.key_hash
+    tell_workers("key", old_hash)
+    if as_json:
+        emit_json({**result, "key": plaintext})
+        return
+    typer.echo(f"key {key_id} stops working in {grace_seconds} s; new key {result['id']}:")
+    typer.echo(plaintext)
+
+
+@app.command("audit")
+def audit_command(
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    action: str | None = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The newest admin writes (mirrors GET /admin/audit)."""
+    from saas.audit import service as audit
+
+    with db_session() as session:
+        rows = [e.model_dump() for e in audit.search(session, action=action, limit=limit)]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        actor = f"key {row['actor_key_id']}" if row["actor_key_id"] else "cli"
+        typer.echo(
+            f"{row['at']}\t{actor}\t{row['action']}\t{row['object_type']} "
+            f"{row['object_id']}\t{json.dumps(row['changes'], default=str)}"
+        )

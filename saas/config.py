@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # Redis unreachable: true = each worker limits on its own (quotas unchecked meanwhile),
     # false = customer requests get 503. Key authentication never fails open.
     limiter_fail_open: bool = True
+    # Requests per admin key on /admin (the plans' limits do not apply there).
+    admin_rate_limit: str = "20/second;600/minute"
     # Failed key attempts allowed per client address (moving window, `limits` notation).
     auth_failures_per_ip: str = "20/minute"
     max_body_bytes: int = 1_000_000

@@ -1,7 +1,17 @@
 """All tables, imported by Alembic's env.py and by the services."""
 
 from saas.accounts.models import Account, AccountStatus, Plan
+from saas.audit.models import AuditEntry
 from saas.keys.models import ApiKey
 from saas.usage.models import QuotaAlert, UsageEvent, UsageRollup
 
-__all__ = ["Account", "AccountStatus", "ApiKey", "Plan", "QuotaAlert", "UsageEvent", "UsageRollup"]
+__all__ = [
+    "Account",
+    "AccountStatus",
+    "ApiKey",
+    "AuditEntry",
+    "Plan",
+    "QuotaAlert",
+    "UsageEvent",
+    "UsageRollup",
+]

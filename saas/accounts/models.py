@@ -23,6 +23,8 @@ class PlanBase(SQLModel):
     models: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     price_cents_per_month: int = Field(default=0, ge=0)
     price_cents_per_1000_requests: int = Field(default=0, ge=0)
+    # Keys a customer may hold at once when creating them through /v1/keys.
+    max_keys: int = Field(default=10, ge=0)
 
 
 class Plan(PlanBase, table=True):

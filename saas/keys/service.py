@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, update
 from sqlmodel import Session, select
@@ -125,3 +125,28 @@ def record_last_used(engine: Engine, last_used: Mapping[int, datetime]) -> None:
     rows = [{"key_id": key_id, "used_at": used_at} for key_id, used_at in last_used.items()]
     with engine.begin() as connection:
         connection.execute(statement, rows)
+
+
+def roll_key(session: Session, key: ApiKey, grace_seconds: int) -> tuple[ApiKey, str]:
+    """A new key with the same account, name and scopes; the old one keeps working for
+    `grace_seconds` (its expiry is brought forward, never pushed back)."""
+    owner = session.get(Account, key.account_id)
+    assert owner is not None
+    new_key, plaintext = create_key(
+        session, owner, name=key.name, scopes=key.scope_set, expires_at=as_utc(key.expires_at)
+    )
+    deadline = utcnow() + timedelta(seconds=grace_seconds)
+    current = as_utc(key.expires_at)
+    key.expires_at = deadline if current is None or deadline < current else current
+    session.add(key)
+    session.flush()
+    return new_key, plaintext
+
+
+def active_key_count(session: Session, account_id: int) -> int:
+    now = utcnow()
+    return sum(
+        1
+        for key in list_keys(session, account_id)
+        if key.revoked_at is None and (key.expires_at is None or as_utc(key.expires_at) > now)
+    )

@@ -1,6 +1,9 @@
-"""Admission for authenticated customer requests (/v1): the plan's rate limits for every request,
-the monthly quota for billable ones. Adds the rate-limit headers to every answer and gives back
-the reserved quota when the answer is not 2xx (only successful requests are billed)."""
+"""Admission of authenticated requests. Customer requests (/v1): the plan's rate limits for
+every request, the monthly quota for billable ones. Admin requests (/admin): a fixed limit of
+their own. Adds the rate-limit headers to every answer, and gives back the reserved quota when
+the answer is not 2xx (only successful requests are billed)."""
+
+from dataclasses import replace
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,6 +15,7 @@ from saas.ratelimit.headers import rate_limit_headers
 from saas.ratelimit.windows import Decision, ceil_seconds
 
 CUSTOMER_PREFIX = "/v1/"
+ADMIN_PREFIX = "/admin/"
 
 
 def rejection(decision: Decision):  # type: ignore[no-untyped-def]
@@ -28,14 +32,24 @@ def rejection(decision: Decision):  # type: ignore[no-untyped-def]
 
 
 class AdmissionMiddleware:
-    def __init__(self, app: ASGIApp, *, admission: Admission) -> None:
+    def __init__(self, app: ASGIApp, *, admission: Admission, admin_rate_limit: str) -> None:
         self.app = app
         self.admission = admission
+        self.admin_rate_limit = admin_rate_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
         path = app_path(scope) if principal is not None else ""
-        if principal is None or not path.startswith(CUSTOMER_PREFIX):
+        if principal is not None and path.startswith(ADMIN_PREFIX):
+            # Admin routes have their own fixed limit per admin key, never the plan's. A negative
+            # id keeps its counters apart from every account's.
+            principal = replace(
+                principal,
+                account_id=-principal.key_id,
+                rate_limit=self.admin_rate_limit,
+                monthly_quota=None,
+            )
+        elif principal is None or not path.startswith(CUSTOMER_PREFIX):
             await self.app(scope, receive, send)
             return
 

@@ -26,6 +26,8 @@ def endpoint_of(path: str) -> tuple[str, str | None]:
     fill the rollups with made-up paths."""
     if path in _PLAIN_ROUTES:
         return _PLAIN_ROUTES[path], None
+    if path == "/v1/keys" or path.startswith("/v1/keys/"):
+        return "keys", None
     match = _MODEL_ROUTE.match(path)
     if match and match["endpoint"] in _MODEL_ENDPOINTS:
         endpoint = "versions" if match["endpoint"] == "version" else match["endpoint"]

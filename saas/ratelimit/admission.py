@@ -153,6 +153,9 @@ class Admission:
             key, lasts = ("quota", account_id), min(decision.retry_after, QUOTA_BLOCK_SECONDS)
         self._blocked[key] = _Block(decision, now, now + lasts)
 
+    def forget_all(self) -> None:
+        self._blocked.clear()
+
     def forget(self, account_id: int) -> None:
         """Drop cached rejections, e.g. after the account's plan changed."""
         self._blocked.pop(("rate", account_id), None)

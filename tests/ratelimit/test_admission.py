@@ -107,11 +107,22 @@ def test_quota_of_zero_refuses_every_billable_request(client, make_customer):  #
     assert client.get(f"/v1/{MODEL}/versions", headers=customer.headers).status_code == 200
 
 
-def test_admin_routes_are_not_limited_by_the_plan(client, make_customer):  # type: ignore[no-untyped-def]
+def test_admin_routes_have_their_own_limit_not_the_plans(client, make_customer, settings):  # type: ignore[no-untyped-def]
     admin = make_customer(rate_limit="1/minute", scopes=("admin",))
-    statuses = [client.get("/admin/plans", headers=admin.headers).status_code for _ in range(3)]
-    assert statuses == [200, 200, 200]
-    assert "x-ratelimit-limit" not in client.get("/admin/plans", headers=admin.headers).headers
+    responses = [client.get("/admin/plans", headers=admin.headers) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert responses[0].headers["ratelimit-policy"] == '"second";q=20;w=1, "minute";q=600;w=60'
+    # ...and they do not use up the account's own window.
+    assert client.get("/v1/models", headers=admin.headers).status_code == 200
+
+
+def test_admin_limit_is_enforced(settings, make_customer):  # type: ignore[no-untyped-def]
+    from tests.conftest import dedicated_client
+
+    admin = make_customer(scopes=("admin",))
+    with dedicated_client(settings, admin_rate_limit="3/minute") as client:
+        statuses = [client.get("/admin/plans", headers=admin.headers).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
 
 
 def test_the_limiter_in_use_is_the_configured_one(client, customer, settings):  # type: ignore[no-untyped-def]

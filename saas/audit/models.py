@@ -1,0 +1,26 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index
+from sqlmodel import Field, SQLModel
+
+from saas.db import utcnow
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who (admin key) did what to which object, when, and the change."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_object", "object_type", "object_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True),
+    )
+    actor_key_id: int | None = Field(default=None, index=True)
+    actor_account_id: int | None = None
+    action: str = Field(max_length=64)  # e.g. "key.revoke", "account.update"
+    object_type: str = Field(max_length=32)
+    object_id: str = Field(max_length=64)
+    changes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,64 @@
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from saas.db import as_utc
+from saas.keys.models import ApiKey
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(default="", max_length=128, examples=["production"])
+    scopes: list[str] = Field(default_factory=list, examples=[[]])
+    expires_at: datetime | None = Field(default=None, description="UTC if no offset is given.")
+
+
+class CustomerKeyCreate(BaseModel):
+    name: str = Field(default="", max_length=128, examples=["staging"])
+    expires_at: datetime | None = None
+
+
+class KeyPublic(BaseModel):
+    """Everything about a key except the secret and its hash."""
+
+    id: int
+    account_id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    status: str = Field(description="active, expired or revoked")
+
+    @classmethod
+    def of(cls, key: ApiKey, now: datetime) -> "KeyPublic":
+        expires_at = as_utc(key.expires_at)
+        if key.revoked_at is not None:
+            status = "revoked"
+        elif expires_at is not None and expires_at <= now:
+            status = "expired"
+        else:
+            status = "active"
+        return cls(
+            id=key.id,
+            account_id=key.account_id,
+            name=key.name,
+            prefix=key.prefix,
+            scopes=sorted(key.scope_set),
+            created_at=as_utc(key.created_at),
+            last_used_at=as_utc(key.last_used_at),
+            expires_at=expires_at,
+            revoked_at=as_utc(key.revoked_at),
+            status=status,
+        )
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The secret key. Shown this once; only its hash is stored.")
+
+
+class KeyRoll(BaseModel):
+    grace_seconds: int = Field(
+        default=3600, ge=0, le=30 * 86400, description="How long the old key keeps working."
+    )

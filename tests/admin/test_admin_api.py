@@ -1,0 +1,143 @@
+"""Admin API: plans, accounts, key lifecycle, audit; customers manage only their own keys."""
+
+import time
+import uuid
+
+from saas import security
+from tests.conftest import MODEL
+
+ENTITIES = f"/v1/{MODEL}/entities"
+BODY = {"text": "Paris is in France."}
+
+
+def test_plans_and_accounts_with_audit(client, make_customer):  # type: ignore[no-untyped-def]
+    admin = make_customer(scopes=("admin",))
+    h = admin.headers
+    name = f"gold-{uuid.uuid4().hex[:6]}"
+    plan = client.post("/admin/plans", headers=h, json={"name": name, "rate_limit": "10/second"})
+    assert plan.status_code == 201 and plan.json()["rate_limit"] == "10/second"
+    assert client.post("/admin/plans", headers=h, json={"name": name}).status_code == 409
+    bad = client.patch(f"/admin/plans/{name}", headers=h, json={"rate_limit": "lots"})
+    assert bad.status_code == 422
+    updated = client.patch(f"/admin/plans/{name}", headers=h, json={"monthly_quota": 50})
+    assert updated.json()["monthly_quota"] == 50
+    assert client.get(f"/admin/plans/{name}", headers=h).json()["monthly_quota"] == 50
+
+    acct = client.post(
+        "/admin/accounts", headers=h, json={"name": f"{name}-co", "email": "a@b.co", "plan": name}
+    )
+    assert acct.status_code == 201
+    account_id = acct.json()["id"]
+    assert (
+        client.post(
+            "/admin/accounts", headers=h, json={"name": "x", "email": "not-an-email", "plan": name}
+        ).status_code
+        == 422
+    )
+    page = client.get(f"/admin/accounts?q={name}&limit=1", headers=h).json()
+    assert page["total"] == 1 and page["accounts"][0]["id"] == account_id
+    assert client.get(f"/admin/accounts/{account_id}", headers=h).json()["plan"] == name
+    assert client.get("/admin/accounts/999999", headers=h).status_code == 404
+
+    audit = client.get(f"/admin/audit?actor_key_id={admin.key_id}", headers=h).json()
+    assert [e["action"] for e in audit] == ["account.create", "plan.update", "plan.create"]
+    assert audit[1]["changes"] == {
+        "before": {"monthly_quota": None},
+        "after": {"monthly_quota": 50},
+    }
+    assert all(e["actor_account_id"] == admin.account_id for e in audit)
+
+
+def test_suspend_resume_and_plan_change_apply_at_once(client, make_customer):  # type: ignore[no-untyped-def]
+    admin = make_customer(scopes=("admin",))
+    customer = make_customer()
+    assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
+    suspended = client.patch(
+        f"/admin/accounts/{customer.account_id}",
+        headers=admin.headers,
+        json={"status": "suspended"},
+    )
+    assert suspended.json()["status"] == "suspended"
+    assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 403
+    client.patch(
+        f"/admin/accounts/{customer.account_id}", headers=admin.headers, json={"status": "active"}
+    )
+    assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
+    client.patch(
+        f"/admin/plans/{customer.plan_name}", headers=admin.headers, json={"rate_limit": "1/minute"}
+    )
+    statuses = [
+        client.post(ENTITIES, headers=customer.headers, json=BODY).status_code for _ in range(2)
+    ]
+    assert statuses == [200, 429]
+
+
+def test_key_lifecycle(client, make_customer):  # type: ignore[no-untyped-def]
+    admin = make_customer(scopes=("admin",))
+    customer = make_customer()
+    created = client.post(
+        f"/admin/accounts/{customer.account_id}/keys", headers=admin.headers, json={"name": "ci"}
+    )
+    assert created.status_code == 201
+    new = created.json()
+    assert security.is_well_formed(new["key"]) and new["status"] == "active"
+    listed = client.get(f"/admin/accounts/{customer.account_id}/keys", headers=admin.headers)
+    assert new["key"] not in listed.text and security.hash_key(new["key"]) not in listed.text
+    assert {k["id"] for k in listed.json()} == {customer.key_id, new["id"]}
+
+    headers = {"X-API-Key": new["key"]}
+    assert client.get("/v1/models", headers=headers).status_code == 200  # now cached
+    revoked = client.delete(f"/admin/keys/{new['id']}", headers=admin.headers)
+    assert revoked.json()["status"] == "revoked"
+    assert client.get("/v1/models", headers=headers).status_code == 401  # no waiting for the TTL
+
+    rolled = client.post(
+        f"/admin/keys/{customer.key_id}/roll", headers=admin.headers, json={"grace_seconds": 1}
+    )
+    assert rolled.status_code == 201
+    assert client.get("/v1/models", headers={"X-API-Key": rolled.json()["key"]}).status_code == 200
+    assert client.get("/v1/models", headers=customer.headers).status_code == 200  # grace
+    time.sleep(1.2)
+    old = client.get("/v1/models", headers=customer.headers)
+    assert old.status_code == 401 and "expired" in old.json()["detail"]
+    actions = [
+        e["action"]
+        for e in client.get(
+            f"/admin/audit?actor_key_id={admin.key_id}", headers=admin.headers
+        ).json()
+    ]
+    assert actions == ["key.roll", "key.revoke", "key.create"]
+
+
+def test_customers_manage_only_their_own_keys(client, make_customer):  # type: ignore[no-untyped-def]
+    alice = make_customer(max_keys=2)
+    bob = make_customer()
+    mine = client.get("/v1/keys", headers=alice.headers).json()
+    assert [k["id"] for k in mine] == [alice.key_id]
+    # A customer cannot grant itself a scope: the field is not part of the customer request.
+    extra = client.post(
+        "/v1/keys", headers=alice.headers, json={"name": "second", "scopes": ["admin"]}
+    )
+    assert extra.status_code == 201 and security.is_well_formed(extra.json()["key"])
+    assert extra.json()["scopes"] == []
+    over = client.post("/v1/keys", headers=alice.headers, json={"name": "third"})
+    assert over.status_code == 403 and "2 active keys" in over.json()["detail"]
+
+    # Bob's key, by id, through every route: never visible, never touched.
+    assert client.delete(f"/v1/keys/{bob.key_id}", headers=alice.headers).status_code == 404
+    assert bob.key_id not in [k["id"] for k in client.get("/v1/keys", headers=alice.headers).json()]
+    assert client.get("/v1/models", headers=bob.headers).status_code == 200
+    for path in [
+        f"/admin/accounts/{bob.account_id}/keys",
+        f"/admin/keys/{bob.key_id}/roll",
+        f"/admin/accounts/{bob.account_id}",
+        "/admin/usage",
+        "/admin/audit",
+    ]:
+        assert client.get(path, headers=alice.headers).status_code == 403, path
+    assert client.delete(f"/admin/keys/{bob.key_id}", headers=alice.headers).status_code == 403
+    usage = client.get("/v1/usage", headers=alice.headers).json()
+    assert usage["account"] == alice.account_name
+
+    revoked = client.delete(f"/v1/keys/{extra.json()['id']}", headers=alice.headers)
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
