@@ -167,3 +167,28 @@ def test_usage_and_invoices_commands(saas, make_customer, settings):  # type: ig
 
     bad = saas("invoices", "--month", "2026-13", ok=False)
     assert bad.returncode == 1 and "not a month" in bad.stderr
+
+
+def test_cli_mirrors_admin_writes_with_audit(saas, client, make_customer):  # type: ignore[no-untyped-def]
+    customer = make_customer()
+    rolled = json.loads(
+        saas("keys", "roll", str(customer.key_id), "--grace-seconds", "0", "--json").stdout
+    )
+    assert security.is_well_formed(rolled["key"])
+    assert client.get("/v1/models", headers={"X-API-Key": rolled["key"]}).status_code == 200
+    old = client.get("/v1/models", headers=customer.headers)
+    assert old.status_code == 401  # grace 0: the old key expired at once (and was never cached)
+
+    updated = json.loads(
+        saas("accounts", "update", customer.account_name, "--status", "suspended", "--json").stdout
+    )
+    assert updated["status"] == "suspended"
+    assert saas(
+        "accounts", "update", customer.account_name, "--status", "gone", ok=False
+    ).returncode
+    entries = json.loads(saas("audit", "--json", "--limit", "200").stdout)
+    mine = [
+        e for e in entries if e["object_id"] in (str(customer.key_id), str(customer.account_id))
+    ]
+    assert {e["action"] for e in mine} >= {"key.roll", "account.update"}
+    assert all(e["changes"]["via"] == "cli" and e["actor_key_id"] is None for e in mine)
