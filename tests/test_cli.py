@@ -187,8 +187,7 @@ def test_cli_mirrors_admin_writes_with_audit(saas, client, make_customer):  # ty
         "accounts", "update", customer.account_name, "--status", "gone", ok=False
     ).returncode
     entries = json.loads(saas("audit", "--json", "--limit", "200").stdout)
-    mine = [
-        e for e in entries if e["object_id"] in (str(customer.key_id), str(customer.account_id))
-    ]
+    targets = {("key", str(customer.key_id)), ("account", str(customer.account_id))}
+    mine = [e for e in entries if (e["object_type"], e["object_id"]) in targets]
     assert {e["action"] for e in mine} >= {"key.roll", "account.update"}
     assert all(e["changes"]["via"] == "cli" and e["actor_key_id"] is None for e in mine)
