@@ -472,3 +472,57 @@ def audit_command(
             f"{row['at']}\t{actor}\t{row['action']}\t{row['object_type']} "
             f"{row['object_id']}\t{json.dumps(row['changes'], default=str)}"
         )
+
+
+@plans_app.command("update")
+def plans_update(
+    name: str,
+    rate_limit: Annotated[str | None, typer.Option()] = None,
+    monthly_quota: Annotated[int | None, typer.Option(min=0)] = None,
+    unlimited: Annotated[bool, typer.Option(help="Remove the monthly quota.")] = False,
+    max_text_chars: Annotated[int | None, typer.Option(min=1)] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated; 'all' for every model.")
+    ] = None,
+    price_cents_per_month: Annotated[int | None, typer.Option(min=0)] = None,
+    price_cents_per_1000_requests: Annotated[int | None, typer.Option(min=0)] = None,
+    max_keys: Annotated[int | None, typer.Option(min=0)] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a plan (mirrors PATCH /admin/plans/{name}); workers apply it within a second."""
+    from saas.audit import service as audit
+
+    changes: dict[str, Any] = {
+        field: value
+        for field, value in {
+            "rate_limit": rate_limit,
+            "monthly_quota": monthly_quota,
+            "max_text_chars": max_text_chars,
+            "price_cents_per_month": price_cents_per_month,
+            "price_cents_per_1000_requests": price_cents_per_1000_requests,
+            "max_keys": max_keys,
+        }.items()
+        if value is not None
+    }
+    if unlimited:
+        changes["monthly_quota"] = None
+    if models is not None:
+        changes["models"] = None if models == "all" else [m.strip() for m in models.split(",")]
+    with db_session() as session:
+        plan = accounts.get_plan(session, name)
+        if plan is None:
+            fail(f"plan {name!r} does not exist")
+        try:
+            PlanCreate.model_validate({**plan.model_dump(), **changes})
+        except ValueError as exc:
+            fail(str(exc))
+        for field, value in changes.items():
+            setattr(plan, field, value)
+        session.add(plan)
+        audit.record(session, None, "plan.update", "plan", name, {"after": changes, "via": "cli"})
+        result = plan_dict(plan)
+    tell_workers("plan", result["id"])
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"updated plan {name}: {changes}")

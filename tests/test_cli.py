@@ -191,3 +191,23 @@ def test_cli_mirrors_admin_writes_with_audit(saas, client, make_customer):  # ty
     mine = [e for e in entries if (e["object_type"], e["object_id"]) in targets]
     assert {e["action"] for e in mine} >= {"key.roll", "account.update"}
     assert all(e["changes"]["via"] == "cli" and e["actor_key_id"] is None for e in mine)
+
+
+def test_plans_update_command(saas, client, make_customer):  # type: ignore[no-untyped-def]
+    customer = make_customer(monthly_quota=5)
+    plan = json.loads(
+        saas(
+            "plans",
+            "update",
+            customer.plan_name,
+            "--rate-limit",
+            "2/minute",
+            "--unlimited",
+            "--json",
+        ).stdout
+    )
+    assert plan["rate_limit"] == "2/minute" and plan["monthly_quota"] is None
+    bad = saas("plans", "update", customer.plan_name, "--rate-limit", "lots", ok=False)
+    assert bad.returncode == 1 and "rate limit" in bad.stderr
+    statuses = [client.get("/v1/models", headers=customer.headers).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]  # never cached before: the new plan applies at once
