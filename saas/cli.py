@@ -6,18 +6,19 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from sqlmodel import Session
 
 from saas import bootstrap
 from saas.accounts import service as accounts
-from saas.accounts.models import PlanCreate
+from saas.accounts.models import Account, PlanCreate
 from saas.config import get_settings
-from saas.db import as_utc, make_engine
+from saas.db import as_utc, make_engine, utcnow
 from saas.keys import service as keys
 from saas.keys.models import ApiKey
+from saas.keys.schemas import KeyPublic
 
 # No pretty tracebacks: they print local variables, and a local may be a plaintext key.
 app = typer.Typer(
@@ -47,9 +48,25 @@ def db_session() -> Iterator[Session]:
         engine.dispose()
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
+
+
+def account_or_fail(session: Session, id_or_name: str) -> Account:
+    owner = accounts.find_account(session, id_or_name)
+    if owner is None:
+        fail(f"account {id_or_name!r} does not exist")
+    return owner
+
+
+def check_month(month: str) -> None:
+    from saas.usage.service import month_bounds
+
+    try:
+        month_bounds(month)
+    except ValueError:
+        fail(f"not a month: {month!r} (use YYYY-MM)")
 
 
 def emit_json(value: Any) -> None:
@@ -193,18 +210,8 @@ def accounts_list(as_json: JsonFlag = False) -> None:
 
 
 def key_dict(key: ApiKey) -> dict[str, Any]:
-    """Everything about a key but its hash."""
-    return {
-        "id": key.id,
-        "account_id": key.account_id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "scopes": sorted(key.scope_set),
-        "created_at": as_utc(key.created_at),
-        "expires_at": as_utc(key.expires_at),
-        "revoked_at": as_utc(key.revoked_at),
-        "last_used_at": as_utc(key.last_used_at),
-    }
+    """Everything about a key but its secret and hash (the admin API's shape)."""
+    return KeyPublic.of(key, utcnow()).model_dump()
 
 
 @keys_app.command("create")
@@ -220,9 +227,7 @@ def keys_create(
 ) -> None:
     """Create a key. The plaintext is printed once, as the last line of stdout."""
     with db_session() as session:
-        owner = accounts.find_account(session, account)
-        if owner is None:
-            fail(f"account {account!r} does not exist")
+        owner = account_or_fail(session, account)
         try:
             key, plaintext = keys.create_key(
                 session, owner, name=name, scopes=scope or (), expires_at=as_utc(expires_at)
@@ -245,21 +250,18 @@ def keys_list(
     as_json: JsonFlag = False,
 ) -> None:
     with db_session() as session:
-        owner = accounts.find_account(session, account)
-        if owner is None:
-            fail(f"account {account!r} does not exist")
+        owner = account_or_fail(session, account)
         rows = [key_dict(k) for k in keys.list_keys(session, owner.id)]
     if as_json:
         emit_json(rows)
         return
     for row in rows:
-        status = "revoked" if row["revoked_at"] else "active"
         fields = [
             row["id"],
             f"{row['prefix']}...",
             row["name"] or "-",
             ",".join(row["scopes"]) or "-",
-            status,
+            row["status"],
             f"expires={row['expires_at'] or 'never'}",
             f"last_used={row['last_used_at'] or 'never'}",
         ]
@@ -288,9 +290,7 @@ def accounts_webhook(
 ) -> None:
     """Set where quota alerts (80% and 100%) go; prints the new signing secret once."""
     with db_session() as session:
-        owner = accounts.find_account(session, account)
-        if owner is None:
-            fail(f"account {account!r} does not exist")
+        owner = account_or_fail(session, account)
         owner.webhook_url = url or None
         owner.webhook_secret = secrets.token_hex(32) if url else None
         secret = owner.webhook_secret
@@ -313,14 +313,9 @@ def usage_command(
     from saas.usage import service as usage
 
     month = month or usage.current_month()
-    try:
-        usage.month_bounds(month)
-    except ValueError:
-        fail(f"not a month: {month!r} (use YYYY-MM)")
+    check_month(month)
     with db_session() as session:
-        owner = accounts.find_account(session, account)
-        if owner is None:
-            fail(f"account {account!r} does not exist")
+        owner = account_or_fail(session, account)
         report = usage.account_month_usage(session, owner, session.get(Plan, owner.plan_id), month)
     if as_json:
         emit_json(report)
@@ -348,10 +343,7 @@ def invoices_command(
 
     if format not in ("json", "csv"):
         fail("--format is json or csv")
-    try:
-        usage.month_bounds(month)
-    except ValueError:
-        fail(f"not a month: {month!r} (use YYYY-MM)")
+    check_month(month)
     with db_session() as session:
         lines = usage.invoices(session, month)
     if format == "json":
@@ -396,22 +388,19 @@ def accounts_update(
     if status is not None and status not in {s.value for s in AccountStatus}:
         fail("--status is active or suspended")
     with db_session() as session:
-        owner = accounts.find_account(session, account)
-        if owner is None:
-            fail(f"account {account!r} does not exist")
+        owner = account_or_fail(session, account)
         changes = {k: v for k, v in {"plan": plan, "status": status, "email": email}.items() if v}
-        if plan:
-            new_plan = accounts.get_plan(session, plan)
-            if new_plan is None:
-                fail(f"plan {plan!r} does not exist")
-            owner.plan_id = new_plan.id
-        if status:
-            owner.status = status
-        if email:
-            owner.email = email
-        session.add(owner)
+        try:
+            before = accounts.update_account(session, owner, changes)
+        except accounts.Missing as exc:
+            fail(str(exc))
         audit.record(
-            session, None, "account.update", "account", owner.id, {"after": changes, "via": "cli"}
+            session,
+            None,
+            "account.update",
+            "account",
+            owner.id,
+            {"before": before, "after": changes, "via": "cli"},
         )
         result = account_dict(owner)
     tell_workers("account", result["id"])
@@ -513,13 +502,17 @@ def plans_update(
         if plan is None:
             fail(f"plan {name!r} does not exist")
         try:
-            PlanCreate.model_validate({**plan.model_dump(), **changes})
+            before = accounts.update_plan(session, plan, changes)
         except ValueError as exc:
             fail(str(exc))
-        for field, value in changes.items():
-            setattr(plan, field, value)
-        session.add(plan)
-        audit.record(session, None, "plan.update", "plan", name, {"after": changes, "via": "cli"})
+        audit.record(
+            session,
+            None,
+            "plan.update",
+            "plan",
+            name,
+            {"before": before, "after": changes, "via": "cli"},
+        )
         result = plan_dict(plan)
     tell_workers("plan", result["id"])
     if as_json:

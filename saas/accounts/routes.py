@@ -9,7 +9,7 @@ from pydantic import BaseModel, EmailStr, Field
 from sqlmodel import Session, col, func, select
 
 from saas.accounts import service
-from saas.accounts.models import Account, AccountStatus, Plan, PlanBase, PlanCreate
+from saas.accounts.models import Account, Plan, PlanBase, PlanCreate
 from saas.audit import service as audit
 from saas.db import as_utc, get_session
 from saas.errors import AppError, NotFound
@@ -112,13 +112,9 @@ def update_plan(name: str, body: PlanUpdate, request: Request, session: DbSessio
     plan = _plan_or_404(session, name)
     changes = body.model_dump(exclude_unset=True)
     try:
-        PlanCreate.model_validate({**plan.model_dump(), **changes})
+        before = service.update_plan(session, plan, changes)
     except ValueError as exc:
         raise AppError(str(exc), status_code=422) from None
-    before = {field: getattr(plan, field) for field in changes}
-    for field, value in changes.items():
-        setattr(plan, field, value)
-    session.add(plan)
     audit.record(
         session,
         request.state.principal,
@@ -188,14 +184,10 @@ def update_account(
     if account is None:
         raise NotFound(f"Account {account_id} not found.")
     changes = body.model_dump(exclude_unset=True)
-    before = account_public(session, account).model_dump(include=set(changes))
-    if "plan" in changes:
-        account.plan_id = _plan_or_404(session, changes["plan"]).id
-    if "email" in changes:
-        account.email = changes["email"]
-    if "status" in changes:
-        account.status = AccountStatus(changes["status"]).value
-    session.add(account)
+    try:
+        before = service.update_account(session, account, changes)
+    except service.Missing as exc:
+        raise NotFound(str(exc)) from None
     audit.record(
         session,
         request.state.principal,

@@ -1,8 +1,10 @@
 """Plans and accounts. Services only flush; the caller's session commits."""
 
+from typing import Any
+
 from sqlmodel import Session, select
 
-from saas.accounts.models import Account, Plan, PlanCreate
+from saas.accounts.models import Account, AccountStatus, Plan, PlanCreate
 
 
 class Conflict(ValueError):
@@ -53,3 +55,36 @@ def find_account(session: Session, id_or_name: str | int) -> Account | None:
 
 def list_accounts(session: Session) -> list[Account]:
     return list(session.exec(select(Account).order_by(Account.id)))
+
+
+def update_plan(session: Session, plan: Plan, changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply `changes` (validated as a whole plan; ValueError if not). Returns the old values."""
+    PlanCreate.model_validate({**plan.model_dump(), **changes})
+    before = {field: getattr(plan, field) for field in changes}
+    for field, value in changes.items():
+        setattr(plan, field, value)
+    session.add(plan)
+    session.flush()
+    return before
+
+
+def update_account(session: Session, account: Account, changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply any of `plan` (a name), `email`, `status`. Missing if the plan does not exist,
+    ValueError for an unknown status. Returns the old values."""
+    before: dict[str, Any] = {}
+    if "plan" in changes:
+        plan = get_plan(session, changes["plan"])
+        if plan is None:
+            raise Missing(f"plan {changes['plan']!r} does not exist")
+        old_plan = session.get(Plan, account.plan_id)
+        before["plan"] = old_plan.name if old_plan else None
+        account.plan_id = plan.id
+    if "email" in changes:
+        before["email"] = account.email
+        account.email = changes["email"]
+    if "status" in changes:
+        before["status"] = account.status
+        account.status = AccountStatus(changes["status"]).value
+    session.add(account)
+    session.flush()
+    return before
