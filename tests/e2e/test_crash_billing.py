@@ -16,7 +16,14 @@ import pytest
 from sqlmodel import func, select
 
 from saas.usage.models import UsageEvent
-from tests.conftest import MODEL, free_port, group_alive, start_process, stop_process
+from tests.conftest import (
+    MODEL,
+    free_port,
+    group_alive,
+    start_process,
+    stop_process,
+    wait_until_ready,
+)
 from tests.e2e.test_serve import SAAS
 
 TEXTS = [
@@ -45,14 +52,7 @@ class Server:
 
     def start(self) -> None:
         self.process = start_process([SAAS, "serve", "--port", str(self.port)], self.env)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not become ready")
+        wait_until_ready(self.base, self.process)
 
     def kill(self) -> None:
         """SIGKILL the server process alone; its inference process must then exit by itself."""

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import start_process, stop_process
+from tests.conftest import free_port, start_process, stop_process, wait_until_ready
 
 SAAS = str(Path(sys.executable).parent / "saas")
 DONE_WHEN = "John Doe is a Go developer at Google in London."
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def children_of(pid: int) -> set[int]:
@@ -53,17 +46,7 @@ def server(request, tmp_path):  # type: ignore[no-untyped-def]
         [SAAS, "serve", "--port", str(port), "--workers", str(request.param)], env
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "server exited"
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    else:
-        pytest.fail("server did not become ready")
+    wait_until_ready(base, process)
     yield base, keys, process
     stop_process(process)
 
