@@ -84,8 +84,8 @@ class _Child:
         except RuntimeError:  # the event loop closed first (the server is gone): nothing to tell
             return
 
-    def send(self, item: worker.Request) -> None:
-        self.outbox.put([item])
+    def send(self, items: list[worker.Request]) -> None:
+        self.outbox.put(items)
 
     def close(self, timeout: float = 5.0) -> None:
         self.alive = False
@@ -167,24 +167,36 @@ class Engine:
         self, model: str, task: str, text: str, options: dict[str, Any] | None = None
     ) -> bytes:
         """The JSON answer for one text, as bytes ready to send."""
+        return (await self.run_many(model, task, [text], options))[0]
+
+    async def run_many(
+        self, model: str, task: str, texts: list[str], options: dict[str, Any] | None = None
+    ) -> list[bytes]:
+        """The JSON answer for each text, in order. The texts join the queue together, so they
+        share micro-batches with every other request's."""
         child = self._child
         if child is None or not self.ready:
             raise Overloaded("The NLP engine is starting; retry shortly.")
-        if len(self._futures) >= self.max_queue:
+        if len(self._futures) + len(texts) > self.max_queue:
             raise Overloaded()
-        request_id = next(self._ids)
-        future: asyncio.Future[tuple[bool, bytes | str]] = self.loop.create_future()
-        self._futures[request_id] = future
-        child.send((request_id, model, task, text, options))
+        request_ids = [next(self._ids) for _ in texts]
+        futures = [self.loop.create_future() for _ in texts]
+        self._futures.update(zip(request_ids, futures, strict=True))
+        items = zip(request_ids, texts, strict=True)
+        child.send([(request_id, model, task, text, options) for request_id, text in items])
         try:
-            ok, payload = await future
+            results: list[tuple[bool, bytes | str]] = await asyncio.gather(*futures)
         finally:
-            self._futures.pop(request_id, None)
-        if not ok:
-            log.error("inference_failed", model=model, task=task, error=payload)
-            raise AppError("The text could not be processed.", status_code=500)
-        assert isinstance(payload, bytes)
-        return payload
+            for request_id in request_ids:
+                self._futures.pop(request_id, None)
+        payloads: list[bytes] = []
+        for ok, payload in results:
+            if not ok:
+                log.error("inference_failed", model=model, task=task, error=payload)
+                raise AppError("The text could not be processed.", status_code=500)
+            assert isinstance(payload, bytes)
+            payloads.append(payload)
+        return payloads
 
     def _deliver(self, results: list[worker.Result]) -> None:
         self.batches_done += 1
