@@ -131,6 +131,9 @@ def plans_create(
     ] = None,
     price_cents_per_month: Annotated[int, typer.Option(min=0)] = 0,
     price_cents_per_1000_requests: Annotated[int, typer.Option(min=0)] = 0,
+    max_batch_texts: Annotated[
+        int, typer.Option(min=1, help="Most texts in one batch request.")
+    ] = 32,
     as_json: JsonFlag = False,
 ) -> None:
     try:
@@ -142,6 +145,7 @@ def plans_create(
             models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
             price_cents_per_month=price_cents_per_month,
             price_cents_per_1000_requests=price_cents_per_1000_requests,
+            max_batch_texts=max_batch_texts,
         )
     except ValueError as exc:
         fail(str(exc))
@@ -168,7 +172,8 @@ def plans_list(as_json: JsonFlag = False) -> None:
         quota = row["monthly_quota"] if row["monthly_quota"] is not None else "unlimited"
         typer.echo(
             f"{row['id']}\t{row['name']}\t{row['rate_limit']}\tquota={quota}"
-            f"\tmax_text_chars={row['max_text_chars']}\tmodels={row['models'] or 'all'}"
+            f"\tmax_text_chars={row['max_text_chars']}\tmax_batch_texts={row['max_batch_texts']}"
+            f"\tmodels={row['models'] or 'all'}"
         )
 
 
@@ -476,6 +481,7 @@ def plans_update(
     price_cents_per_month: Annotated[int | None, typer.Option(min=0)] = None,
     price_cents_per_1000_requests: Annotated[int | None, typer.Option(min=0)] = None,
     max_keys: Annotated[int | None, typer.Option(min=0)] = None,
+    max_batch_texts: Annotated[int | None, typer.Option(min=1)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Change a plan (mirrors PATCH /admin/plans/{name}); workers apply it within a second."""
@@ -490,6 +496,7 @@ def plans_update(
             "price_cents_per_month": price_cents_per_month,
             "price_cents_per_1000_requests": price_cents_per_1000_requests,
             "max_keys": max_keys,
+            "max_batch_texts": max_batch_texts,
         }.items()
         if value is not None
     }

@@ -55,3 +55,30 @@ def test_downgrade_and_upgrade_again(empty_database):  # type: ignore[no-untyped
     with engine.connect() as connection:
         assert set(inspect(connection).get_table_names()) >= TABLES
     engine.dispose()
+
+
+def test_plans_made_before_0004_get_the_default_max_batch_texts(empty_database):  # type: ignore[no-untyped-def]
+    url = empty_database
+    upgrade(url, "0003")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO plans (name, rate_limit, max_text_chars, price_cents_per_month,"
+                    " price_cents_per_1000_requests, created_at, max_keys)"
+                    " VALUES ('old', '60/minute', 1000, 0, 0, CURRENT_TIMESTAMP, 10)"
+                )
+            )
+        upgrade(url, "0004")
+        with engine.connect() as connection:
+            value = connection.execute(
+                text("SELECT max_batch_texts FROM plans WHERE name = 'old'")
+            ).scalar_one()
+        assert value == 32
+        command.downgrade(alembic_config(url), "0003")
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("plans")}
+        assert "max_batch_texts" not in columns and "max_keys" in columns
+    finally:
+        engine.dispose()

@@ -25,6 +25,8 @@ class PlanBase(SQLModel):
     price_cents_per_1000_requests: int = Field(default=0, ge=0)
     # Keys a customer may hold at once when creating them through /v1/keys.
     max_keys: int = Field(default=10, ge=0)
+    # Texts one batch request may carry (each is billed and rate limited as one request).
+    max_batch_texts: int = Field(default=32, ge=1)
 
 
 class Plan(PlanBase, table=True):

@@ -31,6 +31,7 @@ class PlanUpdate(BaseModel):
     price_cents_per_month: int | None = Field(default=None, ge=0)
     price_cents_per_1000_requests: int | None = Field(default=None, ge=0)
     max_keys: int | None = Field(default=None, ge=0)
+    max_batch_texts: int | None = Field(default=None, ge=1)
 
 
 class AccountCreate(BaseModel):

@@ -11,6 +11,7 @@ from saas import security
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.db import as_utc, utcnow
 from saas.keys.models import ApiKey
+from saas.ratelimit.windows import parse_windows
 
 ADMIN_SCOPE = "admin"
 KNOWN_SCOPES = frozenset({ADMIN_SCOPE})
@@ -34,9 +35,17 @@ class Principal:
     monthly_quota: int | None
     max_text_chars: int
     models: tuple[str, ...] | None
+    max_batch_texts: int
 
     def may_use_model(self, model: str) -> bool:
         return self.models is None or model in self.models
+
+    @property
+    def batch_limit(self) -> int:
+        """Most texts one batch request may carry: the plan's `max_batch_texts`, but never more
+        than its smallest rate-limit window holds, since each text takes a place in every window
+        and a larger batch could never be admitted."""
+        return min(self.max_batch_texts, *(w.limit for w in parse_windows(self.rate_limit)))
 
 
 def create_key(
@@ -110,6 +119,7 @@ def lookup_principal(engine: Engine, key_hash: str) -> Principal | None:
         monthly_quota=plan.monthly_quota,
         max_text_chars=plan.max_text_chars,
         models=tuple(plan.models) if plan.models is not None else None,
+        max_batch_texts=plan.max_batch_texts,
     )
 
 

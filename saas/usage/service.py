@@ -95,6 +95,7 @@ def account_month_usage(
             ],
             "monthly_quota": quota,
             "max_text_chars": plan.max_text_chars,
+            "max_batch_texts": plan.max_batch_texts,
             "models": plan.models,
         },
         "remaining_quota": None if quota is None else max(0, quota - totals["billable_requests"]),
