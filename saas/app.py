@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         nlp = Engine(
             settings.models,
             max_batch=settings.engine_max_batch,
+            max_wait=settings.engine_max_wait_ms / 1000,
+            wait_fraction=settings.engine_wait_fraction,
             max_queue=settings.engine_max_queue,
             start_timeout=settings.engine_start_timeout,
         )

@@ -37,7 +37,13 @@ class _Child:
         self.conn: Connection = parent_conn
         self.process = _SPAWN.Process(
             target=worker.serve,
-            args=(child_conn, engine.models, engine.max_batch),
+            args=(
+                child_conn,
+                engine.models,
+                engine.max_batch,
+                engine.max_wait,
+                engine.wait_fraction,
+            ),
             name="saas-inference",
             daemon=True,
         )
@@ -109,11 +115,15 @@ class Engine:
         models: dict[str, str],
         *,
         max_batch: int = 64,
+        max_wait: float = 0.02,
+        wait_fraction: float = 0.1,
         max_queue: int = 2048,
         start_timeout: float = 180.0,
     ) -> None:
         self.models = dict(models)
         self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.wait_fraction = wait_fraction
         self.max_queue = max_queue
         self.start_timeout = start_timeout
         self.meta: dict[str, dict[str, Any]] = {}

@@ -10,6 +10,7 @@ where payload is the JSON answer as bytes (ok) or an error message (not ok).
 
 import pickle
 import signal
+import time
 from collections import defaultdict, deque
 from multiprocessing.connection import Connection
 from typing import Any
@@ -74,24 +75,75 @@ def run_batch(nlps: dict[str, Language], batch: list[Request]) -> list[Result]:
     return results
 
 
-def serve(conn: Connection, models: dict[str, str], max_batch: int) -> None:
+class Batcher:
+    """Forms micro-batches from the pipe.
+
+    It takes whatever has queued, up to max_batch: a lone request is answered at once, a crowd in
+    one nlp.pipe call. Under load one more rule matters: the clients answered by the last batch
+    are sending their next texts at this very moment, and taking only the first of them makes
+    batches alternate small and large (measured at 32 connections), and small batches cost more
+    per text. So when fewer texts are waiting than the last batch held, it waits for them, at most
+    `wait_fraction` of the last batch's inference time (and never more than max_wait). A lone
+    client's last batch held one text, so it never waits.
+    """
+
+    def __init__(
+        self, conn: Connection, max_batch: int, max_wait: float, wait_fraction: float
+    ) -> None:
+        self.conn = conn
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.wait_fraction = wait_fraction
+        self.waiting: deque[Request] = deque()
+        self.last_size = 0
+        self.last_seconds = 0.0
+
+    def _receive(self) -> None:
+        self.waiting.extend(pickle.loads(self.conn.recv_bytes()))
+
+    def next_batch(self) -> list[Request]:
+        """Blocks until there is work; raises EOFError or OSError when the parent is gone."""
+        if not self.waiting:
+            self._receive()
+        while len(self.waiting) < self.max_batch and self.conn.poll():
+            self._receive()
+        expected = min(self.last_size, self.max_batch)
+        if len(self.waiting) < expected:
+            wait = min(self.max_wait, self.last_seconds * self.wait_fraction)
+            deadline = time.perf_counter() + wait
+            while len(self.waiting) < expected:
+                left = deadline - time.perf_counter()
+                if left <= 0 or not self.conn.poll(left):
+                    break
+                self._receive()
+        count = min(self.max_batch, len(self.waiting))
+        return [self.waiting.popleft() for _ in range(count)]
+
+    def done(self, size: int, seconds: float) -> None:
+        self.last_size, self.last_seconds = size, seconds
+
+
+def serve(
+    conn: Connection,
+    models: dict[str, str],
+    max_batch: int,
+    max_wait: float = 0.02,
+    wait_fraction: float = 0.1,
+) -> None:
     # Ctrl+C reaches the whole process group; the parent shuts us down by closing the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     nlps = load_models(models)
     conn.send_bytes(pickle.dumps(("ready", {n: model_meta(n, nlp) for n, nlp in nlps.items()})))
-    waiting: deque[Request] = deque()
+    batcher = Batcher(conn, max_batch, max_wait, wait_fraction)
     while True:
         try:
-            # Take whatever has queued, up to max_batch: a lone request is answered at once,
-            # a crowd is answered in one nlp.pipe call.
-            if not waiting:
-                waiting.extend(pickle.loads(conn.recv_bytes()))
-            while len(waiting) < max_batch and conn.poll():
-                waiting.extend(pickle.loads(conn.recv_bytes()))
+            batch = batcher.next_batch()
         except (EOFError, OSError):
             return
-        batch = [waiting.popleft() for _ in range(min(max_batch, len(waiting)))]
+        started = time.perf_counter()
+        results = run_batch(nlps, batch)
+        batcher.done(len(batch), time.perf_counter() - started)
         try:
-            conn.send_bytes(pickle.dumps(("results", run_batch(nlps, batch))))
+            conn.send_bytes(pickle.dumps(("results", results)))
         except (BrokenPipeError, OSError):
             return

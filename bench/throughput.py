@@ -1,0 +1,206 @@
+"""Entities throughput and latency, side by side in one run on the same texts and machine.
+
+    python -m bench.throughput [--texts 2000] [--seconds 10] [--out bench/results/throughput.json]
+    python -m bench.throughput --memory 200000     # worker memory over a long run instead
+
+1. ceiling: offline `nlp.pipe` with the components the entities endpoint runs, one process and
+   `n_process=2` (steady state: timed from the first document out, so loading is not counted);
+2. baseline: the original tutorial's app (bench/tutorial_app.py), one Uvicorn worker;
+3. this service: PostgreSQL + Redis, key authentication, Redis rate limits and quota, usage
+   metering on; 1 and 2 workers at concurrency 1, 8, 32 and 128, and the batch endpoint.
+Prints a table and the goal ratios, and writes them as JSON. Needs wrk, PostgreSQL and Redis
+(127.0.0.1), and the bench extra (`pip install -e '.[bench]'`).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.corpus import load_texts
+from bench.harness import REDIS, bench_key, postgres_schema, serve, start, stop, write_bodies, wrk
+from saas.config import Settings
+
+MODEL = "en_core_web_sm"
+PACKAGE = Settings().models[MODEL]
+CONCURRENCY = (1, 8, 32, 128)
+BATCH_TEXTS = 32  # texts per batch request
+BATCH_CONNECTIONS = 8
+
+GOALS = {
+    "service_1w_c32_vs_offline_1p": 0.9,
+    "service_1w_c32_vs_baseline_c32": 5.0,
+    "service_2w_c32_vs_offline_2p": 0.85,
+    "p99_c1_service_1w_vs_baseline": 1.2,  # at most
+}
+
+
+def entity_components_off(nlp) -> list[str]:  # type: ignore[no-untyped-def]
+    from saas.nlp.tasks import skipped_components
+
+    return skipped_components("entities", nlp.pipe_names)
+
+
+def offline(texts: list[str], n_process: int) -> float:
+    """Texts/s of nlp.pipe in steady state: from the first document out to the last."""
+    import spacy
+
+    nlp = spacy.load(PACKAGE)
+    disable = entity_components_off(nlp)
+    list(nlp.pipe(texts[:200], disable=disable))  # warm up
+    first = None
+    count = 0
+    for _doc in nlp.pipe(texts, disable=disable, batch_size=64, n_process=n_process):
+        count += 1
+        if first is None:
+            first = time.perf_counter()
+    assert first is not None
+    return (count - 1) / (time.perf_counter() - first)
+
+
+def row(name: str, workers: int, result: dict, texts_per_request: int = 1) -> dict:
+    return {
+        "name": name,
+        "workers": workers,
+        "texts_per_s": round(result["rps"] * texts_per_request, 1),
+        **result,
+    }
+
+
+def run_service(
+    env: dict[str, str], workdir: Path, workers: int, port: int, seconds: int
+) -> list[dict]:
+    key = bench_key(env)
+    single = workdir / "entities.jsonl"
+    batch = workdir / "batch.jsonl"
+    server = serve(env, port, workers)
+    rows = []
+    try:
+        url = f"http://127.0.0.1:{port}/v1/{MODEL}/entities"
+        for connections in CONCURRENCY:
+            result = wrk(url, single, key=key, connections=connections, seconds=seconds)
+            rows.append(row("service", workers, result))
+        result = wrk(f"{url}/batch", batch, key=key, connections=BATCH_CONNECTIONS, seconds=seconds)
+        rows.append(row(f"service batch of {BATCH_TEXTS}", workers, result, BATCH_TEXTS))
+    finally:
+        stop(server)
+    return rows
+
+
+def run_baseline(workdir: Path, port: int, seconds: int) -> list[dict]:
+    args = [sys.executable, "-m", "uvicorn", "bench.tutorial_app:app", "--port", str(port)]
+    server = start([*args, "--no-access-log"], port, {**os.environ, "BENCH_MODEL_PACKAGE": PACKAGE})
+    try:
+        url = f"http://127.0.0.1:{port}/v1/extractions"
+        return [
+            row(
+                "tutorial baseline",
+                1,
+                wrk(url, workdir / "sentences.jsonl", connections=c, seconds=seconds),
+            )  # fmt: skip
+            for c in CONCURRENCY
+        ]
+    finally:
+        stop(server)
+
+
+def find(rows: list[dict], name: str, workers: int, connections: int) -> dict:
+    return next(
+        r
+        for r in rows
+        if r["name"] == name and r["workers"] == workers and r["connections"] == connections
+    )
+
+
+def ratios(rows: list[dict], offline_1p: float, offline_2p: float) -> dict[str, float]:
+    s1 = find(rows, "service", 1, 32)
+    s2 = find(rows, "service", 2, 32)
+    base = find(rows, "tutorial baseline", 1, 32)
+    base_c1 = find(rows, "tutorial baseline", 1, 1)
+    return {
+        "service_1w_c32_vs_offline_1p": round(s1["rps"] / offline_1p, 3),
+        "service_1w_c32_vs_baseline_c32": round(s1["rps"] / base["rps"], 2),
+        "service_2w_c32_vs_offline_2p": round(s2["rps"] / offline_2p, 3),
+        "p99_c1_service_1w_vs_baseline": round(
+            find(rows, "service", 1, 1)["p99_ms"] / base_c1["p99_ms"], 3
+        ),
+        "p99_c1_service_2w_vs_baseline": round(
+            find(rows, "service", 2, 1)["p99_ms"] / base_c1["p99_ms"], 3
+        ),
+    }
+
+
+def print_table(report: dict) -> None:
+    print(f"\noffline nlp.pipe: 1 process {report['offline_texts_per_s']['1']:.1f} texts/s, "
+          f"n_process=2 {report['offline_texts_per_s']['2']:.1f} texts/s")  # fmt: skip
+    header = f"{'':<24}{'workers':>8}{'conc':>6}{'req/s':>9}{'texts/s':>9}"
+    print(header + f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for r in report["rows"]:
+        print(
+            f"{r['name']:<24}{r['workers']:>8}{r['connections']:>6}{r['rps']:>9.1f}"
+            f"{r['texts_per_s']:>9.1f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+            f"{r['non_2xx'] + r['socket_errors']:>8}"
+        )
+    print("\nratio                                  measured   goal")
+    for name, value in report["ratios"].items():
+        goal = GOALS.get(name)
+        print(f"{name:<38}{value:>9}   {'' if goal is None else goal}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--port", type=int, default=8771)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/throughput.json"))
+    parser.add_argument("--memory", type=int, metavar="REQUESTS", help="run the memory benchmark")
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    if options.memory:
+        from bench.memory import run_memory
+
+        return run_memory(options.memory, options.port, options.out.with_name("memory.json"))
+
+    texts = load_texts(options.texts)
+    with tempfile.TemporaryDirectory() as tmp, postgres_schema() as database_url:
+        workdir = Path(tmp)
+        write_bodies(workdir / "entities.jsonl", [{"text": t} for t in texts])
+        write_bodies(workdir / "sentences.jsonl", [{"sentence": t} for t in texts])
+        groups = [texts[i : i + BATCH_TEXTS] for i in range(0, len(texts), BATCH_TEXTS)]
+        write_bodies(workdir / "batch.jsonl", [{"texts": g} for g in groups])
+        env = {
+            **os.environ,
+            "SAAS_DATABASE_URL": database_url,
+            "SAAS_REDIS_URL": REDIS,
+            "SAAS_REDIS_PREFIX": Path(database_url).name.rsplit("%3D", 1)[-1],
+            "SAAS_LOG_JSON": "true",
+        }
+        offline_rates = {n: offline(texts * n, n) for n in (1, 2)}
+        rows = run_baseline(workdir, options.port, options.seconds)
+        for workers in (1, 2):
+            rows += run_service(env, workdir, workers, options.port, options.seconds)
+
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "texts": len(texts),
+        "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
+        "seconds_per_point": options.seconds,
+        "offline_texts_per_s": {str(n): round(rate, 1) for n, rate in offline_rates.items()},
+        "rows": rows,
+        "ratios": ratios(rows, offline_rates[1], offline_rates[2]),
+        "goals": GOALS,
+    }
+    print_table(report)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {options.out}")
+
+
+if __name__ == "__main__":
+    main()
