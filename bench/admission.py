@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from bench.entities import SAAS
+from bench.harness import SAAS
 
 WRK_SCRIPT = """
 local key = os.getenv("BENCH_KEY")

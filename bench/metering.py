@@ -7,17 +7,14 @@ Goal: metering on >= 0.9 x metering off.
 """
 
 import argparse
+import contextlib
 import json
+import os
 import tempfile
-import uuid
 from pathlib import Path
 
-import psycopg
-
 from bench.corpus import load_texts
-from bench.entities import start_server, wrk_rate
-
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+from bench.harness import REDIS, bench_key, postgres_schema, serve, stop, write_bodies, wrk
 
 
 def main() -> None:
@@ -26,42 +23,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--port", type=int, default=8767)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--sqlite", action="store_true", help="embedded SQLite instead")
     options = parser.parse_args()
 
-    texts = load_texts(2000)
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    settings = {"SAAS_REDIS_URL": options.redis_url, "SAAS_REDIS_PREFIX": schema}
-    if not options.sqlite:
-        with psycopg.connect(POSTGRES, autocommit=True) as connection:
-            connection.execute(f'CREATE SCHEMA "{schema}"')
-        settings["SAAS_DATABASE_URL"] = f"{POSTGRES}?options=-csearch_path%3D{schema}"
     rates: dict[str, list[float]] = {"off": [], "on": []}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            workdir = Path(tmp)
-            with open(workdir / "bodies.jsonl", "w", encoding="utf-8") as bodies:
-                for text in texts:
-                    bodies.write(json.dumps({"text": text}) + "\n")
-            for _ in range(options.rounds):
-                for mode in ("off", "on"):
-                    metering = "true" if mode == "on" else "false"
-                    server, key = start_server(
-                        workdir, options.port, SAAS_USAGE_METERING=metering, **settings
-                    )
-                    try:
-                        result = wrk_rate(
-                            workdir, options.port, key, options.seconds, options.connections
-                        )
-                    finally:
-                        server.terminate()
-                        server.wait(30)
-                    rates[mode].append(result["rps"])
-    finally:
-        if not options.sqlite:
-            with psycopg.connect(POSTGRES, autocommit=True) as connection:
-                connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        workdir = Path(tmp)
+        if options.sqlite:
+            database_url = f"sqlite:///{workdir / 'bench.db'}"
+        else:
+            database_url = stack.enter_context(postgres_schema())
+        bodies = write_bodies(workdir / "bodies.jsonl", [{"text": t} for t in load_texts(2000)])
+        env = {**os.environ, "SAAS_DATABASE_URL": database_url, "SAAS_REDIS_URL": REDIS,
+               "SAAS_REDIS_PREFIX": f"benchmeter{os.getpid()}"}  # fmt: skip
+        key = bench_key(env)
+        url = f"http://127.0.0.1:{options.port}/v1/en_core_web_sm/entities"
+        for _ in range(options.rounds):
+            for mode in ("off", "on"):
+                metering = {"SAAS_USAGE_METERING": "true" if mode == "on" else "false"}
+                server = serve({**env, **metering}, options.port)
+                try:
+                    result = wrk(url, bodies, key=key, connections=options.connections,
+                                 seconds=options.seconds)  # fmt: skip
+                finally:
+                    stop(server)
+                rates[mode].append(result["rps"])
     off, on = (sum(values) / len(values) for values in (rates["off"], rates["on"]))
     print(
         json.dumps(
