@@ -1,7 +1,9 @@
 """Admission of authenticated requests. Customer requests (/v1): the plan's rate limits for
 every request, the monthly quota for billable ones. Admin requests (/admin): a fixed limit of
 their own. Adds the rate-limit headers to every answer, and gives back the reserved quota when
-the answer is not 2xx (only successful requests are billed)."""
+the answer is not 2xx (only successful requests are billed). A batch request costs one unit per
+text (see batch_body.py); one larger than the plan allows is refused with 413 before any counter
+moves."""
 
 from dataclasses import replace
 
@@ -9,7 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saas.errors import json_error
 from saas.middleware.auth import app_path
-from saas.nlp.tasks import is_billable
+from saas.middleware.batch_body import count_texts, read_body
+from saas.middleware.body_limit import BodyTooLarge
+from saas.nlp.tasks import batch_too_large, is_batch, is_billable
 from saas.ratelimit.admission import Admission, LimiterUnavailable
 from saas.ratelimit.headers import rate_limit_headers
 from saas.ratelimit.windows import Decision, ceil_seconds
@@ -54,12 +58,26 @@ class AdmissionMiddleware:
             return
 
         billable = is_billable(scope["method"], path)
-        cached = self.admission.cached_rejection(principal.account_id, billable)
+        cost = 1
+        if is_batch(scope["method"], path):
+            try:
+                body, receive = await read_body(receive)
+            except BodyTooLarge as exc:  # a chunked body over the limit, found while reading
+                await json_error(413, exc.detail)(scope, receive, send)
+                return
+            # Not JSON, or no list of texts: cost 1, and the route answers 422.
+            count = count_texts(body)
+            if count is not None and count > principal.batch_limit:
+                await json_error(413, batch_too_large(principal, count))(scope, receive, send)
+                return
+            cost = max(1, count or 0)  # an empty list is still a request (the route says 422)
+
+        cached = self.admission.cached_rejection(principal.account_id, billable, cost)
         if cached is not None:
             await rejection(cached)(scope, receive, send)
             return
         try:
-            decision = await self.admission.admit(principal, billable=billable)
+            decision = await self.admission.admit(principal, billable=billable, cost=cost)
         except LimiterUnavailable:
             detail = "Rate limiting is temporarily unavailable; retry shortly."
             await json_error(503, detail, {"Retry-After": "1"})(scope, receive, send)
@@ -83,4 +101,4 @@ class AdmissionMiddleware:
         finally:
             billed = 200 <= status < 300 and not scope["state"].get("billing_failed")
             if decision.quota_month is not None and not billed:
-                await self.admission.refund(principal.account_id, decision)
+                await self.admission.refund(principal.account_id, decision, cost)

@@ -3,24 +3,32 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from saas.errors import AppError, NotFound
 from saas.keys.service import Principal
 from saas.nlp.engine import Engine
 from saas.nlp.schemas import (
+    DependenciesBatchOut,
     DependenciesOut,
+    EntitiesBatchIn,
+    EntitiesBatchOut,
     EntitiesIn,
     EntitiesOut,
     ExtractionsIn,
     ExtractionsOut,
     ModelInfo,
     ModelsOut,
+    SentenceDependenciesBatchOut,
     SentenceDependenciesOut,
     TextIn,
+    TextsIn,
+    TokensBatchOut,
     TokensOut,
     VersionsOut,
 )
+from saas.nlp.tasks import batch_too_large
 
 router = APIRouter(prefix="/v1", tags=["nlp"])
 
@@ -36,6 +44,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "Malformed JSON or wrong types",
         503: "Overloaded; retry after Retry-After seconds",
     }.items()
+}
+_BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    400: {"description": "An empty or invalid text; the detail names it, e.g. 'texts[3]'"},
+    402: {"description": "Monthly quota exhausted (each text counts)"},
+    413: {
+        "description": "More texts than the plan allows in a batch, a text longer than the plan"
+        " allows, or body too large"
+    },
+    422: {"description": "Malformed JSON, wrong types, or an empty 'texts' list"},
+    429: {"description": "Rate limit exceeded (each text counts); retry after Retry-After"},
 }
 
 
@@ -155,6 +174,69 @@ async def sentence_dependencies(
 ) -> Response:
     """Dependencies sentence by sentence; indexes are relative to each sentence."""
     return await _annotate(request, engine, principal, model, "sentence-dependencies", body.text)
+
+
+async def _annotate_batch(
+    request: Request,
+    engine: Engine,
+    principal: Principal,
+    model: str,
+    task: str,
+    texts: list[str],
+    options: dict[str, Any] | None,
+) -> Response:
+    request.state.usage = {"model": model, "chars": sum(map(len, texts)), "units": len(texts)}
+    # The admission step already refused larger batches; this covers any other way in.
+    if len(texts) > principal.batch_limit:
+        raise AppError(batch_too_large(principal, len(texts)), status_code=413)
+    for index, text in enumerate(texts):
+        check_text(text, principal, f"texts[{index}]")
+    payloads = await engine.run_many(model, task, texts, options)
+    # The engine's answers are JSON already: join them instead of parsing and serializing again.
+    return Response(b'{"results":[' + b",".join(payloads) + b"]}", media_type="application/json")
+
+
+def _add_batch_route(
+    task: str, body_type: type[TextsIn], answer: type[BaseModel], summary: str
+) -> None:
+    async def batch(
+        body: body_type,  # type: ignore[valid-type]
+        request: Request,
+        model: ModelName,
+        principal: CurrentPrincipal,
+        engine: NlpEngine,
+    ) -> Response:
+        searched = getattr(body, "searched_entity", None)
+        options = {"searched_entity": searched} if searched else None
+        texts = body.texts  # type: ignore[attr-defined]
+        return await _annotate_batch(request, engine, principal, model, task, texts, options)
+
+    router.add_api_route(
+        f"/{{model}}/{task}/batch",
+        batch,
+        methods=["POST"],
+        name=f"{task.replace('-', '_')}_batch",
+        summary=summary,
+        description=f"`results[i]` is exactly what `POST /v1/{{model}}/{task}` answers for"
+        " `texts[i]`. Each text is billed and rate limited as one request.",
+        response_model=answer,
+        dependencies=_JSON_BODY,
+        responses=_BATCH_ERRORS,
+    )
+
+
+for _task, _body, _answer, _summary in [
+    ("entities", EntitiesBatchIn, EntitiesBatchOut, "Entities of several texts"),
+    ("tokens", TextsIn, TokensBatchOut, "Tokens of several texts"),
+    ("dependencies", TextsIn, DependenciesBatchOut, "Dependencies of several texts"),
+    (
+        "sentence-dependencies",
+        TextsIn,
+        SentenceDependenciesBatchOut,
+        "Sentence dependencies of several texts",
+    ),
+]:
+    _add_batch_route(_task, _body, _answer, _summary)
 
 
 @router.get("/{model}/versions", response_model=VersionsOut, responses=_ERRORS)

@@ -17,6 +17,24 @@ class EntitiesIn(TextIn):
     )
 
 
+class TextsIn(BaseModel):
+    texts: list[str] = Field(
+        min_length=1,
+        description="The texts to analyse, each as the single endpoint's `text`. At most the"
+        " plan's max_batch_texts, and no more than its smallest rate-limit window; each text is"
+        " billed and rate limited as one request.",
+        examples=[["John Doe is a Go developer at Google in London.", "Paris is in France."]],
+    )
+
+
+class EntitiesBatchIn(TextsIn):
+    searched_entity: str | None = Field(
+        default=None,
+        description="Applied to every text: return only entities whose type or text equals this"
+        " (case-insensitive).",
+    )
+
+
 class ExtractionsIn(BaseModel):
     sentence: str = Field(examples=["John Doe is a Go developer at Google in London."])
 
@@ -96,3 +114,20 @@ class ModelInfo(BaseModel):
 
 class ModelsOut(BaseModel):
     models: list[ModelInfo]
+
+
+# Batch answers: `results[i]` is exactly the single endpoint's answer for `texts[i]`.
+class EntitiesBatchOut(BaseModel):
+    results: list[EntitiesOut]
+
+
+class TokensBatchOut(BaseModel):
+    results: list[TokensOut]
+
+
+class DependenciesBatchOut(BaseModel):
+    results: list[DependenciesOut]
+
+
+class SentenceDependenciesBatchOut(BaseModel):
+    results: list[SentenceDependenciesOut]

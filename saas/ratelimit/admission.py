@@ -42,6 +42,9 @@ class _Block:
     decision: Decision
     decided_at: float  # monotonic
     until: float  # monotonic
+    # Units the rejected request asked for: a smaller request (one text after a refused batch)
+    # may still fit, so only requests of at least this cost are refused from memory.
+    cost: int = 1
 
 
 class Admission:
@@ -77,11 +80,11 @@ class Admission:
         except (RedisError, OSError, TimeoutError) as exc:
             log.error("limiter_redis_unavailable_at_start", error=type(exc).__name__)
 
-    def cached_rejection(self, account_id: int, billable: bool) -> Decision | None:
+    def cached_rejection(self, account_id: int, billable: bool, cost: int = 1) -> Decision | None:
         kinds = ("rate", "quota") if billable else ("rate",)
         for kind in kinds:
             block = self._blocked.get((kind, account_id))
-            if block is not None:
+            if block is not None and cost >= block.cost:
                 return block.decision.aged(time.monotonic() - block.decided_at)
         return None
 
@@ -98,7 +101,7 @@ class Admission:
             await limiter.seed(principal.account_id, decision.quota_month, used)
             decision = await self._decide(principal.account_id, windows, quota, cost)
         if not decision.admitted:
-            self._remember_rejection(principal.account_id, decision)
+            self._remember_rejection(principal.account_id, decision, cost)
         return decision
 
     async def refund(self, account_id: int, decision: Decision, cost: int = 1) -> None:
@@ -145,13 +148,15 @@ class Admission:
         self._timeouts_in_a_row = 0
         log.error("limiter_redis_unavailable", error=error, retry_in=REDIS_RETRY_SECONDS)
 
-    def _remember_rejection(self, account_id: int, decision: Decision) -> None:
+    def _remember_rejection(self, account_id: int, decision: Decision, cost: int) -> None:
         now = time.monotonic()
         if decision.outcome == "rate_limited":
             key, lasts = ("rate", account_id), decision.retry_after
         else:
             key, lasts = ("quota", account_id), min(decision.retry_after, QUOTA_BLOCK_SECONDS)
-        self._blocked[key] = _Block(decision, now, now + lasts)
+        # Replacing a live block (normally one of a larger cost, which this request passed) is
+        # safe: the cache only ever saves a limiter call, it never admits anything.
+        self._blocked[key] = _Block(decision, now, now + lasts, cost)
 
     def forget_all(self) -> None:
         self._blocked.clear()
