@@ -211,3 +211,50 @@ def test_plans_update_command(saas, client, make_customer):  # type: ignore[no-u
     assert bad.returncode == 1 and "rate limit" in bad.stderr
     statuses = [client.get("/v1/models", headers=customer.headers).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]  # never cached before: the new plan applies at once
+
+
+def test_plans_max_batch_texts(saas, client):  # type: ignore[no-untyped-def]
+    suffix = uuid.uuid4().hex[:8]
+    name = f"batch-{suffix}"
+    plan = json.loads(
+        saas(
+            "plans",
+            "create",
+            name,
+            "--rate-limit",
+            "100/minute",
+            "--max-batch-texts",
+            "7",
+            "--json",
+        ).stdout
+    )
+    assert plan["max_batch_texts"] == 7
+    listed = next(line for line in saas("plans", "list").stdout.splitlines() if name in line)
+    assert "max_batch_texts=7" in listed
+    default = json.loads(
+        saas("plans", "create", f"{name}-d", "--rate-limit", "1/second", "--json").stdout
+    )
+    assert default["max_batch_texts"] == 32
+    zero = ("--rate-limit", "1/second", "--max-batch-texts", "0")
+    assert saas("plans", "create", f"{name}-z", *zero, ok=False).returncode != 0
+
+    saas("accounts", "create", name, "--email", "a@b.c", "--plan", name)
+    key = saas("keys", "create", name).stdout.strip().splitlines()[-1]
+    updated = json.loads(saas("plans", "update", name, "--max-batch-texts", "2", "--json").stdout)
+    assert updated["max_batch_texts"] == 2
+    assert saas("plans", "update", name, "--max-batch-texts", "0", ok=False).returncode != 0
+    # A key the server has never seen is looked up fresh: the new maximum applies.
+    url = "/v1/en_core_web_sm/tokens/batch"
+    headers = {"X-API-Key": key}
+    refused = client.post(url, headers=headers, json={"texts": ["a", "b", "c"]})
+    assert refused.status_code == 413 and "at most 2" in refused.json()["detail"]
+    assert client.post(url, headers=headers, json={"texts": ["a", "b"]}).status_code == 200
+    entry = next(
+        e
+        for e in json.loads(
+            saas("audit", "--action", "plan.update", "--limit", "1000", "--json").stdout
+        )
+        if e["object_id"] == name
+    )
+    assert entry["changes"]["before"] == {"max_batch_texts": 7}
+    assert entry["changes"]["after"] == {"max_batch_texts": 2}

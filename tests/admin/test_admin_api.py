@@ -141,3 +141,39 @@ def test_customers_manage_only_their_own_keys(client, make_customer):  # type: i
 
     revoked = client.delete(f"/v1/keys/{extra.json()['id']}", headers=alice.headers)
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+
+
+def test_plan_max_batch_texts_through_the_admin_api(client, make_customer):  # type: ignore[no-untyped-def]
+    admin = make_customer(scopes=("admin",))
+    h = admin.headers
+    name = f"batchy-{uuid.uuid4().hex[:6]}"
+    created = client.post(
+        "/admin/plans", headers=h, json={"name": name, "rate_limit": "100/minute"}
+    )
+    assert created.status_code == 201 and created.json()["max_batch_texts"] == 32
+    zero = client.post("/admin/plans", headers=h, json={"name": f"{name}-0", "max_batch_texts": 0})
+    assert zero.status_code == 422
+
+    customer = make_customer(max_batch_texts=5)
+    batch_url = f"/v1/{MODEL}/entities/batch"
+    three = {"texts": ["Paris.", "Rome.", "Oslo."]}
+    assert client.post(batch_url, headers=customer.headers, json=three).status_code == 200
+    patched = client.patch(
+        f"/admin/plans/{customer.plan_name}", headers=h, json={"max_batch_texts": 2}
+    )
+    assert patched.status_code == 200 and patched.json()["max_batch_texts"] == 2
+    bad = client.patch(f"/admin/plans/{customer.plan_name}", headers=h, json={"max_batch_texts": 0})
+    assert bad.status_code == 422
+    # Applied at once (the cached principal is invalidated).
+    refused = client.post(batch_url, headers=customer.headers, json=three)
+    assert refused.status_code == 413 and "at most 2" in refused.json()["detail"]
+    assert (
+        client.get(f"/admin/plans/{customer.plan_name}", headers=h).json()["max_batch_texts"] == 2
+    )
+    audit = client.get(f"/admin/audit?actor_key_id={admin.key_id}", headers=h).json()
+    assert audit[0]["action"] == "plan.update"
+    assert audit[0]["changes"] == {
+        "before": {"max_batch_texts": 5},
+        "after": {"max_batch_texts": 2},
+    }
+    assert audit[1]["action"] == "plan.create" and audit[1]["changes"]["max_batch_texts"] == 32

@@ -108,6 +108,7 @@ def test_each_text_is_one_unit_of_quota_and_bill(client, make_customer, db):  # 
     usage = client.get("/v1/usage", headers=customer.headers).json()
     assert usage["billable_requests"] == 3 and usage["remaining_quota"] == 2
     assert usage["characters"] == sum(map(len, texts))
+    assert usage["plan"]["max_batch_texts"] == 32
     by_endpoint = {row["endpoint"]: row for row in usage["by_endpoint"]}
     assert by_endpoint["entities/batch"]["billable_requests"] == 3
     month = service.current_month()
