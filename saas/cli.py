@@ -300,6 +300,8 @@ def accounts_webhook(
         owner.webhook_secret = secrets.token_hex(32) if url else None
         secret = owner.webhook_secret
         session.add(owner)
+        account_id = owner.id
+    tell_workers("account", account_id)  # cached keys carry whether the account wants alerts
     if secret:
         typer.echo("signing secret (shown once; verify X-Signature with it):")
         typer.echo(secret)

@@ -36,6 +36,8 @@ class Principal:
     max_text_chars: int
     models: tuple[str, ...] | None
     max_batch_texts: int
+    # The account has a webhook and the plan a quota: only then do commits check alert thresholds.
+    quota_alerts: bool = False
 
     def may_use_model(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -120,6 +122,7 @@ def lookup_principal(engine: Engine, key_hash: str) -> Principal | None:
         max_text_chars=plan.max_text_chars,
         models=tuple(plan.models) if plan.models is not None else None,
         max_batch_texts=plan.max_batch_texts,
+        quota_alerts=account.webhook_url is not None and plan.monthly_quota is not None,
     )
 
 

@@ -81,7 +81,7 @@ class UsageMiddleware:
                 await self.recorder.record(event, durable=False)
                 return
             try:
-                await self.recorder.record(event, durable=billable)
+                await self.recorder.record(event, durable=billable, watch=principal.quota_alerts)
             except UsageWriteFailed:
                 state["billing_failed"] = True  # the admission step gives the quota back
                 detail = "Usage could not be recorded, so nothing was billed; retry shortly."

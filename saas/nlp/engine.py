@@ -1,9 +1,11 @@
 """The asyncio-facing side of the inference process (see worker.py).
 
-`Engine.run()` queues a text and awaits its JSON answer. Two small threads move pickled batches
-over the pipe, so the event loop never blocks on spaCy or on a full pipe:
-- the writer drains everything queued since its last send into one message;
-- the reader hands each batch of results back to the loop.
+`Engine.run()` queues a text and awaits its JSON answer. The pipe to the child is a socket pair
+driven by the event loop itself (an asyncio transport), so no thread sits between the two:
+- texts queued during one turn of the loop leave together, in one message;
+- the child's answers arrive through `data_received`, framed as multiprocessing.Connection frames
+  them, which is what the child reads and writes.
+(Measured: threads moving the messages cost ~3 ms a request under uvloop, see bench/README.md.)
 The child batches whatever has arrived, so batches grow with load and shrink to one for a lone
 client. If the child dies, waiting requests get 503 and a new child is started.
 """
@@ -13,8 +15,10 @@ import contextlib
 import itertools
 import multiprocessing
 import pickle
-import queue
+import socket
+import struct
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -26,15 +30,51 @@ from saas.nlp import worker
 log = structlog.get_logger(__name__)
 
 _SPAWN = multiprocessing.get_context("spawn")  # forking a threaded server process is unsafe
+_SIZE = struct.Struct("!i")  # multiprocessing.Connection's frame header...
+_LARGE_SIZE = struct.Struct("!Q")  # ...and the one after a -1 header, for frames over 2 GiB
+
+
+def frame(payload: bytes) -> bytes:
+    if len(payload) > 0x7FFFFFFF:
+        return _SIZE.pack(-1) + _LARGE_SIZE.pack(len(payload)) + payload
+    return _SIZE.pack(len(payload)) + payload
+
+
+class _FrameProtocol(asyncio.Protocol):
+    """Splits the child's byte stream into messages."""
+
+    def __init__(self, on_message: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+        self.on_message = on_message
+        self.on_lost = on_lost
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= _SIZE.size:
+            (size,) = _SIZE.unpack_from(self.buffer)
+            header = _SIZE.size
+            if size == -1:
+                if len(self.buffer) < _SIZE.size + _LARGE_SIZE.size:
+                    return
+                (size,) = _LARGE_SIZE.unpack_from(self.buffer, _SIZE.size)
+                header += _LARGE_SIZE.size
+            if len(self.buffer) < header + size:
+                return
+            message = bytes(self.buffer[header : header + size])
+            del self.buffer[: header + size]
+            self.on_message(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_lost()
 
 
 class _Child:
-    """One inference process and the two threads that talk to it."""
+    """One inference process and the transport that talks to it."""
 
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
-        parent_conn, child_conn = _SPAWN.Pipe(duplex=True)
-        self.conn: Connection = parent_conn
+        parent_sock, child_sock = socket.socketpair()
+        child_conn = Connection(child_sock.detach())
         self.process = _SPAWN.Process(
             target=worker.serve,
             args=(
@@ -47,61 +87,59 @@ class _Child:
             name="saas-inference",
             daemon=True,
         )
-        self.process.start()
-        child_conn.close()
-        self.outbox: queue.SimpleQueue[list[worker.Request] | None] = queue.SimpleQueue()
+        try:
+            self.process.start()
+        finally:
+            child_conn.close()
+        self.sock = parent_sock
+        self.transport: asyncio.Transport | None = None
+        self.outbox: list[worker.Request] = []
         self.ready: asyncio.Future[dict[str, Any]] = engine.loop.create_future()
         self.alive = True
-        threading.Thread(target=self._read, name="saas-inference-reader", daemon=True).start()
-        threading.Thread(target=self._write, name="saas-inference-writer", daemon=True).start()
 
-    def _write(self) -> None:
-        while (batch := self.outbox.get()) is not None:
-            stopping = False
-            while True:  # gather everything queued meanwhile into the same message
-                try:
-                    more = self.outbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.extend(more)
-            try:
-                self.conn.send_bytes(pickle.dumps(batch))
-            except (OSError, ValueError):
-                return  # the reader notices the dead child
-            if stopping:
-                return
+    async def connect(self) -> None:
+        self.transport, _ = await self.engine.loop.create_unix_connection(
+            lambda: _FrameProtocol(self._received, self._lost), sock=self.sock
+        )
 
-    def _read(self) -> None:
-        loop = self.engine.loop
-        try:
-            while True:
-                try:
-                    kind, body = pickle.loads(self.conn.recv_bytes())
-                except (EOFError, OSError, ValueError):
-                    loop.call_soon_threadsafe(self.engine._child_exited, self)
-                    return
-                if kind == "ready":
-                    loop.call_soon_threadsafe(_set_result, self.ready, body)
-                else:
-                    loop.call_soon_threadsafe(self.engine._deliver, body)
-        except RuntimeError:  # the event loop closed first (the server is gone): nothing to tell
-            return
+    def _received(self, message: bytes) -> None:
+        kind, body = pickle.loads(message)
+        if kind == "ready":
+            _set_result(self.ready, body)
+        else:
+            self.engine._deliver(body)
+
+    def _lost(self) -> None:
+        if self.alive:  # not hung up by us: the child died
+            self.alive = False
+            self.engine._child_exited(self)
 
     def send(self, items: list[worker.Request]) -> None:
-        self.outbox.put(items)
+        # Everything queued during this turn of the event loop leaves in one message.
+        if not self.outbox:
+            self.engine.loop.call_soon(self._flush)
+        self.outbox.extend(items)
+
+    def _flush(self) -> None:
+        items, self.outbox = self.outbox, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame(pickle.dumps(items)))
 
     def close(self, timeout: float = 5.0) -> None:
-        self.alive = False
-        self.outbox.put(None)
-        with contextlib.suppress(OSError):
-            self.conn.close()
+        """Blocking (joins the process): call it in a thread once the transport is closed."""
         self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout)
+
+    def hang_up(self) -> None:
+        """Closing the pipe tells the child to exit."""
+        self.alive = False
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            with contextlib.suppress(OSError):
+                self.sock.close()
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:
@@ -148,9 +186,11 @@ class Engine:
         child = _Child(self)
         self._child = child
         try:
+            await child.connect()
             self.meta = await asyncio.wait_for(asyncio.shield(child.ready), self.start_timeout)
         except BaseException:
             self._child = None
+            child.hang_up()
             await asyncio.to_thread(child.close, 1.0)
             raise
         log.info("inference_ready", pid=child.process.pid, models=sorted(self.meta))
@@ -170,6 +210,7 @@ class Engine:
         self._closing = True
         child, self._child = self._child, None
         if child is not None:
+            child.hang_up()
             await asyncio.to_thread(child.close)
         self._fail_all("The service is shutting down; retry shortly.")
 
@@ -187,7 +228,8 @@ class Engine:
         child = self._child
         if child is None or not self.ready:
             raise Overloaded("The NLP engine is starting; retry shortly.")
-        if len(self._futures) + len(texts) > self.max_queue:
+        # An idle engine takes any batch, so a plan's batch limit above max_queue still works.
+        if self._futures and len(self._futures) + len(texts) > self.max_queue:
             raise Overloaded()
         request_ids = [next(self._ids) for _ in texts]
         futures = [self.loop.create_future() for _ in texts]
@@ -233,5 +275,6 @@ class Engine:
         log.error("inference_process_died", pid=child.process.pid, code=child.process.exitcode)
         self._child = None
         self._fail_all("The NLP engine restarted; retry shortly.")
+        child.hang_up()
         threading.Thread(target=child.close, daemon=True).start()
         self._restart_task = asyncio.ensure_future(self._restart())

@@ -3,7 +3,8 @@
 A billable request waits until its event is committed before its answer is sent; events of
 concurrent requests share one transaction. The writer takes everything queued since its last
 commit, so a lone request is written at once and a crowd is written together. Non-billable
-events (rejections, listings) are queued without waiting.
+events (rejections, listings) are queued without waiting. Only the committed events of accounts
+that want quota alerts (`watch`) are handed on, so other accounts cost no query per commit.
 """
 
 import asyncio
@@ -34,7 +35,7 @@ class UsageRecorder:
         self.on_committed = on_committed
         self.dropped = 0  # non-billable events lost to database errors
         self.commits = 0
-        self._pending: list[tuple[Event, asyncio.Future[None] | None]] = []
+        self._pending: list[tuple[Event, asyncio.Future[None] | None, bool]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -43,10 +44,11 @@ class UsageRecorder:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
-    async def record(self, event: Event, *, durable: bool) -> None:
-        """Queue the event; with `durable`, return only once it is committed."""
+    async def record(self, event: Event, *, durable: bool, watch: bool = False) -> None:
+        """Queue the event; with `durable`, return only once it is committed. With `watch`, the
+        event goes to `on_committed` once committed (if it was new)."""
         future = asyncio.get_running_loop().create_future() if durable else None
-        self._pending.append((event, future))
+        self._pending.append((event, future, watch))
         self._wakeup.set()
         if future is not None:
             await future
@@ -61,22 +63,24 @@ class UsageRecorder:
             del self._pending[: self.max_batch]
             await self._commit(batch)
 
-    async def _commit(self, batch: list[tuple[Event, asyncio.Future[None] | None]]) -> None:
-        events = [event for event, _ in batch]
+    async def _commit(self, batch: list[tuple[Event, asyncio.Future[None] | None, bool]]) -> None:
+        events = [event for event, _, _ in batch]
         try:
             new = await asyncio.to_thread(write_events, self.engine, events)
         except Exception as exc:  # noqa: BLE001 - every waiter learns of it
             log.error("usage_write_failed", events=len(events), error=type(exc).__name__)
-            for _, future in batch:
+            for _, future, _ in batch:
                 if future is None:
                     self.dropped += 1
                 elif not future.done():
                     future.set_exception(UsageWriteFailed(str(exc)))
             return
         self.commits += 1
-        for _, future in batch:
+        for _, future, _ in batch:
             if future is not None and not future.done():
                 future.set_result(None)
+        watched = {event.request_id for event, _, watch in batch if watch}
+        new = [event for event in new if event.request_id in watched]
         if self.on_committed is not None and new:
             # In its own task: quota alerts must never hold up the next commit.
             task = asyncio.create_task(self.on_committed(new))

@@ -64,6 +64,29 @@ def test_full_queue_answers_503_with_retry_after():
     assert all(r.status_code == 503 and r.headers["Retry-After"] == "1" for r in rejected)
 
 
+def test_a_batch_larger_than_the_queue_is_taken_only_when_idle():
+    async def scenario() -> tuple[list[bytes], object]:
+        engine = Engine(MODELS, max_queue=4)
+        await engine.start()
+        try:
+            alone = await engine.run_many(MODEL, "entities", [TEXT] * 6)
+            busy = asyncio.gather(*(engine.run(MODEL, "entities", TEXT * 20) for _ in range(4)))
+            await asyncio.sleep(0)
+            try:
+                await engine.run_many(MODEL, "entities", [TEXT] * 6)
+                crowded: object = None
+            except Overloaded as exc:
+                crowded = exc
+            await busy
+            return alone, crowded
+        finally:
+            await engine.stop()
+
+    alone, crowded = run(scenario())
+    assert len(alone) == 6 and len(set(alone)) == 1
+    assert isinstance(crowded, Overloaded)
+
+
 def test_a_killed_inference_process_is_replaced():
     async def scenario() -> tuple[list[object], bytes]:
         engine = Engine(MODELS)
