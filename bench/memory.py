@@ -4,7 +4,7 @@ the first 10,000 requests and then every so often until `requests` (e.g. 200,000
     python -m bench.throughput --memory 200000
 
 One worker on PostgreSQL + Redis with metering on, wrk at 32 connections rotating the corpus's
-texts of up to 80 characters (about 7,000 of them; short, so 200,000 requests take minutes, not
+texts of up to 80 characters (5,465 of them; short, so 200,000 requests take minutes, not
 half an hour); every request also carries a word never seen before, so without spaCy's
 `memory_zone` the model's string store would grow with every request. Goal: final RSS within
 10% of the 10,000 mark.
