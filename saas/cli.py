@@ -77,9 +77,14 @@ def emit_json(value: Any) -> None:
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
-    workers: Annotated[int, typer.Option(min=1)] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="One per CPU core: each runs an inference process.")
+    ] = 1,
 ) -> None:
     """Serve the API with Uvicorn (each worker loads the models in its own inference process)."""
+    # Uvicorn picks uvloop and httptools (installed with uvicorn[standard]) by itself. There is
+    # no Gunicorn-style preload: the models live in each worker's spawned inference process, so
+    # importing the app before forking would share nothing that matters.
     import uvicorn
 
     settings = get_settings()
@@ -91,6 +96,8 @@ def serve(
         workers=workers,
         root_path=settings.root_path,
         access_log=False,  # our request-context middleware logs each request once
+        loop="auto",
+        http="auto",
         proxy_headers=True,
         log_level=settings.log_level.lower(),
     )

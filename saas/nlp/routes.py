@@ -129,6 +129,8 @@ async def _annotate(
     request.state.usage = {"model": model, "chars": len(text), "units": 1}
     check_text(text, principal, field)
     payload = await engine.run(model, task, text, options)
+    # The inference process already serialized the answer with orjson: send its bytes as they
+    # are (no ORJSONResponse, no response_model validation, no second encoding here).
     return Response(payload, media_type="application/json")
 
 
