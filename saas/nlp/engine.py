@@ -237,12 +237,16 @@ class Engine:
         items = zip(request_ids, texts, strict=True)
         child.send([(request_id, model, task, text, options) for request_id, text in items])
         try:
-            results: list[tuple[bool, bytes | str]] = await asyncio.gather(*futures)
+            # return_exceptions: when the child dies every future fails, and all must be read.
+            results = await asyncio.gather(*futures, return_exceptions=True)
         finally:
             for request_id in request_ids:
                 self._futures.pop(request_id, None)
         payloads: list[bytes] = []
-        for ok, payload in results:
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            ok, payload = result
             if not ok:
                 log.error("inference_failed", model=model, task=task, error=payload)
                 raise AppError("The text could not be processed.", status_code=500)
