@@ -328,3 +328,21 @@ def two_workers_on_redis(backend: str, settings: Settings, **env: str) -> Iterat
         yield base
     finally:
         stop_process(process)
+
+
+def wait_for_events(db, account_id: int, expected: int, timeout: float = 5.0) -> list:  # type: ignore[no-untyped-def]
+    """The account's usage events once `expected` of them are there (or the timeout passed):
+    non-billable events are committed without holding their answer back."""
+    from sqlmodel import select
+
+    from saas.usage.models import UsageEvent
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with db() as session:
+            events = session.exec(
+                select(UsageEvent).where(UsageEvent.account_id == account_id)
+            ).all()
+        if len(events) >= expected or time.monotonic() > deadline:
+            return list(events)
+        time.sleep(0.05)

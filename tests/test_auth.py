@@ -50,7 +50,8 @@ def test_malformed_key_is_rejected_without_a_database_query(client, settings):  
     with count_key_queries(client) as queries:
         _assert_401(client.post(ENTITIES, headers={"X-API-Key": typo}, json=BODY), "Malformed")
         _assert_401(client.post(ENTITIES, headers={"X-API-Key": "hello"}, json=BODY), "Malformed")
-    assert queries == []
+    # Only lookups count: the batched last_used_at UPDATE of earlier requests may land meanwhile.
+    assert [q for q in queries if q.lstrip().upper().startswith("SELECT")] == []
 
 
 def test_unknown_key(client):  # type: ignore[no-untyped-def]

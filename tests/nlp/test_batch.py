@@ -2,17 +2,14 @@
 text one unit of the rate limits, quota and bill, and nothing counted for a refused batch."""
 
 import asyncio
-import time
 
 import pytest
-from sqlmodel import select
 
 from saas.middleware.batch_body import count_texts, read_body
 from saas.middleware.usage import endpoint_of
 from saas.nlp.tasks import is_batch, is_billable
 from saas.usage import service
-from saas.usage.models import UsageEvent
-from tests.conftest import FRENCH, MODEL
+from tests.conftest import FRENCH, MODEL, wait_for_events
 
 URL = f"/v1/{MODEL}"
 TASKS = ["entities", "tokens", "dependencies", "sentence-dependencies"]
@@ -26,20 +23,6 @@ def batch(client, customer, texts, task="entities", **extra):  # type: ignore[no
 
 def single(client, customer, text, task="entities", **extra):  # type: ignore[no-untyped-def]
     return client.post(f"{URL}/{task}", headers=customer.headers, json={"text": text, **extra})
-
-
-def billable_events(db, account_id, expected, timeout=5.0):  # type: ignore[no-untyped-def]
-    """Every event of the account once `expected` of them are there (rejections are committed
-    without holding their answer back)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with db() as session:
-            events = session.exec(
-                select(UsageEvent).where(UsageEvent.account_id == account_id)
-            ).all()
-        if len(events) >= expected or time.monotonic() > deadline:
-            return events
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -97,7 +80,7 @@ def test_each_text_is_one_unit_of_quota_and_bill(client, make_customer, db):  # 
     refused = batch(client, customer, texts)
     assert refused.status_code == 402 and "quota" in refused.json()["detail"].lower()
 
-    events = billable_events(db, customer.account_id, 2)
+    events = wait_for_events(db, customer.account_id, 2)
     assert sorted((e.endpoint, e.status, e.billable, e.units) for e in events) == [
         ("entities/batch", 200, True, 3),
         ("entities/batch", 402, False, 1),
@@ -158,7 +141,7 @@ def test_an_invalid_text_is_named_and_uses_no_quota(client, make_customer, db): 
     # The whole quota is still there.
     ok = batch(client, customer, ["Paris is in France.", "Rome.", "Oslo."])
     assert ok.status_code == 200
-    events = billable_events(db, customer.account_id, 3)
+    events = wait_for_events(db, customer.account_id, 3)
     assert sum(e.units for e in events if e.billable) == 3
     assert {(e.status, e.billable) for e in events} == {(400, False), (413, False), (200, True)}
 

@@ -12,23 +12,10 @@ from sqlmodel import select
 from saas.usage import service
 from saas.usage.ledger import Event, write_events
 from saas.usage.models import UsageEvent, UsageRollup
-from tests.conftest import MODEL
+from tests.conftest import MODEL, wait_for_events
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
-
-
-def wait_for_events(db, account_id, expected, timeout=5.0):  # type: ignore[no-untyped-def]
-    """Non-billable events are committed without holding the answer back: wait for them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with db() as session:
-            events = session.exec(
-                select(UsageEvent).where(UsageEvent.account_id == account_id)
-            ).all()
-        if len(events) >= expected or time.monotonic() > deadline:
-            return events
-        time.sleep(0.05)
 
 
 def test_successes_and_rejections_are_counted_apart(client, make_customer, db):  # type: ignore[no-untyped-def]
