@@ -11,13 +11,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from saas.db import utcnow
 from saas.errors import json_error
 from saas.middleware.auth import app_path
-from saas.nlp.tasks import BATCH_TASKS, TASKS, is_billable
+from saas.nlp.tasks import BATCH_PATH, TASKS, is_billable
 from saas.usage.ledger import Event
 from saas.usage.recorder import UsageRecorder, UsageWriteFailed
 
 CUSTOMER_PREFIX = "/v1/"
 _MODEL_ROUTE = re.compile(r"^/v1/(?P<model>[^/]+)/(?P<endpoint>[^/]+)$")
-_BATCH_ROUTE = re.compile(r"^/v1/(?P<model>[^/]+)/(?P<task>[^/]+)/batch$")
 _PLAIN_ROUTES = {"/v1/models": "models", "/v1/usage": "usage", "/v1/extractions": "extractions"}
 _MODEL_ENDPOINTS = set(TASKS) | {"versions", "version"}
 
@@ -33,8 +32,8 @@ def endpoint_of(path: str) -> tuple[str, str | None]:
     if match and match["endpoint"] in _MODEL_ENDPOINTS:
         endpoint = "versions" if match["endpoint"] == "version" else match["endpoint"]
         return endpoint, match["model"]
-    match = _BATCH_ROUTE.match(path)
-    if match and match["task"] in BATCH_TASKS:
+    match = BATCH_PATH.match(path)
+    if match:
         return f"{match['task']}/batch", match["model"]
     return "other", None
 

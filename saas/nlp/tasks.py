@@ -46,7 +46,7 @@ _BATCH_TASK = "|".join(re.escape(task) for task in BATCH_TASKS)
 
 # Customer NLP requests: the ones that are billed and count against the monthly quota.
 _BILLABLE_PATH = re.compile(rf"^/v1/(?:extractions|[^/]+/(?:{_BATCH_TASK})(?:/batch)?)$")
-_BATCH_PATH = re.compile(rf"^/v1/[^/]+/(?:{_BATCH_TASK})/batch$")
+BATCH_PATH = re.compile(rf"^/v1/(?P<model>[^/]+)/(?P<task>{_BATCH_TASK})/batch$")
 
 
 def is_billable(method: str, path: str) -> bool:
@@ -54,7 +54,7 @@ def is_billable(method: str, path: str) -> bool:
 
 
 def is_batch(method: str, path: str) -> bool:
-    return method == "POST" and _BATCH_PATH.match(path) is not None
+    return method == "POST" and BATCH_PATH.match(path) is not None
 
 
 def batch_too_large(principal: "Principal", count: int) -> str:
