@@ -16,14 +16,14 @@ from saas.audit import routes as audit_routes
 from saas.config import Settings, get_settings
 from saas.db import make_engine
 from saas.errors import install_error_handlers
+from saas.invalidation import Change, Invalidator
 from saas.keys import routes as key_routes
 from saas.keys.authenticator import KeyAuthenticator
-from saas.keys.invalidation import Invalidator
 from saas.logging import configure_logging
 from saas.middleware.admission import AdmissionMiddleware
 from saas.middleware.auth import AuthMiddleware
 from saas.middleware.body_limit import BodyLimitMiddleware
-from saas.middleware.request_context import RequestContextMiddleware
+from saas.middleware.request_context import Endpoints, RequestContextMiddleware
 from saas.middleware.usage import UsageMiddleware
 from saas.nlp import routes as nlp_routes
 from saas.nlp.engine import Engine
@@ -76,7 +76,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis_timeout=settings.redis_timeout,
         quota_used=quota_used,
     )
-    invalidator = Invalidator(authenticator, admission)
+
+    def forget(change: Change) -> None:
+        """What a committed change makes stale in this worker's caches."""
+        if change.kind == "key":
+            authenticator.forget(str(change.value))
+        elif change.kind == "account":
+            authenticator.clear()  # entries are keyed by key hash: drop them all (rare)
+            admission.forget(int(change.value))
+        else:  # a plan (all its accounts), or everything after a missed message
+            authenticator.clear()
+            admission.forget_all()
+
+    invalidator = Invalidator(forget)
     alerts = QuotaAlerts(db_engine)
     recorder = UsageRecorder(db_engine, on_committed=alerts.after_commit)
     guard = FailedAuthGuard(settings.auth_failures_per_ip)
@@ -130,13 +142,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.invalidator = invalidator
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(nlp_routes.router)
-    app.include_router(admin_routes.router)
-    app.include_router(usage_routes.customer_router)
-    app.include_router(usage_routes.admin_router)
-    app.include_router(key_routes.admin_router)
-    app.include_router(key_routes.customer_router)
-    app.include_router(audit_routes.router)
+    # Customer routers (/v1): included here and handed to Endpoints from this one list, so no
+    # customer route can be served without its Metering.
+    customer_routers = [
+        nlp_routes.router,
+        usage_routes.customer_router,
+        key_routes.customer_router,
+    ]
+    for router in customer_routers:
+        app.include_router(router)
+    endpoints = Endpoints(
+        customer_routers, [nlp_routes.METERING, key_routes.METERING, usage_routes.METERING]
+    )
+    for router in (
+        admin_routes.router,
+        usage_routes.admin_router,
+        key_routes.admin_router,
+        audit_routes.router,
+    ):
+        app.include_router(router)
 
     # Added innermost first. Request order: request context -> body limit -> authentication ->
     # usage metering (it must see the admission step's rejections too) -> admission -> routes.
@@ -147,5 +171,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(UsageMiddleware, recorder=recorder)
     app.add_middleware(AuthMiddleware, authenticator=authenticator, guard=guard)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, endpoints=endpoints)
     return app

@@ -1,15 +1,22 @@
 """First-run defaults for `make run`: plans, an admin key, and a demo customer with a key.
 
 Idempotent: what exists is reused, and a key is printed only when it is created (it is never
-stored in plaintext, so it cannot be shown again)."""
+stored in plaintext, so it cannot be shown again). Writes go through the same service functions
+as the admin API and the CLI, so they are audited (via "system")."""
+
+from collections.abc import Collection
 
 from sqlmodel import Session, select
 
 from saas.accounts import service as accounts
-from saas.accounts.models import PlanCreate
+from saas.accounts.models import Account
+from saas.accounts.schemas import AccountCreate, PlanCreate
+from saas.db import utcnow
 from saas.keys import service as keys
 from saas.keys.models import ApiKey
+from saas.principal import ADMIN_SCOPE, Actor
 
+BOOTSTRAP = Actor(via="system", name="bootstrap")
 DEFAULT_PLANS = (
     PlanCreate(
         name="free",
@@ -20,32 +27,43 @@ DEFAULT_PLANS = (
     ),
     PlanCreate(name="internal", rate_limit="1000/second", max_text_chars=1_000_000),
 )
-ADMIN_ACCOUNT = ("admin", "admin@localhost", "internal", ("admin",))
-DEMO_ACCOUNT = ("demo", "demo@example.com", "free", ())
+ADMIN_ACCOUNT = AccountCreate(name="admin", email="admin@example.com", plan="internal")
+DEMO_ACCOUNT = AccountCreate(name="demo", email="demo@example.com", plan="free")
 
 
-def _ensure_account_with_key(
-    session: Session, name: str, email: str, plan: str, scopes: tuple[str, ...]
-) -> str:
-    account = accounts.find_account(session, name)
+def _ensure_account_with_key(session: Session, data: AccountCreate, scopes: tuple[str, ...]) -> str:
+    account = session.exec(select(Account).where(Account.name == data.name)).first()
     if account is None:
-        account = accounts.create_account(session, name=name, email=email, plan_name=plan)
-    usable = session.exec(
-        select(ApiKey).where(ApiKey.account_id == account.id, ApiKey.revoked_at.is_(None))
-    ).all()
-    existing = [k for k in usable if set(scopes) <= k.scope_set]
+        account = accounts.create_account(session=session, data=data, actor=BOOTSTRAP)
+    assert account.id is not None
+    now = utcnow()
+    existing = [
+        key
+        for key in session.exec(select(ApiKey).where(ApiKey.account_id == account.id))
+        if key.status(now).usable and set(scopes) <= key.scope_set
+    ]
     if existing:
-        prefix = existing[0].prefix
+        prefix, name = existing[0].prefix, data.name
         return f"{name} key exists ({prefix}...); create another with: saas keys create {name}"
-    _, plaintext = keys.create_key(session, account, name="bootstrap", scopes=scopes)
-    return f"{name} key (shown once, store it now): {plaintext}"
+    _, plaintext = keys.create_key(
+        session=session, account_id=account.id, actor=BOOTSTRAP, name="bootstrap", scopes=scopes
+    )
+    return f"{data.name} key (shown once, store it now): {plaintext}"
 
 
-def ensure_defaults(session: Session) -> list[str]:
+def ensure_defaults(session: Session, known_models: Collection[str]) -> list[str]:
+    existing = {plan.name for plan in accounts.list_plans(session)}
     for plan in DEFAULT_PLANS:
-        if accounts.get_plan(session, plan.name) is None:
-            accounts.create_plan(session, plan)
+        if plan.name not in existing:
+            # The demo plan names the default English model; a deployment without it gets all.
+            models = plan.models if set(plan.models or ()) <= set(known_models) else None
+            accounts.create_plan(
+                session=session,
+                data=plan.model_copy(update={"models": models}),
+                actor=BOOTSTRAP,
+                known_models=known_models,
+            )
     return [
-        _ensure_account_with_key(session, *ADMIN_ACCOUNT),
-        _ensure_account_with_key(session, *DEMO_ACCOUNT),
+        _ensure_account_with_key(session, ADMIN_ACCOUNT, (ADMIN_SCOPE,)),
+        _ensure_account_with_key(session, DEMO_ACCOUNT, ()),
     ]

@@ -2,13 +2,18 @@
 request path only touches the database on a key-cache miss (in a worker thread), so an async
 driver would buy nothing but a second driver for Alembic and the CLI."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Annotated, Any, overload
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
+from starlette.concurrency import run_in_threadpool
+
+from saas.invalidation import Change, announced
 
 
 def normalize_database_url(url: str) -> str:
@@ -25,7 +30,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             # WAL lets the server read while the CLI writes; foreign keys are off by default.
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -39,21 +44,44 @@ def make_engine(url: str) -> Engine:
     )
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """Request-scoped session: services only flush; this commits once at the end (or rolls back)."""
-    with Session(request.app.state.engine) as session:
-        try:
-            yield session
-            session.commit()
-        except Exception:
-            session.rollback()
-            raise
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """Request-scoped session. Services only flush; this commits once, after the route returns
+    and before its answer is sent (hence scope="function" in DbSession: FastAPI's default runs
+    this after sending, so a client could read a 201 for a write that then failed). Then it
+    publishes the changes the services announced to every worker. Database calls run in the
+    thread pool, never on the event loop."""
+    session = Session(request.app.state.engine)
+    try:
+        yield session
+        await run_in_threadpool(session.commit)
+    finally:
+        await run_in_threadpool(session.close)  # rolls back whatever was not committed
+    for change in announced(session):
+        await request.app.state.invalidator.publish(change)
+
+
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[tuple[Session, list[Change]]]:
+    """A session outside a request (CLI, start-up defaults): commits once at the end and fills
+    the list with the changes its services announced, for the caller to publish."""
+    changes: list[Change] = []
+    with Session(engine) as session:
+        yield session, changes
+        session.commit()
+        changes.extend(announced(session))
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything stored is UTC."""
     if value is None or value.tzinfo is not None:

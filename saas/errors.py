@@ -1,11 +1,13 @@
 """Domain errors carry their HTTP status; one handler renders every error as `{"detail": ...}`."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -29,7 +31,25 @@ class AppError(Exception):
 
 
 class NotFound(AppError):
+    """The named plan, account or key does not exist (or is not the caller's)."""
+
     status_code = 404
+
+
+class Forbidden(AppError):
+    status_code = 403
+
+
+class Conflict(AppError):
+    """A name that must be unique is taken, or the object is in a state that forbids the change."""
+
+    status_code = 409
+
+
+class Invalid(AppError):
+    """Input that is well-formed but not acceptable (an unknown model, a bad rate limit...)."""
+
+    status_code = 422
 
 
 class Overloaded(AppError):
@@ -48,16 +68,22 @@ def json_error(status_code: int, detail: str, headers: Mapping[str, str] | None 
     )
 
 
-def _describe_validation_error(exc: RequestValidationError) -> tuple[int, str]:
-    """One readable sentence instead of FastAPI's list, so every error body is {"detail": str}."""
+def describe_errors(errors: Sequence[Any]) -> str:
+    """One readable sentence for a list of pydantic errors, so every error body is
+    {"detail": str} (FastAPI's request errors and a service's own validation alike)."""
     messages = []
-    for error in exc.errors():
+    for error in errors:
         if error.get("type") == "json_invalid":
-            return 422, "Request body is not valid JSON."
+            return "Request body is not valid JSON."
         location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         message = error.get("msg", "invalid value")
         messages.append(f"{location}: {message}" if location else message)
-    return 422, "; ".join(messages) or "Invalid request."
+    return "; ".join(messages) or "Invalid request."
+
+
+def invalid(exc: ValidationError) -> Invalid:
+    """A pydantic validation error raised inside a service, as the 422 the caller sees."""
+    return Invalid(describe_errors(exc.errors()))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -67,8 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
-        status_code, detail = _describe_validation_error(exc)
-        return json_error(status_code, detail)
+        return json_error(422, describe_errors(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:

@@ -56,7 +56,3 @@ def hash_key(key: str) -> str:
 
 def display_prefix(key: str) -> str:
     return key[: len(KEY_PREFIX) + DISPLAY_CHARS]
-
-
-def hashes_match(stored_hash: str, presented_hash: str) -> bool:
-    return hmac.compare_digest(stored_hash, presented_hash)

@@ -23,12 +23,14 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from saas.accounts import service as accounts
-from saas.accounts.models import AccountStatus, PlanCreate
+from saas.accounts.models import AccountStatus
+from saas.accounts.schemas import AccountCreate, PlanCreate
 from saas.app import create_app
 from saas.config import Settings
 from saas.db import make_engine
 from saas.keys import service as keys
 from saas.migrations import upgrade
+from saas.principal import Actor
 
 POSTGRES_URL = os.environ.get("SAAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -115,8 +117,11 @@ class Customer:
         return {"Authorization": f"Token {self.key}"}
 
 
+TEST_ACTOR = Actor(via="system", name="tests")
+
+
 @pytest.fixture
-def make_customer(db: Callable[[], Session]) -> Callable[..., Customer]:
+def make_customer(db: Callable[[], Session], settings: Settings) -> Callable[..., Customer]:
     """A new plan, account and key per call, so tests never share state."""
 
     def _make(
@@ -129,23 +134,53 @@ def make_customer(db: Callable[[], Session]) -> Callable[..., Customer]:
         suffix = uuid.uuid4().hex[:10]
         with db() as session:
             plan = accounts.create_plan(
-                session,
-                PlanCreate(
-                    **{"name": f"plan-{suffix}", "rate_limit": "1000/second", **plan_fields}
+                session=session,
+                data=PlanCreate.model_validate(
+                    {"name": f"plan-{suffix}", "rate_limit": "1000/second", **plan_fields}
                 ),
+                actor=TEST_ACTOR,
+                known_models=settings.models,
             )
             account = accounts.create_account(
-                session, name=f"acct-{suffix}", email=f"{suffix}@example.com", plan_name=plan.name
+                session=session,
+                data=AccountCreate(
+                    name=f"acct-{suffix}", email=f"{suffix}@example.com", plan=plan.name
+                ),
+                actor=TEST_ACTOR,
             )
             account.status = status
+            assert account.id is not None
             key, plaintext = keys.create_key(
-                session, account, name="test", scopes=scopes, expires_at=expires_at
+                session=session,
+                account_id=account.id,
+                actor=TEST_ACTOR,
+                name="test",
+                scopes=scopes,
+                expires_at=expires_at,
             )
+            assert key.id is not None
             customer = Customer(plaintext, key.id, account.id, account.name, plan.name)
             session.commit()
         return customer
 
     return _make
+
+
+SAAS = str(Path(sys.executable).parent / "saas")
+
+
+@pytest.fixture
+def saas(backend: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The `saas` CLI in a subprocess, as operators and scripts run it, on the test database."""
+    env = {**os.environ, "SAAS_DATABASE_URL": backend}
+
+    def _run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([SAAS, *args], env=env, capture_output=True, text=True, timeout=60)
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return _run
 
 
 @pytest.fixture

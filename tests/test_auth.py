@@ -10,7 +10,7 @@ from saas import security
 from saas.db import utcnow
 from saas.keys import service as keys
 from saas.keys.models import ApiKey
-from tests.conftest import MODEL
+from tests.conftest import MODEL, TEST_ACTOR
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -61,7 +61,7 @@ def test_unknown_key(client):  # type: ignore[no-untyped-def]
 
 def test_revoked_key(client, customer, db):  # type: ignore[no-untyped-def]
     with db() as session:
-        keys.revoke_key(session, customer.key_id)
+        keys.revoke_key(session=session, key_id=customer.key_id, actor=TEST_ACTOR)
         session.commit()
     _assert_401(client.post(ENTITIES, headers=customer.headers, json=BODY), "revoked")
 
@@ -69,7 +69,7 @@ def test_revoked_key(client, customer, db):  # type: ignore[no-untyped-def]
 def test_revocation_reaches_a_cached_key_within_the_ttl(client, customer, db, settings):  # type: ignore[no-untyped-def]
     assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
     with db() as session:
-        keys.revoke_key(session, customer.key_id)
+        keys.revoke_key(session=session, key_id=customer.key_id, actor=TEST_ACTOR)
         session.commit()
     time.sleep(settings.key_cache_ttl + 0.1)
     _assert_401(client.post(ENTITIES, headers=customer.headers, json=BODY), "revoked")

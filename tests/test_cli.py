@@ -1,30 +1,13 @@
 """The `saas` CLI as operators and scripts use it: a subprocess reading SAAS_DATABASE_URL."""
 
+import getpass
 import json
 import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
-
-import pytest
 
 from saas import security
-
-SAAS = str(Path(sys.executable).parent / "saas")
-
-
-@pytest.fixture
-def saas(backend):  # type: ignore[no-untyped-def]
-    env = {**os.environ, "SAAS_DATABASE_URL": backend}
-
-    def _run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([SAAS, *args], env=env, capture_output=True, text=True, timeout=60)
-        if ok:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    return _run
+from tests.conftest import SAAS
 
 
 def test_plan_account_key_lifecycle(saas, client):  # type: ignore[no-untyped-def]
@@ -53,7 +36,7 @@ def test_plan_account_key_lifecycle(saas, client):  # type: ignore[no-untyped-de
         "create",
         f"acme-{suffix}",
         "--email",
-        "ops@acme.test",
+        "ops@acme.example",
         "--plan",
         f"pro-{suffix}",
     ).stdout.strip()
@@ -105,9 +88,9 @@ def test_errors_are_clear_and_exit_nonzero(saas):  # type: ignore[no-untyped-def
     bad_limit = saas("plans", "create", "x-bad", "--rate-limit", "lots", ok=False)
     assert bad_limit.returncode != 0 and "rate limit" in bad_limit.stderr
     no_plan = saas("accounts", "create", "nobody", "--email", "a@b.c", "--plan", "nope", ok=False)
-    assert no_plan.returncode == 1 and "plan 'nope' does not exist" in no_plan.stderr
+    assert no_plan.returncode == 1 and "Plan 'nope' not found" in no_plan.stderr
     no_account = saas("keys", "create", "no-such-account", ok=False)
-    assert no_account.returncode == 1 and "does not exist" in no_account.stderr
+    assert no_account.returncode == 1 and "not found" in no_account.stderr
     bad_scope = saas("keys", "create", "1", "--scope", "root", ok=False)
     assert bad_scope.returncode == 1
     assert "Traceback" not in bad_limit.stderr + no_plan.stderr + no_account.stderr
@@ -166,7 +149,7 @@ def test_usage_and_invoices_commands(saas, make_customer, settings):  # type: ig
     assert row["total_cents"] == "2101" and row["plan"] == customer.plan_name
 
     bad = saas("invoices", "--month", "2026-13", ok=False)
-    assert bad.returncode == 1 and "not a month" in bad.stderr
+    assert bad.returncode == 1 and "Not a month" in bad.stderr
 
 
 def test_cli_mirrors_admin_writes_with_audit(saas, client, make_customer):  # type: ignore[no-untyped-def]
@@ -186,11 +169,99 @@ def test_cli_mirrors_admin_writes_with_audit(saas, client, make_customer):  # ty
     assert saas(
         "accounts", "update", customer.account_name, "--status", "gone", ok=False
     ).returncode
-    entries = json.loads(saas("audit", "--json", "--limit", "200").stdout)
+    entries = json.loads(saas("audit", "--via", "cli", "--json", "--limit", "200").stdout)
     targets = {("key", str(customer.key_id)), ("account", str(customer.account_id))}
     mine = [e for e in entries if (e["object_type"], e["object_id"]) in targets]
-    assert {e["action"] for e in mine} >= {"key.roll", "account.update"}
-    assert all(e["changes"]["via"] == "cli" and e["actor_key_id"] is None for e in mine)
+    assert sorted(e["action"] for e in mine) == ["account.update", "key.roll"]
+    assert all(e["actor_key_id"] is None and e["actor_name"] == getpass.getuser() for e in mine)
+
+
+def test_every_cli_write_is_audited_exactly_once(saas):  # type: ignore[no-untyped-def]
+    name = f"audited-{uuid.uuid4().hex[:8]}"
+    saas("plans", "create", name, "--rate-limit", "10/second")
+    saas("plans", "update", name, "--monthly-quota", "100")
+    account = saas("accounts", "create", name, "--email", "ops@acme.example", "--plan", name)
+    account_id = account.stdout.strip()
+    saas("accounts", "update", account_id, "--status", "suspended")
+    saas("accounts", "update", account_id, "--status", "active")
+    saas("accounts", "webhook", account_id, "https://hooks.acme.example/quota")
+    first = json.loads(saas("keys", "create", account_id, "--json").stdout)
+    saas("keys", "revoke", str(first["id"]))
+    saas("keys", "revoke", str(first["id"]))  # already revoked: nothing changes, nothing recorded
+    second = json.loads(saas("keys", "create", account_id, "--scope", "admin", "--json").stdout)
+    rolled = json.loads(saas("keys", "roll", str(second["id"]), "--json").stdout)
+
+    entries = json.loads(saas("audit", "--json", "--limit", "1000").stdout)
+    objects = {
+        ("plan", name),
+        ("account", account_id),
+        ("key", str(first["id"])),
+        ("key", str(second["id"])),
+        ("key", str(rolled["id"])),
+    }
+    mine = [e for e in entries if (e["object_type"], e["object_id"]) in objects]
+    assert sorted((e["action"], e["object_type"], e["object_id"]) for e in mine) == sorted(
+        [
+            ("plan.create", "plan", name),
+            ("plan.update", "plan", name),
+            ("account.create", "account", account_id),
+            ("account.update", "account", account_id),
+            ("account.update", "account", account_id),
+            ("account.webhook", "account", account_id),
+            ("key.create", "key", str(first["id"])),
+            ("key.revoke", "key", str(first["id"])),
+            ("key.create", "key", str(second["id"])),
+            ("key.roll", "key", str(second["id"])),
+        ]
+    )
+    user = getpass.getuser()
+    assert all((e["via"], e["actor_name"], e["actor_key_id"]) == ("cli", user, None) for e in mine)
+    roll = next(e for e in mine if e["action"] == "key.roll")
+    assert roll["changes"] == {"new_key_id": rolled["id"], "grace_seconds": 3600}
+    # Plain output names the actor too.
+    plain = saas("audit", "--object-type", "plan", "--object-id", name).stdout
+    assert "plan.create" in plain and user in plain
+
+
+def test_plan_models_must_be_served(saas, client, make_customer):  # type: ignore[no-untyped-def]
+    suffix = uuid.uuid4().hex[:8]
+    unknown = saas(
+        "plans", "create", f"p-{suffix}", "--rate-limit", "1/second", "--models", "nope", ok=False
+    )
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert "nope" in unknown.stderr
+    assert "en_core_web_sm" in unknown.stderr and "fr_core_news_sm" in unknown.stderr
+    assert f"p-{suffix}" not in saas("plans", "list").stdout
+
+    every = json.loads(
+        saas(
+            "plans",
+            "create",
+            f"all-{suffix}",
+            "--rate-limit",
+            "1/second",
+            "--models",
+            "all",
+            "--json",
+        ).stdout
+    )
+    assert every["models"] is None  # all models, not one called "all"
+    french = json.loads(
+        saas("plans", "update", f"all-{suffix}", "--models", "fr_core_news_sm", "--json").stdout
+    )
+    assert french["models"] == ["fr_core_news_sm"]
+    back = json.loads(saas("plans", "update", f"all-{suffix}", "--models", "all", "--json").stdout)
+    assert back["models"] is None
+    refused = saas("plans", "update", f"all-{suffix}", "--models", "en_core_web_sm,nope", ok=False)
+    assert refused.returncode == 1 and "nope" in refused.stderr
+
+    admin = make_customer(scopes=("admin",))
+    api = client.post(
+        "/admin/plans",
+        headers=admin.headers,
+        json={"name": f"api-{suffix}", "rate_limit": "1/second", "models": ["nope"]},
+    )
+    assert api.status_code == 422 and "en_core_web_sm" in api.json()["detail"]
 
 
 def test_plans_update_command(saas, client, make_customer):  # type: ignore[no-untyped-def]
@@ -229,8 +300,9 @@ def test_plans_max_batch_texts(saas, client):  # type: ignore[no-untyped-def]
         ).stdout
     )
     assert plan["max_batch_texts"] == 7
-    listed = next(line for line in saas("plans", "list").stdout.splitlines() if name in line)
-    assert "max_batch_texts=7" in listed
+    header, *rows = saas("plans", "list").stdout.splitlines()
+    column = header.split().index("max_batch_texts")
+    assert next(row.split() for row in rows if name in row)[column] == "7"
     default = json.loads(
         saas("plans", "create", f"{name}-d", "--rate-limit", "1/second", "--json").stdout
     )

@@ -1,15 +1,13 @@
 from datetime import datetime
 from enum import StrEnum
 
-from limits import parse_many
-from pydantic import field_validator
 from sqlalchemy import JSON, Column, DateTime
 from sqlmodel import Field, SQLModel
 
 from saas.db import utcnow
 
 
-def _timestamp() -> Column:  # type: ignore[type-arg]
+def _timestamp() -> "Column[datetime]":
     return Column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
@@ -19,7 +17,7 @@ class PlanBase(SQLModel):
     rate_limit: str = Field(default="60/minute", max_length=200)
     monthly_quota: int | None = Field(default=None, ge=0)
     max_text_chars: int = Field(default=100_000, ge=1)
-    # Allowed public model names; None means every model the service runs.
+    # Allowed public model names (each one the service runs); None means every model.
     models: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     price_cents_per_month: int = Field(default=0, ge=0)
     price_cents_per_1000_requests: int = Field(default=0, ge=0)
@@ -35,17 +33,6 @@ class Plan(PlanBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=64, unique=True, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
-
-
-class PlanCreate(PlanBase):
-    @field_validator("rate_limit")
-    @classmethod
-    def _valid_rate_limit(cls, value: str) -> str:
-        try:
-            parse_many(value)
-        except ValueError as exc:
-            raise ValueError(f"not a rate limit in the limits notation: {value!r}") from exc
-        return value
 
 
 class AccountStatus(StrEnum):

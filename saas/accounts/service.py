@@ -1,90 +1,219 @@
-"""Plans and accounts. Services only flush; the caller's session commits."""
+"""Plans and accounts. Each write validates, writes, records its audit entry and announces what
+running workers must forget; it only flushes: the caller's session commits once, then publishes
+the announced changes (saas/db.py). The admin API, the CLI and the dashboard call these and
+translate input and output, nothing else."""
 
+import secrets
+from collections.abc import Collection
 from typing import Any
 
-from sqlmodel import Session, select
+from pydantic import ValidationError
+from sqlmodel import Session, col, func, select
 
-from saas.accounts.models import Account, AccountStatus, Plan, PlanCreate
-
-
-class Conflict(ValueError):
-    """A name that must be unique is taken."""
-
-
-class Missing(LookupError):
-    """The named object does not exist."""
+from saas.accounts.models import Account, AccountStatus, Plan
+from saas.accounts.schemas import AccountCreate, AccountUpdate, PlanCreate, PlanUpdate
+from saas.audit import service as audit
+from saas.errors import Conflict, Invalid, NotFound, invalid
+from saas.invalidation import Change, announce
+from saas.principal import Actor
 
 
-def create_plan(session: Session, data: PlanCreate) -> Plan:
-    if get_plan(session, data.name) is not None:
-        raise Conflict(f"plan {data.name!r} already exists")
-    plan = Plan.model_validate(data)
-    session.add(plan)
-    session.flush()
+def check_models(models: list[str] | None, known_models: Collection[str]) -> None:
+    """A plan names models the service runs, at least one; None means all of them."""
+    if models is None:
+        return
+    known = ", ".join(sorted(known_models))
+    if not models:
+        raise Invalid(f"A plan needs at least one model (or none listed for all): {known}.")
+    unknown = sorted(set(models) - set(known_models))
+    if unknown:
+        raise Invalid(f"Unknown model(s): {', '.join(unknown)}. Known models: {known}.")
+
+
+# Plans
+
+
+def get_plan(session: Session, name: str) -> Plan:
+    plan = session.exec(select(Plan).where(Plan.name == name)).first()
+    if plan is None:
+        raise NotFound(f"Plan {name!r} not found.")
     return plan
 
 
-def get_plan(session: Session, name: str) -> Plan | None:
-    return session.exec(select(Plan).where(Plan.name == name)).first()
-
-
 def list_plans(session: Session) -> list[Plan]:
-    return list(session.exec(select(Plan).order_by(Plan.id)))
+    return list(session.exec(select(Plan).order_by(col(Plan.id))))
 
 
-def create_account(session: Session, *, name: str, email: str, plan_name: str) -> Account:
-    plan = get_plan(session, plan_name)
-    if plan is None:
-        raise Missing(f"plan {plan_name!r} does not exist")
-    if session.exec(select(Account).where(Account.name == name)).first() is not None:
-        raise Conflict(f"account {name!r} already exists")
-    account = Account(name=name, email=email, plan_id=plan.id)
-    session.add(account)
+def create_plan(
+    *, session: Session, data: PlanCreate, actor: Actor, known_models: Collection[str]
+) -> Plan:
+    check_models(data.models, known_models)
+    if session.exec(select(Plan).where(Plan.name == data.name)).first() is not None:
+        raise Conflict(f"Plan {data.name!r} already exists.")
+    plan = Plan.model_validate(data)
+    session.add(plan)
     session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="plan.create",
+        object_type="plan",
+        object_id=plan.name,
+        changes=data.model_dump(),
+    )
+    return plan
+
+
+def update_plan(
+    *,
+    session: Session,
+    name: str,
+    changes: PlanUpdate,
+    actor: Actor,
+    known_models: Collection[str],
+) -> Plan:
+    """Apply the fields set in `changes`; the result must still be a valid plan. Workers apply
+    it within a second (their cached keys carry the plan)."""
+    plan = get_plan(session, name)
+    fields = changes.model_dump(exclude_unset=True)
+    if "models" in fields:
+        check_models(fields["models"], known_models)
+    try:
+        PlanCreate.model_validate({**plan.model_dump(), **fields})
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    before = {field: getattr(plan, field) for field in fields}
+    for field, value in fields.items():
+        setattr(plan, field, value)
+    session.add(plan)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="plan.update",
+        object_type="plan",
+        object_id=plan.name,
+        changes={"before": before, "after": fields},
+    )
+    announce(session, Change("plan", _id(plan)))
+    return plan
+
+
+# Accounts
+
+
+def get_account(session: Session, account_id: int) -> Account:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"Account {account_id} not found.")
     return account
 
 
-def find_account(session: Session, id_or_name: str | int) -> Account | None:
+def find_account(session: Session, id_or_name: str | int) -> Account:
     """Operators name accounts by id or by name; an all-digit string is tried as an id first."""
     if isinstance(id_or_name, int) or id_or_name.isdigit():
         account = session.get(Account, int(id_or_name))
         if account is not None:
             return account
-    return session.exec(select(Account).where(Account.name == str(id_or_name))).first()
+    account = session.exec(select(Account).where(Account.name == str(id_or_name))).first()
+    if account is None:
+        raise NotFound(f"Account {id_or_name!r} not found.")
+    return account
 
 
-def list_accounts(session: Session) -> list[Account]:
-    return list(session.exec(select(Account).order_by(Account.id)))
+def plan_of(session: Session, account: Account) -> Plan:
+    plan = session.get(Plan, account.plan_id)
+    assert plan is not None  # a foreign key
+    return plan
 
 
-def update_plan(session: Session, plan: Plan, changes: dict[str, Any]) -> dict[str, Any]:
-    """Apply `changes` (validated as a whole plan; ValueError if not). Returns the old values."""
-    PlanCreate.model_validate({**plan.model_dump(), **changes})
-    before = {field: getattr(plan, field) for field in changes}
-    for field, value in changes.items():
-        setattr(plan, field, value)
-    session.add(plan)
-    session.flush()
-    return before
+def search_accounts(
+    session: Session, *, search: str | None = None, offset: int = 0, limit: int = 50
+) -> tuple[int, list[tuple[Account, Plan]]]:
+    """(total matching, one page of accounts with their plans), by id. `search` matches part of
+    the name or e-mail, ignoring case."""
+    statement = select(Account, Plan).join(Plan, col(Plan.id) == col(Account.plan_id))
+    if search:
+        pattern = f"%{search.lower()}%"
+        statement = statement.where(
+            func.lower(Account.name).like(pattern) | func.lower(Account.email).like(pattern)
+        )
+    total = session.exec(select(func.count()).select_from(statement.subquery())).one()
+    page = session.exec(statement.order_by(col(Account.id)).offset(offset).limit(limit)).all()
+    return total, [(account, plan) for account, plan in page]
 
 
-def update_account(session: Session, account: Account, changes: dict[str, Any]) -> dict[str, Any]:
-    """Apply any of `plan` (a name), `email`, `status`. Missing if the plan does not exist,
-    ValueError for an unknown status. Returns the old values."""
-    before: dict[str, Any] = {}
-    if "plan" in changes:
-        plan = get_plan(session, changes["plan"])
-        if plan is None:
-            raise Missing(f"plan {changes['plan']!r} does not exist")
-        old_plan = session.get(Plan, account.plan_id)
-        before["plan"] = old_plan.name if old_plan else None
-        account.plan_id = plan.id
-    if "email" in changes:
-        before["email"] = account.email
-        account.email = changes["email"]
-    if "status" in changes:
-        before["status"] = account.status
-        account.status = AccountStatus(changes["status"]).value
+def create_account(*, session: Session, data: AccountCreate, actor: Actor) -> Account:
+    plan = get_plan(session, data.plan)
+    if session.exec(select(Account).where(Account.name == data.name)).first() is not None:
+        raise Conflict(f"Account {data.name!r} already exists.")
+    account = Account(name=data.name, email=data.email, plan_id=_id(plan))
     session.add(account)
     session.flush()
-    return before
+    audit.record(
+        session,
+        actor=actor,
+        action="account.create",
+        object_type="account",
+        object_id=account.id,
+        changes=data.model_dump(),
+    )
+    return account
+
+
+def update_account(
+    *, session: Session, account_id: int, changes: AccountUpdate, actor: Actor
+) -> Account:
+    """Change plan, e-mail or status (suspend, resume); workers apply it within a second."""
+    account = get_account(session, account_id)
+    fields = changes.model_dump(exclude_unset=True, exclude_none=True)
+    before: dict[str, Any] = {}
+    if "plan" in fields:
+        plan = get_plan(session, fields["plan"])
+        before["plan"] = plan_of(session, account).name
+        account.plan_id = _id(plan)
+    if "email" in fields:
+        before["email"] = account.email
+        account.email = fields["email"]
+    if "status" in fields:
+        before["status"] = account.status
+        account.status = AccountStatus(fields["status"]).value
+    session.add(account)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="account.update",
+        object_type="account",
+        object_id=account_id,
+        changes={"before": before, "after": fields},
+    )
+    announce(session, Change("account", account_id))
+    return account
+
+
+def set_webhook(*, session: Session, account_id: int, url: str | None, actor: Actor) -> str | None:
+    """Point quota alerts at `url` (None removes the webhook). Returns the new signing secret,
+    which exists only in this return value's caller's answer: never logged, never listed."""
+    account = get_account(session, account_id)
+    before = account.webhook_url
+    account.webhook_url = url
+    account.webhook_secret = secrets.token_hex(32) if url else None
+    session.add(account)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="account.webhook",
+        object_type="account",
+        object_id=account_id,
+        changes={"before": {"webhook_url": before}, "after": {"webhook_url": url}},
+    )
+    # Cached keys carry whether the account wants alerts.
+    announce(session, Change("account", account_id))
+    return account.webhook_secret
+
+
+def _id(row: Plan | Account) -> int:
+    assert row.id is not None  # flushed rows have their id
+    return row.id

@@ -8,7 +8,7 @@ from saas.db import utcnow
 
 
 class AuditEntry(SQLModel, table=True):
-    """Who (admin key) did what to which object, when, and the change."""
+    """Who did what to which object, when, through which door, and the change."""
 
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_log_object", "object_type", "object_id"),)
@@ -20,6 +20,10 @@ class AuditEntry(SQLModel, table=True):
     )
     actor_key_id: int | None = Field(default=None, index=True)
     actor_account_id: int | None = None
+    # "api", "cli", "dashboard" or "system" (start-up defaults)
+    via: str = Field(default="api", max_length=16)
+    # The acting key's public prefix, or the operating-system user who ran the CLI.
+    actor_name: str | None = Field(default=None, max_length=128)
     action: str = Field(max_length=64)  # e.g. "key.revoke", "account.update"
     object_type: str = Field(max_length=32)
     object_id: str = Field(max_length=64)

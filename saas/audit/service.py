@@ -1,14 +1,18 @@
+"""The audit log: every admin write records who (Actor), what, which object and the change, in
+the transaction of the change itself."""
+
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from saas.audit.models import AuditEntry
-from saas.keys.service import Principal
+from saas.principal import Actor
 
 
 def record(
     session: Session,
-    actor: Principal | None,
+    *,
+    actor: Actor,
     action: str,
     object_type: str,
     object_id: object,
@@ -16,8 +20,10 @@ def record(
 ) -> AuditEntry:
     """Adds the entry to the caller's transaction: it commits with the change it describes."""
     entry = AuditEntry(
-        actor_key_id=actor.key_id if actor else None,
-        actor_account_id=actor.account_id if actor else None,
+        actor_key_id=actor.key_id,
+        actor_account_id=actor.account_id,
+        via=actor.via,
+        actor_name=actor.name,
         action=action,
         object_type=object_type,
         object_id=str(object_id),
@@ -34,9 +40,11 @@ def search(
     action: str | None = None,
     object_type: str | None = None,
     object_id: str | None = None,
+    via: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[AuditEntry]:
+    """Newest first."""
     statement = select(AuditEntry)
     if actor_key_id is not None:
         statement = statement.where(AuditEntry.actor_key_id == actor_key_id)
@@ -46,5 +54,7 @@ def search(
         statement = statement.where(AuditEntry.object_type == object_type)
     if object_id is not None:
         statement = statement.where(AuditEntry.object_id == object_id)
+    if via is not None:
+        statement = statement.where(AuditEntry.via == via)
     statement = statement.order_by(col(AuditEntry.id).desc()).offset(offset).limit(limit)
     return list(session.exec(statement))

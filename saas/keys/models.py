@@ -3,7 +3,8 @@ from datetime import datetime
 from sqlalchemy import Column, DateTime
 from sqlmodel import Field, SQLModel
 
-from saas.db import utcnow
+from saas.db import as_utc, utcnow
+from saas.principal import KeyStatus, key_status
 
 
 class ApiKey(SQLModel, table=True):
@@ -27,6 +28,10 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    # Set when the key was rolled: it keeps working until expires_at (the grace period).
+    rolled_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
     last_used_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
@@ -34,3 +39,11 @@ class ApiKey(SQLModel, table=True):
     @property
     def scope_set(self) -> frozenset[str]:
         return frozenset(self.scopes.split())
+
+    def status(self, now: datetime) -> KeyStatus:
+        return key_status(
+            revoked=self.revoked_at is not None,
+            expires_at=as_utc(self.expires_at),
+            rolled=self.rolled_at is not None,
+            now=now,
+        )

@@ -1,151 +1,100 @@
-"""Key lifecycle over HTTP: admins for any account, customers for their own (/v1/keys).
-Revocation and rolls are published to every worker once committed."""
+"""Key lifecycle over HTTP: admins for any account, customers for their own (/v1/keys). Each
+route translates HTTP to a service call and its result to a public schema."""
 
-from typing import Annotated
+from fastapi import APIRouter, status
 
-from anyio.from_thread import run as run_async
-from fastapi import APIRouter, Depends, Request, status
-from sqlmodel import Session
-
-from saas.accounts import service as accounts
-from saas.audit import service as audit
-from saas.db import as_utc, get_session, utcnow
-from saas.errors import AppError, NotFound
+from saas.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
+from saas.db import DbSession, utcnow
+from saas.deps import CurrentPrincipal, RequestActor
 from saas.keys import service
 from saas.keys.models import ApiKey
 from saas.keys.schemas import CustomerKeyCreate, KeyCreate, KeyCreated, KeyPublic, KeyRoll
 
-admin_router = APIRouter(prefix="/admin", tags=["admin: keys"])
-customer_router = APIRouter(prefix="/v1/keys", tags=["keys"])
-DbSession = Annotated[Session, Depends(get_session)]
+admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: keys"])
+customer_router = APIRouter(prefix=f"{CUSTOMER_PREFIX}/keys", tags=["keys"])
 
-
-def invalidate(request: Request, kind: str, value: str | int) -> None:
-    """From a sync route (a worker thread): after the commit, tell every worker."""
-    run_async(request.app.state.invalidator.publish, kind, value)
+# What the customer routes cost (see saas/context.py): key management is never billed.
+METERING = {name: Metering("keys") for name in ("my_keys", "create_my_key", "revoke_my_key")}
 
 
 def created(key: ApiKey, plaintext: str) -> KeyCreated:
     return KeyCreated(**KeyPublic.of(key, utcnow()).model_dump(), key=plaintext)
 
 
-def _account_or_404(session: Session, account_id: int):  # type: ignore[no-untyped-def]
-    account = accounts.find_account(session, account_id)
-    if account is None:
-        raise NotFound(f"Account {account_id} not found.")
-    return account
+def public(keys: list[ApiKey]) -> list[KeyPublic]:
+    now = utcnow()
+    return [KeyPublic.of(key, now) for key in keys]
 
 
 @admin_router.post(
     "/accounts/{account_id}/keys", status_code=status.HTTP_201_CREATED, response_model=KeyCreated
 )
 def create_key(
-    account_id: int, body: KeyCreate, request: Request, session: DbSession
+    account_id: int, body: KeyCreate, session: DbSession, actor: RequestActor
 ) -> KeyCreated:
     """Create a key; the plaintext is in this answer only."""
-    account = _account_or_404(session, account_id)
-    try:
-        key, plaintext = service.create_key(
-            session, account, name=body.name, scopes=body.scopes, expires_at=as_utc(body.expires_at)
-        )
-    except ValueError as exc:
-        raise AppError(str(exc), status_code=422) from None
-    audit.record(
-        session,
-        request.state.principal,
-        "key.create",
-        "key",
-        key.id,
-        {"account_id": account.id, "name": body.name, "scopes": sorted(body.scopes)},
+    key, plaintext = service.create_key(
+        session=session,
+        account_id=account_id,
+        actor=actor,
+        name=body.name,
+        scopes=body.scopes,
+        expires_at=body.expires_at,
     )
     return created(key, plaintext)
 
 
 @admin_router.get("/accounts/{account_id}/keys", response_model=list[KeyPublic])
 def list_keys(account_id: int, session: DbSession) -> list[KeyPublic]:
-    _account_or_404(session, account_id)
-    now = utcnow()
-    return [KeyPublic.of(key, now) for key in service.list_keys(session, account_id)]
-
-
-def _revoke(session: Session, request: Request, key: ApiKey) -> KeyPublic:
-    was_active = key.revoked_at is None
-    service.revoke_key(session, key.id)
-    if was_active:
-        audit.record(
-            session,
-            request.state.principal,
-            "key.revoke",
-            "key",
-            key.id,
-            {"account_id": key.account_id},
-        )
-    session.commit()
-    invalidate(request, "key", key.key_hash)
-    return KeyPublic.of(key, utcnow())
+    return public(service.list_keys(session, account_id))
 
 
 @admin_router.delete("/keys/{key_id}", response_model=KeyPublic)
-def revoke_key(key_id: int, request: Request, session: DbSession) -> KeyPublic:
+def revoke_key(key_id: int, session: DbSession, actor: RequestActor) -> KeyPublic:
     """Revoke a key: every worker refuses it within a second."""
-    key = session.get(ApiKey, key_id)
-    if key is None:
-        raise NotFound(f"Key {key_id} not found.")
-    return _revoke(session, request, key)
+    key = service.revoke_key(session=session, key_id=key_id, actor=actor)
+    return KeyPublic.of(key, utcnow())
 
 
 @admin_router.post(
     "/keys/{key_id}/roll", status_code=status.HTTP_201_CREATED, response_model=KeyCreated
 )
-def roll_key(key_id: int, body: KeyRoll, request: Request, session: DbSession) -> KeyCreated:
-    """A new key at once; the old one keeps working for `grace_seconds`, then stops."""
-    key = session.get(ApiKey, key_id)
-    if key is None or key.revoked_at is not None:
-        raise NotFound(f"Key {key_id} not found or revoked.")
-    new_key, plaintext = service.roll_key(session, key, body.grace_seconds)
-    audit.record(
-        session,
-        request.state.principal,
-        "key.roll",
-        "key",
-        key.id,
-        {"new_key_id": new_key.id, "grace_seconds": body.grace_seconds},
+def roll_key(key_id: int, body: KeyRoll, session: DbSession, actor: RequestActor) -> KeyCreated:
+    """A new key at once; the old one keeps working for `grace_seconds` (status `grace`), then
+    stops. A revoked or expired key cannot be rolled (409)."""
+    new_key, plaintext = service.roll_key(
+        session=session, key_id=key_id, grace_seconds=body.grace_seconds, actor=actor
     )
-    answer = created(new_key, plaintext)
-    session.commit()
-    invalidate(request, "key", key.key_hash)  # its cached entry carries the old expiry
-    return answer
+    return created(new_key, plaintext)
 
 
 @customer_router.get("", response_model=list[KeyPublic])
-def my_keys(request: Request, session: DbSession) -> list[KeyPublic]:
+def my_keys(principal: CurrentPrincipal, session: DbSession) -> list[KeyPublic]:
     """Your account's keys (never their secrets)."""
-    now = utcnow()
-    return [
-        KeyPublic.of(k, now) for k in service.list_keys(session, request.state.principal.account_id)
-    ]
+    return public(service.list_keys(session, principal.account_id))
 
 
 @customer_router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
-def create_my_key(body: CustomerKeyCreate, request: Request, session: DbSession) -> KeyCreated:
-    """A new key for your account, up to your plan's `max_keys` active keys."""
-    principal = request.state.principal
-    account = _account_or_404(session, principal.account_id)
-    plan = accounts.get_plan(session, principal.plan_name)
-    limit = plan.max_keys if plan else 0
-    if service.active_key_count(session, account.id) >= limit:
-        raise AppError(f"Your plan allows {limit} active keys; revoke one first.", status_code=403)
-    key, plaintext = service.create_key(
-        session, account, name=body.name, expires_at=as_utc(body.expires_at)
+def create_my_key(
+    body: CustomerKeyCreate, principal: CurrentPrincipal, session: DbSession, actor: RequestActor
+) -> KeyCreated:
+    """A new key for your account, up to your plan's `max_keys` usable keys."""
+    key, plaintext = service.create_own_key(
+        session=session,
+        account_id=principal.account_id,
+        actor=actor,
+        name=body.name,
+        expires_at=body.expires_at,
     )
-    audit.record(session, principal, "key.create", "key", key.id, {"account_id": account.id})
     return created(key, plaintext)
 
 
 @customer_router.delete("/{key_id}", response_model=KeyPublic)
-def revoke_my_key(key_id: int, request: Request, session: DbSession) -> KeyPublic:
-    """Revoke one of your keys. Another account's key is "not found", never "forbidden"."""
-    key = session.get(ApiKey, key_id)
-    if key is None or key.account_id != request.state.principal.account_id:
-        raise NotFound(f"Key {key_id} not found.")
-    return _revoke(session, request, key)
+def revoke_my_key(
+    key_id: int, principal: CurrentPrincipal, session: DbSession, actor: RequestActor
+) -> KeyPublic:
+    """Revoke one of your keys (another account's key id is 404)."""
+    key = service.revoke_key(
+        session=session, key_id=key_id, actor=actor, account_id=principal.account_id
+    )
+    return KeyPublic.of(key, utcnow())

@@ -4,6 +4,7 @@ from pydantic import BaseModel, Field
 
 from saas.db import as_utc
 from saas.keys.models import ApiKey
+from saas.principal import KeyStatus
 
 
 class KeyCreate(BaseModel):
@@ -14,7 +15,7 @@ class KeyCreate(BaseModel):
 
 class CustomerKeyCreate(BaseModel):
     name: str = Field(default="", max_length=128, examples=["staging"])
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="UTC if no offset is given.")
 
 
 class KeyPublic(BaseModel):
@@ -29,17 +30,14 @@ class KeyPublic(BaseModel):
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
-    status: str = Field(description="active, expired or revoked")
+    rolled_at: datetime | None
+    status: KeyStatus = Field(
+        description="active; grace (rolled, works until expires_at); expired; revoked"
+    )
 
     @classmethod
     def of(cls, key: ApiKey, now: datetime) -> "KeyPublic":
-        expires_at = as_utc(key.expires_at)
-        if key.revoked_at is not None:
-            status = "revoked"
-        elif expires_at is not None and expires_at <= now:
-            status = "expired"
-        else:
-            status = "active"
+        assert key.id is not None
         return cls(
             id=key.id,
             account_id=key.account_id,
@@ -48,9 +46,10 @@ class KeyPublic(BaseModel):
             scopes=sorted(key.scope_set),
             created_at=as_utc(key.created_at),
             last_used_at=as_utc(key.last_used_at),
-            expires_at=expires_at,
+            expires_at=as_utc(key.expires_at),
             revoked_at=as_utc(key.revoked_at),
-            status=status,
+            rolled_at=as_utc(key.rolled_at),
+            status=key.status(now),
         )
 
 

@@ -1,102 +1,193 @@
-"""Key lifecycle and the lookup that authentication runs on a cache miss."""
+"""Key lifecycle, and the lookup that authentication runs on a cache miss.
+
+Each write validates, writes, records its audit entry and announces what running workers must
+forget; it only flushes: the caller's session commits once, then publishes (saas/db.py)."""
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from saas import security
+from saas.accounts import service as accounts
 from saas.accounts.models import Account, AccountStatus, Plan
+from saas.audit import service as audit
 from saas.db import as_utc, utcnow
+from saas.errors import Conflict, Forbidden, Invalid, NotFound
+from saas.invalidation import Change, announce
 from saas.keys.models import ApiKey
+from saas.principal import KNOWN_SCOPES, Actor, Principal
 from saas.ratelimit.windows import parse_windows
 
-ADMIN_SCOPE = "admin"
-KNOWN_SCOPES = frozenset({ADMIN_SCOPE})
+
+def list_keys(session: Session, account_id: int) -> list[ApiKey]:
+    accounts.get_account(session, account_id)
+    statement = select(ApiKey).where(ApiKey.account_id == account_id).order_by(col(ApiKey.id))
+    return list(session.exec(statement))
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Everything the request path needs to know about a key, cached for `key_cache_ttl`."""
-
-    key_id: int
-    key_prefix: str
-    key_hash: str
-    scopes: frozenset[str]
-    expires_at: datetime | None
-    revoked: bool
-    account_id: int
-    account_name: str
-    account_active: bool
-    plan_name: str
-    rate_limit: str
-    monthly_quota: int | None
-    max_text_chars: int
-    models: tuple[str, ...] | None
-    max_batch_texts: int
-    # The account has a webhook and the plan a quota: only then do commits check alert thresholds.
-    quota_alerts: bool = False
-
-    def may_use_model(self, model: str) -> bool:
-        return self.models is None or model in self.models
-
-    @property
-    def batch_limit(self) -> int:
-        """Most texts one batch request may carry: the plan's `max_batch_texts`, but never more
-        than its smallest rate-limit window holds, since each text takes a place in every window
-        and a larger batch could never be admitted."""
-        return min(self.max_batch_texts, *(w.limit for w in parse_windows(self.rate_limit)))
+def get_key(session: Session, key_id: int, *, account_id: int | None = None) -> ApiKey:
+    """The key; with `account_id`, only if it belongs to that account (a customer never learns
+    that another account's key exists)."""
+    key = session.get(ApiKey, key_id)
+    if key is None or (account_id is not None and key.account_id != account_id):
+        raise NotFound(f"Key {key_id} not found.")
+    return key
 
 
-def create_key(
+def _new_key(
     session: Session,
-    account: Account,
     *,
-    name: str = "",
-    scopes: Iterable[str] = (),
-    expires_at: datetime | None = None,
+    account_id: int,
+    name: str,
+    scopes: Iterable[str],
+    expires_at: datetime | None,
 ) -> tuple[ApiKey, str]:
-    """Returns the stored row and the plaintext key, which exists only in this return value."""
+    """The stored row and the plaintext key, which exists only in this return value."""
     scope_set = set(scopes)
     unknown = scope_set - KNOWN_SCOPES
     if unknown:
-        raise ValueError(f"unknown scope(s): {', '.join(sorted(unknown))}")
+        known = ", ".join(sorted(KNOWN_SCOPES))
+        raise Invalid(f"Unknown scope(s): {', '.join(sorted(unknown))}. Known scopes: {known}.")
     plaintext = security.generate_key()
     key = ApiKey(
-        account_id=account.id,
+        account_id=account_id,
         name=name,
         prefix=security.display_prefix(plaintext),
         key_hash=security.hash_key(plaintext),
         scopes=" ".join(sorted(scope_set)),
-        expires_at=expires_at,
+        expires_at=as_utc(expires_at),
     )
     session.add(key)
     session.flush()
     return key, plaintext
 
 
-def list_keys(session: Session, account_id: int) -> list[ApiKey]:
-    statement = select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.id)
-    return list(session.exec(statement))
+def _audit_create(session: Session, key: ApiKey, actor: Actor) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        action="key.create",
+        object_type="key",
+        object_id=key.id,
+        changes={
+            "account_id": key.account_id,
+            "name": key.name,
+            "scopes": sorted(key.scope_set),
+            "expires_at": as_utc(key.expires_at).isoformat() if key.expires_at else None,
+        },
+    )
 
 
-def revoke_key(session: Session, key_id: int) -> ApiKey | None:
-    key = session.get(ApiKey, key_id)
-    if key is not None and key.revoked_at is None:
-        key.revoked_at = utcnow()
-        session.add(key)
-        session.flush()
+def create_key(
+    *,
+    session: Session,
+    account_id: int,
+    actor: Actor,
+    name: str = "",
+    scopes: Iterable[str] = (),
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """An operator's key for any account, with any known scope."""
+    accounts.get_account(session, account_id)
+    key, plaintext = _new_key(
+        session, account_id=account_id, name=name, scopes=scopes, expires_at=expires_at
+    )
+    _audit_create(session, key, actor)
+    return key, plaintext
+
+
+def create_own_key(
+    *,
+    session: Session,
+    account_id: int,
+    actor: Actor,
+    name: str = "",
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """A customer's key for its own account: no scopes, at most the plan's `max_keys` usable."""
+    account = accounts.get_account(session, account_id)
+    limit = accounts.plan_of(session, account).max_keys
+    now = utcnow()
+    usable = sum(1 for key in list_keys(session, account_id) if key.status(now).usable)
+    if usable >= limit:
+        raise Forbidden(f"Your plan allows {limit} active keys; revoke one first.")
+    key, plaintext = _new_key(
+        session, account_id=account_id, name=name, scopes=(), expires_at=expires_at
+    )
+    _audit_create(session, key, actor)
+    return key, plaintext
+
+
+def revoke_key(
+    *, session: Session, key_id: int, actor: Actor, account_id: int | None = None
+) -> ApiKey:
+    """Revoke a key (with `account_id`, only that account's): every worker refuses it within a
+    second. Revoking a revoked key changes nothing and records nothing."""
+    key = get_key(session, key_id, account_id=account_id)
+    if key.revoked_at is not None:
+        return key
+    key.revoked_at = utcnow()
+    session.add(key)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="key.revoke",
+        object_type="key",
+        object_id=key_id,
+        changes={"account_id": key.account_id},
+    )
+    announce(session, Change("key", key.key_hash))
     return key
 
 
+def roll_key(
+    *, session: Session, key_id: int, grace_seconds: int, actor: Actor
+) -> tuple[ApiKey, str]:
+    """A new key with the same account, name, scopes and expiry, at once; the old one keeps
+    working for `grace_seconds` (its expiry is brought forward, never pushed back)."""
+    key = get_key(session, key_id)
+    now = utcnow()
+    status = key.status(now)
+    if not status.usable:
+        raise Conflict(f"Key {key_id} is {status}; create a new key instead of rolling it.")
+    new_key, plaintext = _new_key(
+        session,
+        account_id=key.account_id,
+        name=key.name,
+        scopes=key.scope_set,
+        expires_at=key.expires_at,
+    )
+    deadline = now + timedelta(seconds=grace_seconds)
+    current = as_utc(key.expires_at)
+    key.expires_at = deadline if current is None or deadline < current else current
+    key.rolled_at = now
+    session.add(key)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="key.roll",
+        object_type="key",
+        object_id=key_id,
+        changes={"new_key_id": new_key.id, "grace_seconds": grace_seconds},
+    )
+    announce(session, Change("key", key.key_hash))  # its cached entry carries the old expiry
+    return new_key, plaintext
+
+
+# The request path
+
+
 def lookup_principal(engine: Engine, key_hash: str) -> Principal | None:
-    """One indexed query by hash. Revoked keys are returned too, so the caller can say why."""
+    """One indexed query by hash (the unique index finds exactly the presented key, so there is
+    nothing left to compare). Revoked and expired keys are returned too: the caller says why."""
     statement = (
         select(ApiKey, Account, Plan)
-        .join(Account, Account.id == ApiKey.account_id)
-        .join(Plan, Plan.id == Account.plan_id)
+        .join(Account, col(Account.id) == col(ApiKey.account_id))
+        .join(Plan, col(Plan.id) == col(Account.plan_id))
         .where(ApiKey.key_hash == key_hash)
     )
     with Session(engine) as session:
@@ -104,8 +195,8 @@ def lookup_principal(engine: Engine, key_hash: str) -> Principal | None:
     if row is None:
         return None
     key, account, plan = row
-    if not security.hashes_match(key.key_hash, key_hash):
-        return None
+    assert key.id is not None and account.id is not None
+    smallest_window = min(window.limit for window in parse_windows(plan.rate_limit))
     return Principal(
         key_id=key.id,
         key_prefix=key.prefix,
@@ -113,6 +204,7 @@ def lookup_principal(engine: Engine, key_hash: str) -> Principal | None:
         scopes=key.scope_set,
         expires_at=as_utc(key.expires_at),
         revoked=key.revoked_at is not None,
+        rolled=key.rolled_at is not None,
         account_id=account.id,
         account_name=account.name,
         account_active=account.status == AccountStatus.active,
@@ -122,6 +214,7 @@ def lookup_principal(engine: Engine, key_hash: str) -> Principal | None:
         max_text_chars=plan.max_text_chars,
         models=tuple(plan.models) if plan.models is not None else None,
         max_batch_texts=plan.max_batch_texts,
+        batch_limit=min(plan.max_batch_texts, smallest_window),
         quota_alerts=account.webhook_url is not None and plan.monthly_quota is not None,
     )
 
@@ -130,36 +223,12 @@ def record_last_used(engine: Engine, last_used: Mapping[int, datetime]) -> None:
     """One executemany for every key seen since the last flush, instead of a write per request."""
     if not last_used:
         return
+    table = ApiKey.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table classes
     statement = (
-        update(ApiKey.__table__)
-        .where(ApiKey.__table__.c.id == bindparam("key_id"))
+        update(table)
+        .where(table.c.id == bindparam("key_id"))
         .values(last_used_at=bindparam("used_at"))
     )
     rows = [{"key_id": key_id, "used_at": used_at} for key_id, used_at in last_used.items()]
     with engine.begin() as connection:
         connection.execute(statement, rows)
-
-
-def roll_key(session: Session, key: ApiKey, grace_seconds: int) -> tuple[ApiKey, str]:
-    """A new key with the same account, name and scopes; the old one keeps working for
-    `grace_seconds` (its expiry is brought forward, never pushed back)."""
-    owner = session.get(Account, key.account_id)
-    assert owner is not None
-    new_key, plaintext = create_key(
-        session, owner, name=key.name, scopes=key.scope_set, expires_at=as_utc(key.expires_at)
-    )
-    deadline = utcnow() + timedelta(seconds=grace_seconds)
-    current = as_utc(key.expires_at)
-    key.expires_at = deadline if current is None or deadline < current else current
-    session.add(key)
-    session.flush()
-    return new_key, plaintext
-
-
-def active_key_count(session: Session, account_id: int) -> int:
-    now = utcnow()
-    return sum(
-        1
-        for key in list_keys(session, account_id)
-        if key.revoked_at is None and (key.expires_at is None or as_utc(key.expires_at) > now)
-    )

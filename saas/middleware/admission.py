@@ -1,29 +1,25 @@
 """Admission of authenticated requests. Customer requests (/v1): the plan's rate limits for
-every request, the monthly quota for billable ones. Admin requests (/admin): a fixed limit of
-their own. Adds the rate-limit headers to every answer, and gives back the reserved quota when
-the answer is not 2xx (only successful requests are billed). A batch request costs one unit per
-text (see batch_body.py); one larger than the plan allows is refused with 413 before any counter
-moves."""
+every request, the monthly quota for billable ones (the route's Metering says which, and whether
+it costs one unit per text). Admin requests (/admin): a fixed limit of their own. Adds the
+rate-limit headers to every answer, and gives back the reserved quota when the answer is not
+2xx or its usage could not be committed (only what is billed uses quota). A batch larger than
+the plan allows is refused with 413 before any counter moves."""
 
-from dataclasses import replace
-
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from saas.context import Area, context_of
 from saas.errors import json_error
-from saas.middleware.auth import app_path
 from saas.middleware.batch_body import count_texts, read_body
 from saas.middleware.body_limit import BodyTooLarge
-from saas.nlp.tasks import batch_too_large, is_batch, is_billable
+from saas.nlp.tasks import batch_too_large
 from saas.ratelimit.admission import Admission, LimiterUnavailable
 from saas.ratelimit.headers import rate_limit_headers
 from saas.ratelimit.windows import Decision, ceil_seconds
 
-CUSTOMER_PREFIX = "/v1/"
-ADMIN_PREFIX = "/admin/"
 
-
-def rejection(decision: Decision):  # type: ignore[no-untyped-def]
-    headers = dict((k.decode(), v.decode()) for k, v in rate_limit_headers(decision))
+def rejection(decision: Decision) -> Response:
+    headers = {k.decode(): v.decode() for k, v in rate_limit_headers(decision)}
     if decision.outcome == "rate_limited":
         wait = max(1, ceil_seconds(decision.retry_after))
         detail = f"Rate limit exceeded; retry in {wait} s."
@@ -42,24 +38,20 @@ class AdmissionMiddleware:
         self.admin_rate_limit = admin_rate_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
-        path = app_path(scope) if principal is not None else ""
-        if principal is not None and path.startswith(ADMIN_PREFIX):
-            # Admin routes have their own fixed limit per admin key, never the plan's. A negative
-            # id keeps its counters apart from every account's.
-            principal = replace(
-                principal,
-                account_id=-principal.key_id,
-                rate_limit=self.admin_rate_limit,
-                monthly_quota=None,
-            )
-        elif principal is None or not path.startswith(CUSTOMER_PREFIX):
+        context = context_of(scope)
+        principal = context.principal if context is not None else None
+        if context is None or principal is None:
             await self.app(scope, receive, send)
             return
+        if context.area is Area.admin:
+            # Admin routes have their own fixed limit per admin key, never the plan's. A negative
+            # id keeps its counters apart from every account's.
+            subject, rate_limit, quota = -principal.key_id, self.admin_rate_limit, None
+        else:
+            subject, rate_limit = principal.account_id, principal.rate_limit
+            quota = principal.monthly_quota if context.metering.billable else None
 
-        billable = is_billable(scope["method"], path)
-        cost = 1
-        if is_batch(scope["method"], path):
+        if context.metering.per_text:
             try:
                 body, receive = await read_body(receive)
             except BodyTooLarge as exc:  # a chunked body over the limit, found while reading
@@ -70,14 +62,15 @@ class AdmissionMiddleware:
             if count is not None and count > principal.batch_limit:
                 await json_error(413, batch_too_large(principal, count))(scope, receive, send)
                 return
-            cost = max(1, count or 0)  # an empty list is still a request (the route says 422)
+            context.cost = max(1, count or 0)  # an empty list is still a request (422)
+        cost = context.cost
 
-        cached = self.admission.cached_rejection(principal.account_id, billable, cost)
+        cached = self.admission.cached_rejection(subject, quota is not None, cost)
         if cached is not None:
             await rejection(cached)(scope, receive, send)
             return
         try:
-            decision = await self.admission.admit(principal, billable=billable, cost=cost)
+            decision = await self.admission.admit(subject, rate_limit, quota=quota, cost=cost)
         except LimiterUnavailable:
             detail = "Rate limiting is temporarily unavailable; retry shortly."
             await json_error(503, detail, {"Retry-After": "1"})(scope, receive, send)
@@ -99,6 +92,6 @@ class AdmissionMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            billed = 200 <= status < 300 and not scope["state"].get("billing_failed")
+            billed = 200 <= status < 300 and not context.billing_failed
             if decision.quota_month is not None and not billed:
-                await self.admission.refund(principal.account_id, decision, cost)
+                await self.admission.refund(subject, decision, cost)

@@ -4,20 +4,24 @@ expired (401); suspended account, missing scope (403). Public paths (health, doc
 An address that presents too many bad keys is refused with 429 for a while (FailedAuthGuard)."""
 
 import structlog
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from saas import security
+from saas.context import Area, context_of
 from saas.db import utcnow
 from saas.errors import json_error
 from saas.keys.authenticator import KeyAuthenticator
-from saas.keys.service import ADMIN_SCOPE, Principal
+from saas.principal import KeyStatus, Principal
 from saas.ratelimit.bruteforce import FailedAuthGuard
 from saas.ratelimit.windows import ceil_seconds
 
 log = structlog.get_logger(__name__)
-PROTECTED_PREFIXES = ("/v1/", "/admin/")
-ADMIN_PREFIX = "/admin/"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
+_REFUSED = {
+    KeyStatus.revoked: "API key has been revoked.",
+    KeyStatus.expired: "API key has expired.",
+}
 
 
 def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -32,16 +36,7 @@ def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def app_path(scope: Scope) -> str:
-    """The path below SAAS_ROOT_PATH, whether or not the server left the prefix in."""
-    path: str = scope["path"]
-    root = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    return path
-
-
-def too_many_failures(seconds: float):  # type: ignore[no-untyped-def]
+def too_many_failures(seconds: float) -> Response:
     wait = max(1, ceil_seconds(seconds))
     detail = f"Too many failed authentication attempts from your address; retry in {wait} s."
     return json_error(429, detail, {"Retry-After": str(wait)})
@@ -56,11 +51,8 @@ class AuthMiddleware:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = app_path(scope) + "/"
-        if not path.startswith(PROTECTED_PREFIXES):
+        context = context_of(scope)
+        if context is None or context.area is Area.public:
             await self.app(scope, receive, send)
             return
 
@@ -82,32 +74,30 @@ class AuthMiddleware:
             detail = "Authentication is temporarily unavailable; retry shortly."
             await json_error(503, detail, {"Retry-After": "1"})(scope, receive, send)
             return
-        if failure is not None:
+        if principal is None:
             block = await self.guard.record_failure(client_ip)
             response = too_many_failures(block) if block else json_error(401, failure, _CHALLENGE)
             await response(scope, receive, send)
             return
-        assert principal is not None
         if not principal.account_active:
             await json_error(403, "Account is suspended.")(scope, receive, send)
             return
-        if path.startswith(ADMIN_PREFIX) and ADMIN_SCOPE not in principal.scopes:
+        if context.area is Area.admin and not principal.is_admin:
             await json_error(403, "This key lacks the 'admin' scope.")(scope, receive, send)
             return
 
         self.authenticator.touch(principal.key_id)
-        scope.setdefault("state", {})["principal"] = principal
+        context.principal = principal
         await self.app(scope, receive, send)
 
-    async def _check(self, key: str) -> tuple[Principal | None, str | None]:
-        """The key's principal, or the reason it is refused (401)."""
+    async def _check(self, key: str) -> tuple[Principal | None, str]:
+        """The key's principal, or why it is refused (401)."""
         if not security.is_well_formed(key):
             return None, "Malformed API key."
         principal = await self.authenticator.lookup(key)
         if principal is None:
             return None, "Invalid API key."
-        if principal.revoked:
-            return None, "API key has been revoked."
-        if principal.expires_at is not None and principal.expires_at <= utcnow():
-            return None, "API key has expired."
-        return principal, None
+        status = principal.status(utcnow())
+        if not status.usable:
+            return None, _REFUSED[status]
+        return principal, ""

@@ -1,17 +1,77 @@
-"""Outermost middleware: a request id on every response, and one access-log line per request."""
+"""Outermost middleware: the request's typed context (saas/context.py) with the route it will
+reach and what that route costs, a request id on every response, one access-log line per request.
+"""
 
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 
 import structlog
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from saas.context import (
+    UNROUTED,
+    Area,
+    Metering,
+    RequestContext,
+    app_path,
+    area_of,
+    set_context,
+)
 
 log = structlog.get_logger("saas.access")
 
 
+class Endpoints:
+    """Finds the route a request will reach and its Metering, before any route runs (admission
+    must know what a request costs before letting it through).
+
+    It is given the customer routers the app includes, and every route in them must have a
+    Metering entry: a route added without one would be served without being billed, so the app
+    refuses to start instead."""
+
+    def __init__(
+        self, routers: Iterable[APIRouter], tables: Iterable[Mapping[str, Metering]]
+    ) -> None:
+        metering: dict[str, Metering] = {}
+        for table in tables:
+            taken = sorted(set(metering) & set(table))
+            if taken:
+                raise RuntimeError(f"route names declared twice: {', '.join(taken)}")
+            metering.update(table)
+        self.routes = [
+            route
+            for router in routers
+            for route in router.routes
+            if isinstance(route, APIRoute) and area_of(route.path) is Area.customer
+        ]
+        missing = sorted({r.name for r in self.routes} - set(metering))
+        if missing:
+            raise RuntimeError(
+                f"customer routes without a Metering entry: {', '.join(missing)};"
+                " declare what they cost next to the route (see saas/context.py)"
+            )
+        self.metering = {route.name: metering[route.name] for route in self.routes}
+
+    def resolve(self, scope: Scope) -> Metering:
+        """What the matching route costs; UNROUTED when no route matches (404, 405), as the
+        router itself will decide."""
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return self.metering[route.name]
+        return UNROUTED
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, *, endpoints: Endpoints | None = None, access_log: bool = True
+    ) -> None:
         self.app = app
+        self.endpoints = endpoints
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -20,8 +80,11 @@ class RequestContextMiddleware:
             return
         # Our own id, never the client's: it becomes the idempotency key of the usage record.
         request_id = uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        path = app_path(scope)
+        context = RequestContext(request_id=request_id, path=path, area=area_of(path))
+        if context.area is Area.customer and self.endpoints is not None:
+            context.metering = self.endpoints.resolve(scope)
+        set_context(scope, context)
         started = time.perf_counter()
         status = 500
 
@@ -38,7 +101,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             if self.access_log:
-                principal = state.get("principal")
+                principal = context.principal
                 log.info(
                     "request",
                     method=scope["method"],

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from saas.errors import AppError, NotFound
-from saas.keys.service import Principal
+from saas.context import CUSTOMER_PREFIX, Metering, RequestContext
+from saas.deps import Context, CurrentPrincipal
+from saas.errors import AppError, Forbidden, NotFound
 from saas.nlp.engine import Engine
 from saas.nlp.schemas import (
     DependenciesBatchOut,
@@ -28,9 +29,31 @@ from saas.nlp.schemas import (
     TokensOut,
     VersionsOut,
 )
-from saas.nlp.tasks import batch_too_large
+from saas.nlp.tasks import BATCH_TASKS, batch_too_large
+from saas.principal import Principal
 
-router = APIRouter(prefix="/v1", tags=["nlp"])
+router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["nlp"])
+
+
+def batch_route_name(task: str) -> str:
+    return f"{task.replace('-', '_')}_batch"
+
+
+# What each route costs, by route name: read by the metering and admission middleware before
+# the route runs. The app refuses to start if a customer route is missing here.
+METERING: dict[str, Metering] = {
+    "entities": Metering("entities", billable=True),
+    "tokens": Metering("tokens", billable=True),
+    "dependencies": Metering("dependencies", billable=True),
+    "sentence_dependencies": Metering("sentence-dependencies", billable=True),
+    "extractions": Metering("extractions", billable=True),
+    **{
+        batch_route_name(task): Metering(f"{task}/batch", billable=True, per_text=True)
+        for task in BATCH_TASKS
+    },
+    "versions": Metering("versions"),
+    "list_models": Metering("models"),
+}
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text}
@@ -61,10 +84,6 @@ _BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
 # The dependencies below are `async def` although they never await: FastAPI runs a plain `def`
 # dependency in its thread pool, and four thread hops per request cost ~15% of the event loop's
 # time at 32 connections (py-spy).
-async def get_principal(request: Request) -> Principal:
-    return request.state.principal
-
-
 async def get_engine(request: Request) -> Engine:
     return request.app.state.nlp
 
@@ -79,21 +98,23 @@ async def require_json(request: Request) -> None:
         raise AppError("Content-Type must be application/json.", status_code=415)
 
 
-def check_model(model: str, principal: Principal, engine: Engine) -> str:
+def check_model(model: str, principal: Principal, engine: Engine, context: RequestContext) -> str:
     if model not in engine.models:
         raise NotFound(f"Model '{model}' not found. GET /v1/models lists the available models.")
     if not principal.may_use_model(model):
-        raise AppError(f"Your plan does not include the model '{model}'.", status_code=403)
+        raise Forbidden(f"Your plan does not include the model '{model}'.")
+    context.model = model  # for the usage event: only models the service runs
     return model
 
 
 async def resolve_model(
     model: str,
-    principal: Annotated[Principal, Depends(get_principal)],
+    principal: CurrentPrincipal,
     engine: Annotated[Engine, Depends(get_engine)],
+    context: Context,
 ) -> str:
     """Runs before the body is validated, so an unknown model is 404 whatever the body."""
-    return check_model(model, principal, engine)
+    return check_model(model, principal, engine, context)
 
 
 def check_text(text: str, principal: Principal, field: str = "text") -> None:
@@ -111,13 +132,12 @@ def check_text(text: str, principal: Principal, field: str = "text") -> None:
 
 
 ModelName = Annotated[str, Depends(resolve_model)]
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 NlpEngine = Annotated[Engine, Depends(get_engine)]
 _JSON_BODY = [Depends(require_json)]
 
 
 async def _annotate(
-    request: Request,
+    context: RequestContext,
     engine: Engine,
     principal: Principal,
     model: str,
@@ -126,7 +146,7 @@ async def _annotate(
     options: dict[str, Any] | None = None,
     field: str = "text",
 ) -> Response:
-    request.state.usage = {"model": model, "chars": len(text), "units": 1}
+    context.chars = len(text)
     check_text(text, principal, field)
     payload = await engine.run(model, task, text, options)
     # The inference process already serialized the answer with orjson: send its bytes as they
@@ -139,24 +159,24 @@ async def _annotate(
 )
 async def entities(
     body: EntitiesIn,
-    request: Request,
+    context: Context,
     model: ModelName,
     principal: CurrentPrincipal,
     engine: NlpEngine,
 ) -> Response:
     """Named entities, with character offsets into the submitted text."""
     options = {"searched_entity": body.searched_entity} if body.searched_entity else None
-    return await _annotate(request, engine, principal, model, "entities", body.text, options)
+    return await _annotate(context, engine, principal, model, "entities", body.text, options)
 
 
 @router.post(
     "/{model}/tokens", response_model=TokensOut, dependencies=_JSON_BODY, responses=_ERRORS
 )
 async def tokens(
-    body: TextIn, request: Request, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+    body: TextIn, context: Context, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
 ) -> Response:
     """Tokens with lemmas and character offsets."""
-    return await _annotate(request, engine, principal, model, "tokens", body.text)
+    return await _annotate(context, engine, principal, model, "tokens", body.text)
 
 
 @router.post(
@@ -166,10 +186,10 @@ async def tokens(
     responses=_ERRORS,
 )
 async def dependencies(
-    body: TextIn, request: Request, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+    body: TextIn, context: Context, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
 ) -> Response:
     """Words with their tags, and dependency arcs between token indexes."""
-    return await _annotate(request, engine, principal, model, "dependencies", body.text)
+    return await _annotate(context, engine, principal, model, "dependencies", body.text)
 
 
 @router.post(
@@ -179,14 +199,14 @@ async def dependencies(
     responses=_ERRORS,
 )
 async def sentence_dependencies(
-    body: TextIn, request: Request, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
+    body: TextIn, context: Context, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
 ) -> Response:
     """Dependencies sentence by sentence; indexes are relative to each sentence."""
-    return await _annotate(request, engine, principal, model, "sentence-dependencies", body.text)
+    return await _annotate(context, engine, principal, model, "sentence-dependencies", body.text)
 
 
 async def _annotate_batch(
-    request: Request,
+    context: RequestContext,
     engine: Engine,
     principal: Principal,
     model: str,
@@ -194,7 +214,7 @@ async def _annotate_batch(
     texts: list[str],
     options: dict[str, Any] | None,
 ) -> Response:
-    request.state.usage = {"model": model, "chars": sum(map(len, texts)), "units": len(texts)}
+    context.chars = sum(map(len, texts))
     # The admission step already refused larger batches; this covers any other way in.
     if len(texts) > principal.batch_limit:
         raise AppError(batch_too_large(principal, len(texts)), status_code=413)
@@ -210,7 +230,7 @@ def _add_batch_route(
 ) -> None:
     async def batch(
         body: body_type,  # type: ignore[valid-type]
-        request: Request,
+        context: Context,
         model: ModelName,
         principal: CurrentPrincipal,
         engine: NlpEngine,
@@ -218,13 +238,13 @@ def _add_batch_route(
         searched = getattr(body, "searched_entity", None)
         options = {"searched_entity": searched} if searched else None
         texts = body.texts  # type: ignore[attr-defined]
-        return await _annotate_batch(request, engine, principal, model, task, texts, options)
+        return await _annotate_batch(context, engine, principal, model, task, texts, options)
 
     router.add_api_route(
         f"/{{model}}/{task}/batch",
         batch,
         methods=["POST"],
-        name=f"{task.replace('-', '_')}_batch",
+        name=batch_route_name(task),
         summary=summary,
         description=f"`results[i]` is exactly what `POST /v1/{{model}}/{task}` answers for"
         " `texts[i]`. Each text is billed and rate limited as one request.",
@@ -271,10 +291,14 @@ async def list_models(principal: CurrentPrincipal, engine: NlpEngine) -> ModelsO
     "/extractions", response_model=ExtractionsOut, dependencies=_JSON_BODY, responses=_ERRORS
 )
 async def extractions(
-    body: ExtractionsIn, request: Request, principal: CurrentPrincipal, engine: NlpEngine
+    body: ExtractionsIn,
+    request: Request,
+    context: Context,
+    principal: CurrentPrincipal,
+    engine: NlpEngine,
 ) -> Response:
     """The original tutorial's endpoint, on the default model."""
-    model = check_model(request.app.state.settings.default_model, principal, engine)
+    model = check_model(request.app.state.settings.default_model, principal, engine, context)
     return await _annotate(
-        request, engine, principal, model, "extractions", body.sentence, field="sentence"
+        context, engine, principal, model, "extractions", body.sentence, field="sentence"
     )

@@ -8,16 +8,13 @@ the answer stays identical to the full pipeline's `nlp(text)`. For en_core_web_s
 - dependencies need the tagger (the `tag` of each word) and parser, not the lemmatizer or ner.
 """
 
-import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spacy.tokens import Doc
 
 from saas.nlp import serializers
-
-if TYPE_CHECKING:  # the inference process imports this module: keep the database layer out of it
-    from saas.keys.service import Principal
+from saas.principal import Principal
 
 _TAGGING = frozenset({"tagger", "morphologizer", "attribute_ruler", "lemmatizer"})
 
@@ -42,22 +39,9 @@ def serialize(task: str, doc: Doc, options: dict[str, Any] | None) -> dict[str, 
 
 # Tasks with a batch endpoint too: POST /v1/{model}/{task}/batch, one unit per text.
 BATCH_TASKS = ("entities", "tokens", "dependencies", "sentence-dependencies")
-_BATCH_TASK = "|".join(re.escape(task) for task in BATCH_TASKS)
-
-# Customer NLP requests: the ones that are billed and count against the monthly quota.
-_BILLABLE_PATH = re.compile(rf"^/v1/(?:extractions|[^/]+/(?:{_BATCH_TASK})(?:/batch)?)$")
-BATCH_PATH = re.compile(rf"^/v1/(?P<model>[^/]+)/(?P<task>{_BATCH_TASK})/batch$")
 
 
-def is_billable(method: str, path: str) -> bool:
-    return method == "POST" and _BILLABLE_PATH.match(path) is not None
-
-
-def is_batch(method: str, path: str) -> bool:
-    return method == "POST" and BATCH_PATH.match(path) is not None
-
-
-def batch_too_large(principal: "Principal", count: int) -> str:
+def batch_too_large(principal: Principal, count: int) -> str:
     """The 413 message, the same from the admission step and from the route."""
     limit = principal.batch_limit
     if limit < principal.max_batch_texts:

@@ -17,10 +17,9 @@ from cachetools import TLRUCache
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from saas.keys.service import Principal
 from saas.ratelimit.memory_limiter import MemoryLimiter
 from saas.ratelimit.redis_limiter import RedisLimiter
-from saas.ratelimit.windows import Decision, parse_windows
+from saas.ratelimit.windows import Decision, Window, parse_windows
 
 log = structlog.get_logger(__name__)
 
@@ -54,18 +53,23 @@ class Admission:
         fail_open: bool,
         redis_timeout: float = 0.25,
         quota_used: Callable[[int, str], Awaitable[int]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.fail_open = fail_open
+        # Clocks a test can replace: the breaker's pause and cached rejections run on
+        # `monotonic`; the in-process limiter's windows on `wall_clock`.
+        self.monotonic = monotonic
         # The ledger's billable count for (account, month): seeds a limiter that lost its count.
         self.quota_used = quota_used
         self.redis_timeout = redis_timeout
         self.shared: RedisLimiter | None = None
-        self.local = MemoryLimiter()
+        self.local = MemoryLimiter(clock=wall_clock)
         self.fallback_admissions = 0
         self._redis_down_until = 0.0
         self._timeouts_in_a_row = 0
         self._blocked: TLRUCache[tuple[str, int], _Block] = TLRUCache(
-            maxsize=100_000, ttu=lambda _key, block, _now: block.until, timer=time.monotonic
+            maxsize=100_000, ttu=lambda _key, block, _now: block.until, timer=monotonic
         )
 
     def use_redis(self, redis: Redis, prefix: str) -> None:
@@ -80,28 +84,34 @@ class Admission:
         except (RedisError, OSError, TimeoutError) as exc:
             log.error("limiter_redis_unavailable_at_start", error=type(exc).__name__)
 
-    def cached_rejection(self, account_id: int, billable: bool, cost: int = 1) -> Decision | None:
-        kinds = ("rate", "quota") if billable else ("rate",)
+    def cached_rejection(self, account_id: int, with_quota: bool, cost: int = 1) -> Decision | None:
+        """A remembered rejection that still applies to a request of this cost, or None."""
+        kinds = ("rate", "quota") if with_quota else ("rate",)
         for kind in kinds:
             block = self._blocked.get((kind, account_id))
             if block is not None and cost >= block.cost:
-                return block.decision.aged(time.monotonic() - block.decided_at)
+                return block.decision.aged(self.monotonic() - block.decided_at)
         return None
 
-    async def admit(self, principal: Principal, *, billable: bool, cost: int = 1) -> Decision:
-        windows = parse_windows(principal.rate_limit)
-        quota = principal.monthly_quota if billable else None
-        decision = await self._decide(principal.account_id, windows, quota, cost)
+    async def admit(
+        self, account_id: int, rate_limit: str, *, quota: int | None, cost: int = 1
+    ) -> Decision:
+        """Check and count `cost` units against the windows of `rate_limit` and, unless `quota`
+        is None (not billable, or no quota), against the month's quota."""
+        windows = parse_windows(rate_limit)
+        decision = await self._decide(account_id, windows, quota, cost)
         if decision.outcome == "unseeded":
             assert decision.quota_month is not None
             used = 0
             if self.quota_used is not None:
-                used = await self.quota_used(principal.account_id, decision.quota_month)
-            limiter = self.shared if decision.shared and self.shared else self.local
-            await limiter.seed(principal.account_id, decision.quota_month, used)
-            decision = await self._decide(principal.account_id, windows, quota, cost)
+                used = await self.quota_used(account_id, decision.quota_month)
+            limiter: RedisLimiter | MemoryLimiter = (
+                self.shared if decision.shared and self.shared else self.local
+            )
+            await limiter.seed(account_id, decision.quota_month, used)
+            decision = await self._decide(account_id, windows, quota, cost)
         if not decision.admitted:
-            self._remember_rejection(principal.account_id, decision, cost)
+            self._remember_rejection(account_id, decision, cost)
         return decision
 
     async def refund(self, account_id: int, decision: Decision, cost: int = 1) -> None:
@@ -118,10 +128,12 @@ class Admission:
         except (RedisError, OSError, TimeoutError):
             log.warning("quota_refund_failed", account_id=account_id, month=decision.quota_month)
 
-    async def _decide(self, account_id, windows, quota, cost) -> Decision:  # type: ignore[no-untyped-def]
+    async def _decide(
+        self, account_id: int, windows: tuple[Window, ...], quota: int | None, cost: int
+    ) -> Decision:
         if self.shared is None:
             return await self.local.admit(account_id, windows, quota=quota, cost=cost)
-        if time.monotonic() >= self._redis_down_until:
+        if self.monotonic() >= self._redis_down_until:
             try:
                 decision = await asyncio.wait_for(
                     self.shared.admit(account_id, windows, quota=quota, cost=cost),
@@ -144,12 +156,12 @@ class Admission:
         return await self.local.admit(account_id, windows, quota=quota, cost=cost)
 
     def _break(self, error: str) -> None:
-        self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+        self._redis_down_until = self.monotonic() + REDIS_RETRY_SECONDS
         self._timeouts_in_a_row = 0
         log.error("limiter_redis_unavailable", error=error, retry_in=REDIS_RETRY_SECONDS)
 
     def _remember_rejection(self, account_id: int, decision: Decision, cost: int) -> None:
-        now = time.monotonic()
+        now = self.monotonic()
         if decision.outcome == "rate_limited":
             key, lasts = ("rate", account_id), decision.retry_after
         else:

@@ -3,12 +3,14 @@ when Redis is unreachable and SAAS_LIMITER_FAIL_OPEN is on. Same semantics as th
 
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 
 from saas.ratelimit.windows import Decision, Window, WindowState, month_of, seconds_to_month_end
 
 
 class MemoryLimiter:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # epoch seconds; tests pass a clock they advance
         # (account, window seconds) -> admission times, oldest first
         self._hits: dict[tuple[int, int], deque[float]] = defaultdict(deque)
         self._quota_used: dict[tuple[int, str], int] = {}
@@ -21,7 +23,7 @@ class MemoryLimiter:
         quota: int | None,
         cost: int = 1,
     ) -> Decision:
-        now = time.time()
+        now = self.clock()
         retry_after = 0.0
         for window in windows:
             hits = self._hits[(account_id, window.seconds)]

@@ -11,23 +11,32 @@ import hmac
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import httpx
 import orjson
 import structlog
 from sqlalchemy import Engine, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from saas.accounts.models import Account, Plan
 from saas.db import utcnow
 from saas.ratelimit.windows import month_of
 from saas.usage.ledger import Event, dialect_insert
 from saas.usage.models import QuotaAlert
-from saas.usage.service import month_billable_units
+from saas.usage.service import month_billable_units, rollup_billable_units
 
 log = structlog.get_logger(__name__)
 THRESHOLDS = (80, 100)
 ALERTS = QuotaAlert.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    url: str
+    secret: str
+    body: bytes
+    attempts_so_far: int
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -64,9 +73,9 @@ class QuotaAlerts:
                 select(Account, Plan)
                 .join(Plan, Plan.id == Account.plan_id)
                 .where(
-                    Account.id.in_(list(account_ids)),  # type: ignore[union-attr]
-                    Account.webhook_url.is_not(None),  # type: ignore[union-attr]
-                    Plan.monthly_quota.is_not(None),  # type: ignore[union-attr]
+                    col(Account.id).in_(list(account_ids)),
+                    col(Account.webhook_url).is_not(None),
+                    col(Plan.monthly_quota).is_not(None),
                 )
             ).all()
         month = month_of(time.time())
@@ -117,38 +126,48 @@ class QuotaAlerts:
         with Session(self.engine) as session:
             return session.exec(
                 select(QuotaAlert).where(
-                    QuotaAlert.delivered_at.is_(None),  # type: ignore[union-attr]
+                    col(QuotaAlert.delivered_at).is_(None),
                     QuotaAlert.attempts < self.attempts,
                 )
             ).all()
 
-    async def _deliver(self, account_id: int, month: str, threshold: int) -> None:
+    def _prepare(self, account_id: int, month: str, threshold: int) -> "_Delivery | None":
+        """What to send for an alert row (blocking: run it in a thread), or None when there is
+        nothing to send any more (webhook removed, alert gone)."""
         with Session(self.engine) as session:
             account = session.get(Account, account_id)
             plan = session.get(Plan, account.plan_id) if account else None
             alert = session.get(QuotaAlert, (account_id, month, threshold))
-        if account is None or plan is None or alert is None or not account.webhook_secret:
+            if account is None or plan is None or alert is None or not account.webhook_secret:
+                return None
+            body = orjson.dumps(
+                {
+                    "type": "quota.threshold_reached",
+                    "account": account.name,
+                    "month": month,
+                    "threshold_percent": threshold,
+                    "monthly_quota": plan.monthly_quota,
+                    "used": rollup_billable_units(session, account_id, month),
+                }
+            )
+            return _Delivery(alert.url, account.webhook_secret, body, alert.attempts)
+
+    async def _deliver(self, account_id: int, month: str, threshold: int) -> None:
+        delivery = await asyncio.to_thread(self._prepare, account_id, month, threshold)
+        if delivery is None:
             return
-        body = orjson.dumps(
-            {
-                "type": "quota.threshold_reached",
-                "account": account.name,
-                "month": month,
-                "threshold_percent": threshold,
-                "monthly_quota": plan.monthly_quota,
-                "used": month_billable_units(self.engine, account_id, month),
-            }
-        )
         delay = self.first_delay
         async with httpx.AsyncClient(timeout=self.timeout) as client:
-            for attempt in range(alert.attempts + 1, self.attempts + 1):
+            for attempt in range(delivery.attempts_so_far + 1, self.attempts + 1):
                 error = None
                 try:
                     headers = {
                         "Content-Type": "application/json",
-                        "X-Signature": sign(account.webhook_secret, int(time.time()), body),
+                        "X-Signature": sign(delivery.secret, int(time.time()), delivery.body),
                     }
-                    response = await client.post(alert.url, content=body, headers=headers)
+                    response = await client.post(
+                        delivery.url, content=delivery.body, headers=headers
+                    )
                     if response.status_code >= 300:
                         error = f"HTTP {response.status_code}"
                 except httpx.HTTPError as exc:

@@ -1,34 +1,32 @@
 """Usage for customers (their own account, this month) and admins (any account, invoices)."""
 
-import csv
-import io
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from sqlmodel import Session
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from saas.accounts.models import Account, Plan
-from saas.db import get_session
-from saas.errors import AppError, NotFound
+from saas.accounts import service as accounts
+from saas.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
+from saas.db import DbSession
+from saas.deps import CurrentPrincipal
+from saas.errors import Invalid
 from saas.usage import service
 
-customer_router = APIRouter(prefix="/v1", tags=["usage"])
-admin_router = APIRouter(prefix="/admin", tags=["admin"])
-DbSession = Annotated[Session, Depends(get_session)]
+customer_router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["usage"])
+admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"])
 MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+# What the customer routes cost (see saas/context.py).
+METERING = {"my_usage": Metering("usage")}
 
 
 @customer_router.get("/usage")
-def my_usage(request: Request, session: DbSession) -> dict[str, Any]:
+def my_usage(principal: CurrentPrincipal, session: DbSession) -> dict[str, Any]:
     """This month's billable requests and characters, by endpoint and by day, with the plan's
     limits and the quota that remains. `billable_requests` is the month's total."""
-    principal = request.state.principal
-    account = session.get(Account, principal.account_id)
-    plan = session.get(Plan, account.plan_id) if account else None
-    if account is None or plan is None:
-        raise NotFound("Account not found.")
+    account = accounts.get_account(session, principal.account_id)
+    plan = accounts.plan_of(session, account)
     return service.account_month_usage(session, account, plan, service.current_month())
 
 
@@ -47,7 +45,7 @@ def usage(
     end = to or date.today()
     start = from_ or end - timedelta(days=29)
     if start > end:
-        raise AppError("'from' must not be after 'to'.", status_code=422)
+        raise Invalid("'from' must not be after 'to'.")
     rows = service.usage_series(
         session,
         start=start,
@@ -77,27 +75,7 @@ def invoices(
     if format == "json":
         return {"month": month, "invoices": lines}
     return Response(
-        to_csv(lines),
+        service.invoices_csv(lines),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="invoices-{month}.csv"'},
     )
-
-
-CSV_FIELDS = [
-    "month",
-    "account_id",
-    "account",
-    "plan",
-    "billable_requests",
-    "base_fee_cents",
-    "metered_cents",
-    "total_cents",
-]
-
-
-def to_csv(lines: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(lines)
-    return buffer.getvalue()

@@ -2,6 +2,8 @@
 the reconciliation, which also counts the raw events."""
 
 import calendar
+import csv
+import io
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -9,15 +11,19 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from saas.accounts.models import Account, Plan
+from saas.errors import Invalid
 from saas.ratelimit.windows import month_of, parse_windows
 from saas.usage.models import UsageEvent, UsageRollup
 
 
 def month_bounds(month: str) -> tuple[date, date]:
     """ "2026-11" -> (2026-11-01, 2026-12-01): the first day and the first day after."""
-    year, number = (int(part) for part in month.split("-"))
-    if not 1 <= number <= 12:
-        raise ValueError(f"not a month: {month!r}")
+    try:
+        year, number = (int(part) for part in month.split("-"))
+        if not 1 <= number <= 12 or len(month) != 7:
+            raise ValueError(month)
+    except ValueError:
+        raise Invalid(f"Not a month: {month!r} (use YYYY-MM).") from None
     first = date(year, number, 1)
     last_day = calendar.monthrange(year, number)[1]
     after = date(year + (number == 12), number % 12 + 1, 1)
@@ -205,3 +211,23 @@ def reconcile(session: Session, account_id: int, month: str) -> dict[str, int]:
         0,
     )
     return {"events": int(events), "rollups": int(rollups), "invoice": int(invoice)}
+
+
+INVOICE_CSV_FIELDS = [
+    "month",
+    "account_id",
+    "account",
+    "plan",
+    "billable_requests",
+    "base_fee_cents",
+    "metered_cents",
+    "total_cents",
+]
+
+
+def invoices_csv(lines: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=INVOICE_CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(lines)
+    return buffer.getvalue()

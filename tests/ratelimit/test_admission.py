@@ -6,7 +6,7 @@ import time
 import redis
 
 from saas.keys import service as keys
-from tests.conftest import FRENCH, MODEL
+from tests.conftest import FRENCH, MODEL, TEST_ACTOR
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -66,10 +66,9 @@ def test_accounts_are_independent_and_keys_share_their_account(client, make_cust
     first = make_customer(rate_limit="2/minute")
     second = make_customer(rate_limit="2/minute")
     with db() as session:
-        from saas.accounts.models import Account
-
-        account = session.get(Account, first.account_id)
-        _, other_key = keys.create_key(session, account, name="second key")
+        _, other_key = keys.create_key(
+            session=session, account_id=first.account_id, actor=TEST_ACTOR, name="second key"
+        )
         session.commit()
     assert client.get("/v1/models", headers=first.headers).status_code == 200
     assert client.get("/v1/models", headers={"X-API-Key": other_key}).status_code == 200

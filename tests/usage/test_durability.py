@@ -7,12 +7,12 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from saas.accounts import service as accounts
-from saas.accounts.models import PlanCreate
+from saas.accounts.schemas import AccountCreate, PlanCreate
 from saas.db import make_engine
 from saas.keys import service as keys
 from saas.migrations import upgrade
 from saas.usage.models import UsageEvent
-from tests.conftest import MODEL, dedicated_client
+from tests.conftest import MODEL, TEST_ACTOR, dedicated_client
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -24,10 +24,18 @@ def test_failed_usage_write_answers_503_and_bills_nothing(settings, tmp_path):  
     engine = make_engine(url)
     with Session(engine) as session:
         accounts.create_plan(
-            session, PlanCreate(name="q", rate_limit="100/minute", monthly_quota=1)
+            session=session,
+            data=PlanCreate(name="q", rate_limit="100/minute", monthly_quota=1),
+            actor=TEST_ACTOR,
+            known_models=settings.models,
         )
-        account = accounts.create_account(session, name="a", email="a@b.c", plan_name="q")
-        _, key = keys.create_key(session, account)
+        account = accounts.create_account(
+            session=session,
+            data=AccountCreate(name="a", email="a@b.c", plan="q"),
+            actor=TEST_ACTOR,
+        )
+        assert account.id is not None
+        _, key = keys.create_key(session=session, account_id=account.id, actor=TEST_ACTOR)
         session.commit()
     with dedicated_client(settings, database_url=url, redis_url=None) as client:
         with engine.begin() as connection:  # the ledger becomes unwritable

@@ -1,0 +1,105 @@
+"""What the admin API, the CLI and the dashboard take and show for plans and accounts. Outputs
+are built from these, never from the table models, so no secret can leak through a listing."""
+
+from datetime import datetime
+from typing import Literal
+
+from limits import parse_many
+from pydantic import AnyHttpUrl, BaseModel, EmailStr, Field, field_validator
+
+from saas.accounts.models import Account, Plan, PlanBase
+from saas.db import as_utc
+
+
+class PlanCreate(PlanBase):
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit in the limits notation: {value!r}") from exc
+        return value
+
+
+class PlanUpdate(BaseModel):
+    """Only the fields sent change (a plan's name never does)."""
+
+    rate_limit: str | None = Field(default=None, examples=["10/second;600/minute"])
+    monthly_quota: int | None = Field(default=None, ge=0)
+    max_text_chars: int | None = Field(default=None, ge=1)
+    models: list[str] | None = None
+    price_cents_per_month: int | None = Field(default=None, ge=0)
+    price_cents_per_1000_requests: int | None = Field(default=None, ge=0)
+    max_keys: int | None = Field(default=None, ge=0)
+    max_batch_texts: int | None = Field(default=None, ge=1)
+
+
+class PlanPublic(PlanBase):
+    id: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, plan: Plan) -> "PlanPublic":
+        return cls.model_validate(
+            {**plan.model_dump(exclude={"created_at"}), "created_at": as_utc(plan.created_at)}
+        )
+
+
+class AccountCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=128, examples=["acme"])
+    email: EmailStr = Field(examples=["ops@acme.example"])
+    plan: str = Field(examples=["free"])
+
+
+class AccountUpdate(BaseModel):
+    email: EmailStr | None = None
+    plan: str | None = None
+    status: Literal["active", "suspended"] | None = None
+
+
+class AccountPublic(BaseModel):
+    id: int
+    name: str
+    email: str
+    plan: str
+    status: str
+    created_at: datetime
+    webhook_url: str | None = Field(
+        description="Where quota alerts go (its secret is never shown)."
+    )
+
+    @classmethod
+    def of(cls, account: Account, plan: Plan) -> "AccountPublic":
+        assert account.id is not None
+        return cls(
+            id=account.id,
+            name=account.name,
+            email=account.email,
+            plan=plan.name,
+            status=account.status,
+            created_at=as_utc(account.created_at),
+            webhook_url=account.webhook_url,
+        )
+
+
+class AccountPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    accounts: list[AccountPublic]
+
+
+class WebhookSet(BaseModel):
+    url: AnyHttpUrl | None = Field(
+        description="Where quota alerts (80% and 100%) are POSTed; null removes the webhook.",
+        examples=["https://hooks.acme.example/quota"],
+    )
+
+
+class WebhookCreated(BaseModel):
+    url: str | None
+    secret: str | None = Field(
+        description="Signs each alert (X-Signature). Shown in this answer only; a new one is"
+        " made each time the webhook is set."
+    )

@@ -1,0 +1,79 @@
+"""What a request costs is read from the Metering table next to the routes, before any route
+runs; a customer route without an entry keeps the app from starting."""
+
+import pytest
+from fastapi import APIRouter, FastAPI
+
+from saas.app import create_app
+from saas.config import Settings
+from saas.context import UNROUTED, Area, Metering, area_of
+from saas.middleware.request_context import Endpoints
+from saas.nlp import routes as nlp_routes
+from saas.nlp.tasks import BATCH_TASKS
+from tests.conftest import MODEL
+
+
+@pytest.fixture(scope="module")
+def app() -> FastAPI:
+    return create_app(Settings(database_url="sqlite://", _env_file=None))
+
+
+def resolve(app: FastAPI, method: str, path: str, root_path: str = "") -> Metering:
+    endpoints = app.user_middleware[0].kwargs["endpoints"]  # the outermost
+    scope = {"type": "http", "method": method, "path": root_path + path, "root_path": root_path}
+    return endpoints.resolve(scope)
+
+
+def test_each_customer_route_has_its_metering(app: FastAPI) -> None:
+    for task in ("entities", "tokens", "dependencies", "sentence-dependencies"):
+        assert resolve(app, "POST", f"/v1/{MODEL}/{task}") == Metering(task, billable=True)
+    for task in BATCH_TASKS:
+        batch = resolve(app, "POST", f"/v1/{MODEL}/{task}/batch")
+        assert batch == Metering(f"{task}/batch", billable=True, per_text=True)
+    assert resolve(app, "POST", "/v1/extractions") == Metering("extractions", billable=True)
+    assert resolve(app, "GET", f"/v1/{MODEL}/versions") == Metering("versions")
+    assert resolve(app, "GET", f"/v1/{MODEL}/version") == Metering("versions")
+    assert resolve(app, "GET", "/v1/models") == Metering("models")
+    assert resolve(app, "GET", "/v1/usage") == Metering("usage")
+    assert resolve(app, "DELETE", "/v1/keys/3") == Metering("keys")
+    # Behind the proxy the prefix is part of the path.
+    assert resolve(app, "POST", f"/v1/{MODEL}/entities", root_path="/api").billable
+
+
+def test_what_no_route_serves_is_never_billed(app: FastAPI) -> None:
+    assert resolve(app, "POST", f"/v1/{MODEL}/versions/batch") is UNROUTED
+    assert resolve(app, "POST", f"/v1/{MODEL}/entities/batch/more") is UNROUTED
+    assert resolve(app, "POST", f"/v1/{MODEL}/made-up") is UNROUTED
+    assert resolve(app, "GET", f"/v1/{MODEL}/entities") is UNROUTED  # 405
+    assert not UNROUTED.billable
+
+
+def test_a_customer_route_without_metering_stops_the_app(app: FastAPI) -> None:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/{model}/summaries")
+    async def summaries() -> None: ...
+
+    with pytest.raises(RuntimeError, match="summaries"):
+        Endpoints([nlp_routes.router, router], [nlp_routes.METERING])
+    with pytest.raises(RuntimeError, match="declared twice"):
+        Endpoints([nlp_routes.router], [nlp_routes.METERING, {"entities": Metering("x")}])
+
+
+def test_every_documented_customer_operation_is_metered(app: FastAPI) -> None:
+    """A customer router the app includes without handing it to Endpoints would be unbilled."""
+    operations = [
+        (method.upper(), path.replace("{model}", MODEL).replace("{key_id}", "1"))
+        for path, item in app.openapi()["paths"].items()
+        if area_of(path) is Area.customer
+        for method in item
+    ]
+    assert len(operations) >= 14
+    for method, path in operations:
+        assert resolve(app, method, path) is not UNROUTED, (method, path)
+
+
+def test_areas_are_decided_by_one_prefix_each() -> None:
+    assert area_of("/v1") is area_of("/v1/models") is Area.customer
+    assert area_of("/admin/plans") is Area.admin
+    assert area_of("/v1models") is area_of("/healthz") is area_of("/docs") is Area.public
