@@ -22,9 +22,11 @@ run: $(STAMP)
 	$(BIN)/saas bootstrap
 	$(BIN)/saas serve --host $(HOST) --port $(PORT)
 
-## The whole suite, against PostgreSQL + Redis (127.0.0.1) and the embedded SQLite default.
+## Lint, types, the layering, then the whole suite against PostgreSQL + Redis and SQLite.
 test: $(STAMP)
 	$(BIN)/ruff check saas tests alembic bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 lint: $(STAMP)

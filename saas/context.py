@@ -7,6 +7,7 @@ whether the usage could be committed. One object with named fields instead of lo
 `scope["state"]`.
 """
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -58,7 +59,7 @@ class RequestContext:
     billing_failed: bool = False  # the usage event could not be committed: refund the quota
 
 
-def app_path(scope: dict[str, Any]) -> str:
+def app_path(scope: MutableMapping[str, Any]) -> str:
     """The path below SAAS_ROOT_PATH, whether or not the server left the prefix in."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -67,11 +68,12 @@ def app_path(scope: dict[str, Any]) -> str:
     return path
 
 
-def set_context(scope: dict[str, Any], context: RequestContext) -> None:
+def set_context(scope: MutableMapping[str, Any], context: RequestContext) -> None:
     scope.setdefault("state", {})[_STATE_KEY] = context
 
 
-def context_of(scope: dict[str, Any]) -> RequestContext | None:
+def context_of(scope: MutableMapping[str, Any]) -> RequestContext | None:
     """The request's context, or None outside an HTTP request the chain has seen."""
     state = scope.get("state")
-    return state.get(_STATE_KEY) if state else None
+    context: RequestContext | None = state.get(_STATE_KEY) if state else None
+    return context

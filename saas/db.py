@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, overload
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, Table, event
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 from starlette.concurrency import run_in_threadpool
 
 from saas.invalidation import Change, announced
@@ -72,6 +72,11 @@ def transaction(engine: Engine) -> Iterator[tuple[Session, list[Change]]]:
         yield session, changes
         session.commit()
         changes.extend(announced(session))
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model, for bulk statements (upserts, executemany)."""
+    return SQLModel.metadata.tables[str(model.__tablename__)]
 
 
 def utcnow() -> datetime:

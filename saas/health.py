@@ -3,7 +3,7 @@
 import asyncio
 
 from fastapi import APIRouter, Request
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from starlette.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
@@ -14,7 +14,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _ping_database(engine) -> None:  # type: ignore[no-untyped-def]
+def _ping_database(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
 

@@ -16,7 +16,8 @@ from sqlalchemy import Engine
 
 from saas import security
 from saas.db import utcnow
-from saas.keys.service import Principal, lookup_principal, record_last_used
+from saas.keys.service import lookup_principal, record_last_used
+from saas.principal import Principal
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@ from saas import security
 from saas.accounts import service as accounts
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.audit import service as audit
-from saas.db import as_utc, utcnow
+from saas.db import as_utc, table_of, utcnow
 from saas.errors import Conflict, Forbidden, Invalid, NotFound
 from saas.invalidation import Change, announce
 from saas.keys.models import ApiKey
@@ -223,7 +223,7 @@ def record_last_used(engine: Engine, last_used: Mapping[int, datetime]) -> None:
     """One executemany for every key seen since the last flush, instead of a write per request."""
     if not last_used:
         return
-    table = ApiKey.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table classes
+    table = table_of(ApiKey)
     statement = (
         update(table)
         .where(table.c.id == bindparam("key_id"))

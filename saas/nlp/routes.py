@@ -85,7 +85,8 @@ _BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
 # dependency in its thread pool, and four thread hops per request cost ~15% of the event loop's
 # time at 32 connections (py-spy).
 async def get_engine(request: Request) -> Engine:
-    return request.app.state.nlp
+    engine: Engine = request.app.state.nlp
+    return engine
 
 
 async def require_json(request: Request) -> None:
@@ -225,47 +226,73 @@ async def _annotate_batch(
     return Response(b'{"results":[' + b",".join(payloads) + b"]}", media_type="application/json")
 
 
-def _add_batch_route(
-    task: str, body_type: type[TextsIn], answer: type[BaseModel], summary: str
-) -> None:
-    async def batch(
-        body: body_type,  # type: ignore[valid-type]
-        context: Context,
-        model: ModelName,
-        principal: CurrentPrincipal,
-        engine: NlpEngine,
-    ) -> Response:
-        searched = getattr(body, "searched_entity", None)
-        options = {"searched_entity": searched} if searched else None
-        texts = body.texts  # type: ignore[attr-defined]
-        return await _annotate_batch(context, engine, principal, model, task, texts, options)
-
-    router.add_api_route(
-        f"/{{model}}/{task}/batch",
-        batch,
-        methods=["POST"],
-        name=batch_route_name(task),
-        summary=summary,
-        description=f"`results[i]` is exactly what `POST /v1/{{model}}/{task}` answers for"
+def _batch_route(task: str, answer: type[BaseModel], summary: str) -> dict[str, Any]:
+    """The decorator arguments of POST /v1/{model}/{task}/batch."""
+    return {
+        "path": f"/{{model}}/{task}/batch",
+        "name": batch_route_name(task),
+        "summary": summary,
+        "description": f"`results[i]` is exactly what `POST /v1/{{model}}/{task}` answers for"
         " `texts[i]`. Each text is billed and rate limited as one request.",
-        response_model=answer,
-        dependencies=_JSON_BODY,
-        responses=_BATCH_ERRORS,
+        "response_model": answer,
+        "dependencies": _JSON_BODY,
+        "responses": _BATCH_ERRORS,
+    }
+
+
+@router.post(**_batch_route("entities", EntitiesBatchOut, "Entities of several texts"))
+async def entities_batch(
+    body: EntitiesBatchIn,
+    context: Context,
+    model: ModelName,
+    principal: CurrentPrincipal,
+    engine: NlpEngine,
+) -> Response:
+    options = {"searched_entity": body.searched_entity} if body.searched_entity else None
+    return await _annotate_batch(context, engine, principal, model, "entities", body.texts, options)
+
+
+@router.post(**_batch_route("tokens", TokensBatchOut, "Tokens of several texts"))
+async def tokens_batch(
+    body: TextsIn,
+    context: Context,
+    model: ModelName,
+    principal: CurrentPrincipal,
+    engine: NlpEngine,
+) -> Response:
+    return await _annotate_batch(context, engine, principal, model, "tokens", body.texts, None)
+
+
+@router.post(**_batch_route("dependencies", DependenciesBatchOut, "Dependencies of several texts"))
+async def dependencies_batch(
+    body: TextsIn,
+    context: Context,
+    model: ModelName,
+    principal: CurrentPrincipal,
+    engine: NlpEngine,
+) -> Response:
+    return await _annotate_batch(
+        context, engine, principal, model, "dependencies", body.texts, None
     )
 
 
-for _task, _body, _answer, _summary in [
-    ("entities", EntitiesBatchIn, EntitiesBatchOut, "Entities of several texts"),
-    ("tokens", TextsIn, TokensBatchOut, "Tokens of several texts"),
-    ("dependencies", TextsIn, DependenciesBatchOut, "Dependencies of several texts"),
-    (
+@router.post(
+    **_batch_route(
         "sentence-dependencies",
-        TextsIn,
         SentenceDependenciesBatchOut,
         "Sentence dependencies of several texts",
-    ),
-]:
-    _add_batch_route(_task, _body, _answer, _summary)
+    )
+)
+async def sentence_dependencies_batch(
+    body: TextsIn,
+    context: Context,
+    model: ModelName,
+    principal: CurrentPrincipal,
+    engine: NlpEngine,
+) -> Response:
+    return await _annotate_batch(
+        context, engine, principal, model, "sentence-dependencies", body.texts, None
+    )
 
 
 @router.get("/{model}/versions", response_model=VersionsOut, responses=_ERRORS)

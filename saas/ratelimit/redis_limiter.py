@@ -9,7 +9,7 @@ from importlib.resources import files
 
 from redis.asyncio import Redis
 
-from saas.ratelimit.windows import Decision, Window, WindowState, seconds_to_month_end
+from saas.ratelimit.windows import Decision, Outcome, Window, WindowState, seconds_to_month_end
 
 _ADMIT = files("saas.ratelimit").joinpath("admit.lua").read_text()
 _REFUND = """
@@ -18,7 +18,7 @@ local back = math.min(used, tonumber(ARGV[2]))
 if back > 0 then return redis.call('HINCRBY', KEYS[1], ARGV[1], -back) end
 return used
 """
-_OUTCOMES = ("admitted", "rate_limited", "quota_exhausted", "unseeded")
+_OUTCOMES: tuple[Outcome, ...] = ("admitted", "rate_limited", "quota_exhausted", "unseeded")
 
 
 class RedisLimiter:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from saas.accounts.models import Account, Plan
-from saas.db import utcnow
+from saas.db import table_of, utcnow
 from saas.ratelimit.windows import month_of
 from saas.usage.ledger import Event, dialect_insert
 from saas.usage.models import QuotaAlert
@@ -28,7 +28,7 @@ from saas.usage.service import month_billable_units, rollup_billable_units
 
 log = structlog.get_logger(__name__)
 THRESHOLDS = (80, 100)
-ALERTS = QuotaAlert.__table__  # type: ignore[attr-defined]
+ALERTS = table_of(QuotaAlert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class QuotaAlerts:
         with Session(self.engine) as session:
             rows = session.exec(
                 select(Account, Plan)
-                .join(Plan, Plan.id == Account.plan_id)
+                .join(Plan, col(Plan.id) == col(Account.plan_id))
                 .where(
                     col(Account.id).in_(list(account_ids)),
                     col(Account.webhook_url).is_not(None),
@@ -80,6 +80,7 @@ class QuotaAlerts:
             ).all()
         month = month_of(time.time())
         for account, plan in rows:
+            assert account.id is not None and plan.monthly_quota is not None  # the query says so
             used = month_billable_units(self.engine, account.id, month)
             for threshold in THRESHOLDS:
                 reached = used >= math.ceil(plan.monthly_quota * threshold / 100)
@@ -124,12 +125,10 @@ class QuotaAlerts:
 
     def _undelivered(self) -> list[QuotaAlert]:
         with Session(self.engine) as session:
-            return session.exec(
-                select(QuotaAlert).where(
-                    col(QuotaAlert.delivered_at).is_(None),
-                    QuotaAlert.attempts < self.attempts,
-                )
-            ).all()
+            statement = select(QuotaAlert).where(
+                col(QuotaAlert.delivered_at).is_(None), QuotaAlert.attempts < self.attempts
+            )
+            return list(session.exec(statement))
 
     def _prepare(self, account_id: int, month: str, threshold: int) -> "_Delivery | None":
         """What to send for an alert row (blocking: run it in a thread), or None when there is
@@ -184,7 +183,7 @@ class QuotaAlerts:
     def _record(
         self, account_id: int, month: str, threshold: int, attempt: int, error: str | None
     ) -> None:
-        values = {"attempts": attempt, "last_error": error}
+        values: dict[str, object] = {"attempts": attempt, "last_error": error}
         if error is None:
             values["delivered_at"] = utcnow()
         with self.engine.begin() as connection:

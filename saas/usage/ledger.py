@@ -11,10 +11,11 @@ from typing import Any
 from sqlalchemy import Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
+from saas.db import table_of
 from saas.usage.models import UsageEvent, UsageRollup
 
-EVENTS: Table = UsageEvent.__table__  # type: ignore[attr-defined]
-ROLLUPS: Table = UsageRollup.__table__  # type: ignore[attr-defined]
+EVENTS: Table = table_of(UsageEvent)
+ROLLUPS: Table = table_of(UsageRollup)
 ROLLUP_KEY = ["account_id", "day", "hour", "endpoint", "status"]
 ROLLUP_SUMS = ["requests", "units", "billable_units", "chars"]
 

@@ -8,7 +8,8 @@ that want quota alerts (`watch`) are handed on, so other accounts cost no query 
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine
@@ -28,7 +29,7 @@ class UsageRecorder:
         engine: Engine,
         *,
         max_batch: int = 1000,
-        on_committed: Callable[[list[Event]], Awaitable[None]] | None = None,
+        on_committed: Callable[[list[Event]], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from saas.accounts.models import Account, Plan
 from saas.errors import Invalid
@@ -164,14 +164,16 @@ def invoices(session: Session, month: str) -> list[dict[str, Any]]:
         session.exec(
             select(UsageRollup.account_id, func.sum(UsageRollup.billable_units))
             .where(UsageRollup.day >= first, UsageRollup.day < after)
-            .group_by(UsageRollup.account_id)
+            .group_by(col(UsageRollup.account_id))
         ).all()
     )
     lines = []
     for account, plan in session.exec(
-        select(Account, Plan).join(Plan, Plan.id == Account.plan_id).order_by(Account.id)
+        select(Account, Plan)
+        .join(Plan, col(Plan.id) == col(Account.plan_id))
+        .order_by(col(Account.id))
     ):
-        billable = int(billed.get(account.id, 0))
+        billable = int(billed.get(account.id or 0, 0))
         base, metered, total = invoice_amount(plan, billable)
         lines.append(
             {
@@ -196,7 +198,7 @@ def reconcile(session: Session, account_id: int, month: str) -> dict[str, int]:
     events = session.exec(
         select(func.coalesce(func.sum(UsageEvent.units), 0)).where(
             UsageEvent.account_id == account_id,
-            UsageEvent.billable.is_(True),
+            col(UsageEvent.billable).is_(True),
             UsageEvent.occurred_at >= start,
             UsageEvent.occurred_at < end,
         )
