@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.admission = admission
     app.state.recorder = recorder
     app.state.invalidator = invalidator
+    app.state.alerts = alerts
     install_error_handlers(app)
     app.include_router(health.router)
     # Customer routers (/v1): included here and handed to Endpoints from this one list, so no

@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from saas.accounts import service as accounts
 from saas.accounts.models import AccountStatus
@@ -31,6 +32,7 @@ from saas.db import make_engine
 from saas.keys import service as keys
 from saas.migrations import upgrade
 from saas.principal import Actor
+from saas.usage.models import UsageEvent
 
 POSTGRES_URL = os.environ.get("SAAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -365,19 +367,33 @@ def two_workers_on_redis(backend: str, settings: Settings, **env: str) -> Iterat
         stop_process(process)
 
 
-def wait_for_events(db, account_id: int, expected: int, timeout: float = 5.0) -> list:  # type: ignore[no-untyped-def]
-    """The account's usage events once `expected` of them are there (or the timeout passed):
-    non-billable events are committed without holding their answer back."""
-    from sqlmodel import select
+T = TypeVar("T")
 
-    from saas.usage.models import UsageEvent
 
+def eventually(probe: Callable[[], T], timeout: float = 5.0, interval: float = 0.05) -> T:
+    """Call `probe` until it returns something truthy (then return that) or `timeout` passes
+    (then return its last answer, for the caller's assertion to explain)."""
     deadline = time.monotonic() + timeout
     while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def wait_for_events(
+    db: Callable[[], Session], account_id: int, expected: int, timeout: float = 5.0
+) -> list[UsageEvent]:
+    """The account's usage events once `expected` of them are there (or the timeout passed):
+    non-billable events are committed without holding their answer back."""
+
+    def events() -> list[UsageEvent]:
         with db() as session:
-            events = session.exec(
-                select(UsageEvent).where(UsageEvent.account_id == account_id)
-            ).all()
-        if len(events) >= expected or time.monotonic() > deadline:
-            return list(events)
-        time.sleep(0.05)
+            statement = select(UsageEvent).where(UsageEvent.account_id == account_id)
+            return list(session.exec(statement))
+
+    def enough() -> list[UsageEvent]:
+        rows = events()
+        return rows if len(rows) >= expected else []
+
+    return eventually(enough, timeout) or events()

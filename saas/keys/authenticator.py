@@ -8,6 +8,8 @@ key share one query.
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
@@ -30,11 +32,15 @@ class KeyAuthenticator:
         ttl: float,
         max_size: int,
         flush_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.flush_seconds = flush_seconds
-        self._hits: TTLCache[str, Principal] = TTLCache(maxsize=max_size, ttl=ttl)
-        self._misses: TTLCache[str, bool] = TTLCache(maxsize=max(max_size // 4, 1), ttl=ttl)
+        # `clock` ages the cache entries; tests pass one they advance instead of sleeping.
+        self._hits: TTLCache[str, Principal] = TTLCache(maxsize=max_size, ttl=ttl, timer=clock)
+        self._misses: TTLCache[str, bool] = TTLCache(
+            maxsize=max(max_size // 4, 1), ttl=ttl, timer=clock
+        )
         self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
         self._last_used: dict[int, datetime] = {}
         self._flusher: asyncio.Task[None] | None = None

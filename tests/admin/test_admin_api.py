@@ -1,6 +1,5 @@
 """Admin API: plans, accounts, key lifecycle, audit; customers manage only their own keys."""
 
-import time
 import uuid
 
 from saas import security
@@ -92,21 +91,37 @@ def test_key_lifecycle(client, make_customer):  # type: ignore[no-untyped-def]
     assert client.get("/v1/models", headers=headers).status_code == 401  # no waiting for the TTL
 
     rolled = client.post(
-        f"/admin/keys/{customer.key_id}/roll", headers=admin.headers, json={"grace_seconds": 1}
+        f"/admin/keys/{customer.key_id}/roll", headers=admin.headers, json={"grace_seconds": 600}
     )
     assert rolled.status_code == 201
-    assert client.get("/v1/models", headers={"X-API-Key": rolled.json()["key"]}).status_code == 200
+    successor = rolled.json()
+    assert client.get("/v1/models", headers={"X-API-Key": successor["key"]}).status_code == 200
     assert client.get("/v1/models", headers=customer.headers).status_code == 200  # grace
-    time.sleep(1.2)
-    old = client.get("/v1/models", headers=customer.headers)
-    assert old.status_code == 401 and "expired" in old.json()["detail"]
+    listed = client.get(f"/admin/accounts/{customer.account_id}/keys", headers=admin.headers)
+    old = next(k for k in listed.json() if k["id"] == customer.key_id)
+    assert old["status"] == "grace" and old["rolled_at"] is not None
+    # Without a grace period the rolled key stops at once, although every worker had it cached.
+    headers = {"X-API-Key": successor["key"]}
+    assert (
+        client.post(
+            f"/admin/keys/{successor['id']}/roll", headers=admin.headers, json={"grace_seconds": 0}
+        ).status_code
+        == 201
+    )
+    stopped = client.get("/v1/models", headers=headers)
+    assert stopped.status_code == 401 and "expired" in stopped.json()["detail"]
+    # A revoked or expired key is not rolled: that would bring it back.
+    for key_id in (new["id"], successor["id"]):
+        refused = client.post(f"/admin/keys/{key_id}/roll", headers=admin.headers, json={})
+        assert refused.status_code == 409
+    assert client.post("/admin/keys/999999/roll", headers=admin.headers, json={}).status_code == 404
     actions = [
         e["action"]
         for e in client.get(
             f"/admin/audit?actor_key_id={admin.key_id}", headers=admin.headers
         ).json()
     ]
-    assert actions == ["key.roll", "key.revoke", "key.create"]
+    assert actions == ["key.roll", "key.roll", "key.revoke", "key.create"]
 
 
 def test_customers_manage_only_their_own_keys(client, make_customer):  # type: ignore[no-untyped-def]

@@ -2,10 +2,22 @@
 
 import asyncio
 import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
 
 from saas.ratelimit.headers import rate_limit_headers
 from saas.ratelimit.memory_limiter import MemoryLimiter
-from saas.ratelimit.windows import Window, month_of, parse_windows, seconds_to_month_end
+from saas.ratelimit.redis_limiter import RedisLimiter
+from saas.ratelimit.windows import (
+    Decision,
+    Window,
+    month_of,
+    parse_windows,
+    seconds_to_month_end,
+)
+from tests.conftest import REDIS_URL
 
 
 def test_parse_windows_shortest_first():
@@ -77,3 +89,72 @@ def test_memory_limiter_seed_counts_what_the_ledger_already_billed():
         return [await limiter.admit(9, windows, quota=5) for _ in range(2)]
 
     assert [d.outcome for d in asyncio.run(scenario())] == ["admitted", "quota_exhausted"]
+
+
+Admit = Callable[[], Awaitable[Decision]]
+Advance = Callable[[float], Awaitable[None]]
+
+
+async def slide(admit: Admit, advance: Advance) -> list[tuple[str, float]]:
+    """3 per 2 seconds: two at t=0 and one at t=1 fill the window; at t=2.1 the first two have
+    left it (two more fit), the one from t=1 has not (a third does not, for 0.9 s more)."""
+    decisions = [await admit(), await admit()]
+    await advance(1.0)
+    decisions += [await admit(), await admit()]
+    await advance(1.1)
+    decisions += [await admit(), await admit(), await admit()]
+    return [(d.outcome, round(d.retry_after, 1)) for d in decisions]
+
+
+SLID = [
+    ("admitted", 0.0),
+    ("admitted", 0.0),
+    ("admitted", 0.0),
+    ("rate_limited", 1.0),
+    ("admitted", 0.0),
+    ("admitted", 0.0),
+    ("rate_limited", 0.9),
+]
+
+
+def test_memory_window_slides_on_its_clock():
+    now = [1_800_000_000.0]
+    limiter = MemoryLimiter(clock=lambda: now[0])
+    windows = parse_windows("3/2second")
+
+    async def advance(seconds: float) -> None:
+        now[0] += seconds
+
+    assert asyncio.run(slide(lambda: limiter.admit(1, windows, quota=None), advance)) == SLID
+
+
+def test_redis_window_slides_the_same():
+    """The script reads Redis's own clock, which a test cannot move: it ages the stored
+    admissions instead (every score moved back), which is what the passing of time does."""
+    windows = parse_windows("3/2second")
+    prefix = f"test-slide-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> list[tuple[str, float]]:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        limiter = RedisLimiter(client, prefix=prefix)
+
+        async def advance(seconds: float) -> None:
+            for key in await client.keys(f"{prefix}:rl:*"):
+                aged = {
+                    member: score - seconds * 1_000_000
+                    for member, score in await client.zrange(key, 0, -1, withscores=True)
+                }
+                await client.zadd(key, aged)
+
+        try:
+            return await slide(lambda: limiter.admit(1, windows, quota=None), advance)
+        finally:
+            keys = await client.keys(f"{prefix}:*")
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+    # Redis's clock moves on between the calls too: allow for a few milliseconds of it.
+    got = asyncio.run(scenario())
+    assert [outcome for outcome, _ in got] == [outcome for outcome, _ in SLID]
+    assert all(abs(a - b) <= 0.1 for (_, a), (_, b) in zip(got, SLID, strict=True))

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from saas.accounts.models import Account
 from saas.usage.models import QuotaAlert
-from tests.conftest import MODEL
+from tests.conftest import MODEL, eventually
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -59,10 +59,15 @@ def test_80_and_100_percent_alerts_once_each(client, make_customer, db, receiver
     ]
     assert statuses == [200] * 5 + [402] * 2
 
-    deadline = time.monotonic() + 15
-    while len(received) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)  # nothing more may arrive
+    def delivered() -> list[QuotaAlert]:
+        with db() as session:
+            statement = select(QuotaAlert).where(QuotaAlert.account_id == customer.account_id)
+            alerts = list(session.exec(statement))
+        return alerts if len(alerts) == 2 and all(a.delivered_at for a in alerts) else []
+
+    # Once both rows say delivered, no POST can follow: one row per threshold and month, and a
+    # delivered row is never sent again.
+    assert eventually(delivered, timeout=15)
     assert sorted(p["threshold_percent"] for p, _, _ in received) == [80, 100]
     for payload, signature, raw in received:
         assert payload["account"] == customer.account_name and payload["monthly_quota"] == 5

@@ -2,7 +2,6 @@
 
 import csv
 import io
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -161,12 +160,12 @@ def test_invoice_amounts_at_the_thousand_boundary(client, make_customer, db, set
     assert bad.status_code == 422 and isinstance(bad.json()["detail"], str)
 
 
-def test_admin_usage_filters(client, make_customer):  # type: ignore[no-untyped-def]
+def test_admin_usage_filters(client, make_customer, db):  # type: ignore[no-untyped-def]
     admin = make_customer(scopes=("admin",))
     customer = make_customer(rate_limit="2/minute")
     for _ in range(3):
         client.post(ENTITIES, headers=customer.headers, json=BODY)
-    time.sleep(0.3)
+    assert len(wait_for_events(db, customer.account_id, 3)) == 3  # the 429 is queued, not awaited
     daily = client.get(f"/admin/usage?account={customer.account_id}", headers=admin.headers).json()
     statuses = {row["status"]: row["requests"] for row in daily["rows"]}
     assert statuses == {200: 2, 429: 1}
