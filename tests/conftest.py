@@ -47,6 +47,11 @@ def postgres_schema_url(schema: str) -> str:
     return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
 
 
+# For tests whose subject does not touch storage (spaCy's answers, input validation): they run
+# once, on the embedded default, instead of once per database.
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(scope="session", params=["postgres", "sqlite"])
 def backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

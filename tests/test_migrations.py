@@ -82,3 +82,30 @@ def test_plans_made_before_0004_get_the_default_max_batch_texts(empty_database):
         assert "max_batch_texts" not in columns and "max_keys" in columns
     finally:
         engine.dispose()
+
+
+def test_entries_before_0005_keep_their_actor(empty_database):  # type: ignore[no-untyped-def]
+    """Before 0005 only the CLI wrote entries without an acting key; they become via 'cli'."""
+    url = empty_database
+    upgrade(url, "0004")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            for actor in ("7", "NULL"):
+                connection.execute(
+                    text(
+                        "INSERT INTO audit_log (at, actor_key_id, action, object_type, object_id,"
+                        f" changes) VALUES (CURRENT_TIMESTAMP, {actor}, 'key.revoke', 'key', '1',"
+                        " '{}')"
+                    )
+                )
+        upgrade(url, "0005")
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT actor_key_id, via FROM audit_log ORDER BY id")
+            ).all()
+            key_columns = {c["name"] for c in inspect(connection).get_columns("api_keys")}
+        assert [tuple(row) for row in rows] == [(7, "api"), (None, "cli")]
+        assert "rolled_at" in key_columns
+    finally:
+        engine.dispose()

@@ -7,7 +7,7 @@ import pytest
 
 from saas.middleware.batch_body import count_texts, read_body
 from saas.usage import service
-from tests.conftest import FRENCH, MODEL, wait_for_events
+from tests.conftest import FRENCH, MODEL, SQLITE_ONLY, wait_for_events
 
 URL = f"/v1/{MODEL}"
 TASKS = ["entities", "tokens", "dependencies", "sentence-dependencies"]
@@ -23,6 +23,7 @@ def single(client, customer, text, task="entities", **extra):  # type: ignore[no
     return client.post(f"{URL}/{task}", headers=customer.headers, json={"text": text, **extra})
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("task", TASKS)
 def test_results_are_the_single_answers_in_order(client, customer, texts, task):  # type: ignore[no-untyped-def]
     chosen = texts[:12] if task == "entities" else texts[3:8]
@@ -40,6 +41,7 @@ def test_results_are_the_single_answers_in_order(client, customer, texts, task):
     assert reversed_results == results[::-1]
 
 
+@SQLITE_ONLY
 def test_entities_match_spacy_and_searched_entity_applies_to_every_text(
     client, customer, nlp, texts
 ):  # type: ignore[no-untyped-def]
@@ -185,6 +187,7 @@ def test_bodies_only_the_standard_library_reads_are_counted_too(client, make_cus
     assert response.headers["x-ratelimit-remaining"] == "1"
 
 
+@SQLITE_ONLY
 def test_model_and_content_type_rules(client, make_customer):  # type: ignore[no-untyped-def]
     english_only = make_customer(models=[MODEL])
     for task in TASKS:
@@ -208,6 +211,7 @@ def test_model_and_content_type_rules(client, make_customer):  # type: ignore[no
     )  # no key
 
 
+@SQLITE_ONLY
 def test_french_batch(client, make_customer, nlp_fr, texts_fr):  # type: ignore[no-untyped-def]
     customer = make_customer(models=[FRENCH])
     chosen = texts_fr[:4]
@@ -220,6 +224,7 @@ def test_french_batch(client, make_customer, nlp_fr, texts_fr):  # type: ignore[
         assert [(e["start"], e["end"], e["type"]) for e in result["entities"]] == expected
 
 
+@SQLITE_ONLY
 def test_chunked_body_over_max_bytes_is_413(client, customer, settings):  # type: ignore[no-untyped-def]
     def chunks():  # type: ignore[no-untyped-def]
         yield b'{"texts": ["'
@@ -235,6 +240,7 @@ def test_chunked_body_over_max_bytes_is_413(client, customer, settings):  # type
     assert response.status_code == 413 and "bytes" in response.json()["detail"]
 
 
+@SQLITE_ONLY
 def test_batch_endpoints_are_documented(client):  # type: ignore[no-untyped-def]
     paths = client.get("/openapi.json").json()["paths"]
     for task, answer in [

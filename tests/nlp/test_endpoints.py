@@ -3,7 +3,10 @@ Expected values are built here straight from spaCy's Doc, independently of saas/
 
 import pytest
 
-from tests.conftest import FRENCH, MODEL
+from tests.conftest import FRENCH, MODEL, SQLITE_ONLY
+
+# What these check does not depend on the database: run once, on the embedded default.
+pytestmark = SQLITE_ONLY
 
 URL = f"/v1/{MODEL}"
 NON_ASCII = [

@@ -1,7 +1,6 @@
 """Nothing billed is lost: a failed usage write answers 503 and bills nothing; a Redis that lost
 its counters is seeded from the ledger, so the monthly quota stays exact."""
 
-
 from sqlalchemy import text
 from sqlmodel import Session, select
 

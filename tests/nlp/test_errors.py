@@ -2,7 +2,10 @@
 
 import pytest
 
-from tests.conftest import MODEL
+from tests.conftest import MODEL, SQLITE_ONLY
+
+# What these check does not depend on the database: run once, on the embedded default.
+pytestmark = SQLITE_ONLY
 
 ENTITIES = f"/v1/{MODEL}/entities"
 
