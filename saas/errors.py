@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -59,6 +60,9 @@ class Overloaded(AppError):
         super().__init__(detail, headers={"Retry-After": "1"})
 
 
+CONFLICTING_WRITE = "The change conflicts with one made at the same time; read and retry."
+
+
 def json_error(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps({"detail": detail}),
@@ -94,6 +98,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
         return json_error(422, describe_errors(exc.errors()))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(_: Request, exc: IntegrityError) -> Response:
+        # Two writes raced past a service's uniqueness check; the database kept one.
+        return json_error(409, CONFLICTING_WRITE)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:

@@ -8,11 +8,12 @@ from typing import NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from saas.config import get_settings
 from saas.db import make_engine, transaction
-from saas.errors import AppError, describe_errors
+from saas.errors import CONFLICTING_WRITE, AppError, describe_errors
 from saas.invalidation import Change, publish_sync
 from saas.principal import Actor
 
@@ -57,6 +58,8 @@ def db_session() -> Iterator[Session]:
         changes = announced
     except AppError as exc:
         fail(exc.detail)
+    except IntegrityError:
+        fail(CONFLICTING_WRITE)
     finally:
         engine.dispose()
     if changes:

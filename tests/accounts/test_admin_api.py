@@ -37,6 +37,12 @@ def test_plans_and_accounts_with_audit(client, make_customer):  # type: ignore[n
     assert page["total"] == 1 and page["accounts"][0]["id"] == account_id
     assert client.get(f"/admin/accounts/{account_id}", headers=h).json()["plan"] == name
     assert client.get("/admin/accounts/999999", headers=h).status_code == 404
+    # A missing plan is 404 wherever it is named, in a path or in a body.
+    no_plan = {"name": f"{name}-x", "email": "a@b.co", "plan": "no-such-plan"}
+    assert client.post("/admin/accounts", headers=h, json=no_plan).status_code == 404
+    assert (
+        client.patch(f"/admin/accounts/{account_id}", headers=h, json={"plan": "no-such-plan"})
+    ).status_code == 404
 
     audit = client.get(f"/admin/audit?actor_key_id={admin.key_id}", headers=h).json()
     assert [e["action"] for e in audit] == ["account.create", "plan.update", "plan.create"]
