@@ -132,6 +132,7 @@ class Engine:
         self._futures: dict[int, asyncio.Future[wire.TextResult]] = {}
         self._child: _Child | None = None
         self._closing = False
+        self._restart_task: asyncio.Task[None] | None = None
         # Batches answered and texts in them: their ratio is the mean micro-batch size.
         self.batches_done = 0
         self.texts_done = 0
@@ -171,6 +172,11 @@ class Engine:
 
     async def stop(self) -> None:
         self._closing = True
+        restart, self._restart_task = self._restart_task, None
+        if restart is not None:
+            # A replacement still loading its models: _start_child's cleanup ends its process.
+            restart.cancel()
+            await asyncio.wait([restart])  # not `await restart`: that would re-raise the cancel
         child, self._child = self._child, None
         if child is not None:
             child.hang_up()
@@ -243,4 +249,4 @@ class Engine:
         self._fail_all("The NLP engine restarted; retry shortly.")
         child.hang_up()
         threading.Thread(target=child.close, daemon=True).start()
-        self._restart_task = asyncio.ensure_future(self._restart())
+        self._restart_task = self.loop.create_task(self._restart())

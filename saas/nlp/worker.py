@@ -138,7 +138,10 @@ def serve(
     # Ctrl+C reaches the whole process group; the parent shuts us down by closing the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     nlps = load_models(models)
-    conn.send_bytes(wire.encode(wire.Ready({n: model_meta(n, nlp) for n, nlp in nlps.items()})))
+    try:
+        conn.send_bytes(wire.encode(wire.Ready({n: model_meta(n, nlp) for n, nlp in nlps.items()})))
+    except (BrokenPipeError, OSError):  # stopped while loading: the parent has hung up
+        return
     batcher = Batcher(conn, max_batch, max_wait, wait_fraction)
     while True:
         try:
