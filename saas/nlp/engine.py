@@ -87,6 +87,7 @@ class _Child:
         items, self.outbox = self.outbox, []
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(wire.frame(wire.encode(wire.Requests(items))))
+            self.engine.texts_sent += len(items)
 
     def close(self, timeout: float = 5.0) -> None:
         """Blocking (joins the process): call it in a thread once the transport is closed."""
@@ -133,7 +134,9 @@ class Engine:
         self._child: _Child | None = None
         self._closing = False
         self._restart_task: asyncio.Task[None] | None = None
-        # Batches answered and texts in them: their ratio is the mean micro-batch size.
+        # Texts written to the inference process, batches answered and the texts in them (the
+        # last two's ratio is the mean micro-batch size).
+        self.texts_sent = 0
         self.batches_done = 0
         self.texts_done = 0
         self.loop: asyncio.AbstractEventLoop

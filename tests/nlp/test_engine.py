@@ -105,13 +105,10 @@ def test_a_killed_inference_process_is_replaced():
             pending = [
                 asyncio.ensure_future(engine.run(MODEL, "entities", TEXT * 50)) for _ in range(50)
             ]
-            await asyncio.sleep(0.05)
+            await until(lambda: engine.texts_sent == 50)  # killed with the texts in its pipe
             os.kill(engine._child.process.pid, signal.SIGKILL)
             outcomes = await asyncio.gather(*pending, return_exceptions=True)
-            for _ in range(600):  # wait for the replacement to load its model
-                if engine.ready:
-                    break
-                await asyncio.sleep(0.1)
+            await until(lambda: engine.ready)  # the replacement has loaded its model
             return outcomes, await engine.run(MODEL, "entities", TEXT)
         finally:
             await engine.stop()
