@@ -8,7 +8,8 @@ What goes through its pipe, and how, is wire.py.
 import signal
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -35,15 +36,21 @@ def model_meta(public_name: str, nlp: Language) -> dict[str, Any]:
     }
 
 
-def annotate(nlp: Language, task: str, texts: list[str], options: list[Any]) -> list[bytes]:
-    """One nlp.pipe call over the batch; memory_zone frees the strings each batch adds to the
-    vocabulary, so a long-running worker's memory does not grow with the variety of its input."""
-    disable = skipped_components(task, nlp.pipe_names)
+@contextmanager
+def pipeline_docs(nlp: Language, disable: list[str], texts: list[str]) -> Iterator[Iterable[Doc]]:
+    """The docs of one batch without the `disable`d components, valid inside the block only:
+    memory_zone frees the strings each batch adds to the vocabulary, so a long-running worker's
+    memory does not grow with the variety of its input."""
     with nlp.memory_zone():
         if len(texts) == 1:  # a lone client: nlp() skips pipe()'s batching, ~1 ms a text
-            docs: Iterable[Doc] = [nlp(texts[0], disable=disable)]
+            yield [nlp(texts[0], disable=disable)]
         else:
-            docs = nlp.pipe(texts, disable=disable, batch_size=len(texts))
+            yield nlp.pipe(texts, disable=disable, batch_size=len(texts))
+
+
+def annotate(nlp: Language, task: str, texts: list[str], options: list[Any]) -> list[bytes]:
+    """One task's JSON answers for a batch, computed with only the components it needs."""
+    with pipeline_docs(nlp, skipped_components(task, nlp.pipe_names), texts) as docs:
         return [
             orjson.dumps(serialize(task, doc, opt)) for doc, opt in zip(docs, options, strict=True)
         ]
