@@ -3,6 +3,7 @@
 import multiprocessing
 import threading
 import time
+from multiprocessing.connection import Connection
 
 from saas.nlp import wire
 from saas.nlp.worker import Batcher
@@ -12,12 +13,14 @@ def request(n: int) -> wire.TextRequest:
     return wire.TextRequest(n, "en_core_web_sm", "entities", f"text {n}", None)
 
 
-def make_batcher(max_batch: int = 8, max_wait: float = 1.0, fraction: float = 0.5):
+def make_batcher(
+    max_batch: int = 8, max_wait: float = 1.0, fraction: float = 0.5
+) -> tuple[Connection, Batcher]:
     parent, child = multiprocessing.Pipe()
     return parent, Batcher(child, max_batch, max_wait, fraction)
 
 
-def send(conn, *numbers: int) -> None:
+def send(conn: Connection, *numbers: int) -> None:
     conn.send_bytes(wire.encode(wire.Requests([request(n) for n in numbers])))
 
 
