@@ -3,8 +3,8 @@
 `Engine.run()` queues a text and awaits its JSON answer. The pipe to the child is a socket pair
 driven by the event loop itself (an asyncio transport), so no thread sits between the two:
 - texts queued during one turn of the loop leave together, in one message;
-- the child's answers arrive through `data_received`, framed as multiprocessing.Connection frames
-  them, which is what the child reads and writes.
+- the child's answers arrive through `data_received`, split into messages by wire.py, which
+  describes what goes through the pipe.
 No thread has to win the GIL from a busy event loop to move a message. (Measured at one client,
 against nlp() called in the same process: ~1 ms a request, as with the reader and writer threads
 this replaced, under uvloop and asyncio alike.)
@@ -16,58 +16,19 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing
-import pickle
 import socket
-import struct
 import threading
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 import structlog
 
 from saas.errors import AppError, Overloaded
-from saas.nlp import worker
+from saas.nlp import wire, worker
 
 log = structlog.get_logger(__name__)
 
 _SPAWN = multiprocessing.get_context("spawn")  # forking a threaded server process is unsafe
-_SIZE = struct.Struct("!i")  # multiprocessing.Connection's frame header...
-_LARGE_SIZE = struct.Struct("!Q")  # ...and the one after a -1 header, for frames over 2 GiB
-
-
-def frame(payload: bytes) -> bytes:
-    if len(payload) > 0x7FFFFFFF:
-        return _SIZE.pack(-1) + _LARGE_SIZE.pack(len(payload)) + payload
-    return _SIZE.pack(len(payload)) + payload
-
-
-class _FrameProtocol(asyncio.Protocol):
-    """Splits the child's byte stream into messages."""
-
-    def __init__(self, on_message: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
-        self.on_message = on_message
-        self.on_lost = on_lost
-        self.buffer = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= _SIZE.size:
-            (size,) = _SIZE.unpack_from(self.buffer)
-            header = _SIZE.size
-            if size == -1:
-                if len(self.buffer) < _SIZE.size + _LARGE_SIZE.size:
-                    return
-                (size,) = _LARGE_SIZE.unpack_from(self.buffer, _SIZE.size)
-                header += _LARGE_SIZE.size
-            if len(self.buffer) < header + size:
-                return
-            message = bytes(self.buffer[header : header + size])
-            del self.buffer[: header + size]
-            self.on_message(message)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.on_lost()
 
 
 class _Child:
@@ -95,28 +56,28 @@ class _Child:
             child_conn.close()
         self.sock = parent_sock
         self.transport: asyncio.Transport | None = None
-        self.outbox: list[worker.Request] = []
+        self.outbox: list[wire.TextRequest] = []
         self.ready: asyncio.Future[dict[str, Any]] = engine.loop.create_future()
         self.alive = True
 
     async def connect(self) -> None:
         self.transport, _ = await self.engine.loop.create_unix_connection(
-            lambda: _FrameProtocol(self._received, self._lost), sock=self.sock
+            lambda: wire.FrameProtocol(self._received, self._lost), sock=self.sock
         )
 
-    def _received(self, message: bytes) -> None:
-        kind, body = pickle.loads(message)
-        if kind == "ready":
-            _set_result(self.ready, body)
+    def _received(self, data: bytes) -> None:
+        message = wire.decode_child_message(data)
+        if isinstance(message, wire.Ready):
+            _set_result(self.ready, message.models_meta)
         else:
-            self.engine._deliver(body)
+            self.engine._deliver(message.items)
 
     def _lost(self) -> None:
         if self.alive:  # not hung up by us: the child died
             self.alive = False
             self.engine._child_exited(self)
 
-    def send(self, items: list[worker.Request]) -> None:
+    def send(self, items: list[wire.TextRequest]) -> None:
         # Everything queued during this turn of the event loop leaves in one message.
         if not self.outbox:
             self.engine.loop.call_soon(self._flush)
@@ -125,7 +86,8 @@ class _Child:
     def _flush(self) -> None:
         items, self.outbox = self.outbox, []
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(pickle.dumps(items)))
+            self.transport.write(wire.frame(wire.encode(wire.Requests(items))))
+            self.engine.texts_sent += len(items)
 
     def close(self, timeout: float = 5.0) -> None:
         """Blocking (joins the process): call it in a thread once the transport is closed."""
@@ -168,10 +130,13 @@ class Engine:
         self.start_timeout = start_timeout
         self.meta: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count()
-        self._futures: dict[int, asyncio.Future[tuple[bool, bytes | str]]] = {}
+        self._futures: dict[int, asyncio.Future[wire.TextResult]] = {}
         self._child: _Child | None = None
         self._closing = False
-        # Batches answered and texts in them: their ratio is the mean micro-batch size.
+        self._restart_task: asyncio.Task[None] | None = None
+        # Texts written to the inference process, batches answered and the texts in them (the
+        # last two's ratio is the mean micro-batch size).
+        self.texts_sent = 0
         self.batches_done = 0
         self.texts_done = 0
         self.loop: asyncio.AbstractEventLoop
@@ -210,6 +175,11 @@ class Engine:
 
     async def stop(self) -> None:
         self._closing = True
+        restart, self._restart_task = self._restart_task, None
+        if restart is not None:
+            # A replacement still loading its models: _start_child's cleanup ends its process.
+            restart.cancel()
+            await asyncio.wait([restart])  # not `await restart`: that would re-raise the cancel
         child, self._child = self._child, None
         if child is not None:
             child.hang_up()
@@ -237,7 +207,7 @@ class Engine:
         futures = [self.loop.create_future() for _ in texts]
         self._futures.update(zip(request_ids, futures, strict=True))
         items = zip(request_ids, texts, strict=True)
-        child.send([(request_id, model, task, text, options) for request_id, text in items])
+        child.send([wire.TextRequest(rid, model, task, text, options) for rid, text in items])
         try:
             # return_exceptions: when the child dies every future fails, and all must be read.
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -248,21 +218,20 @@ class Engine:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-            ok, payload = result
-            if not ok:
-                log.error("inference_failed", model=model, task=task, error=payload)
+            if not result.ok:
+                log.error("inference_failed", model=model, task=task, error=result.payload)
                 raise AppError("The text could not be processed.", status_code=500)
-            assert isinstance(payload, bytes)
-            payloads.append(payload)
+            assert isinstance(result.payload, bytes)
+            payloads.append(result.payload)
         return payloads
 
-    def _deliver(self, results: list[worker.Result]) -> None:
+    def _deliver(self, results: list[wire.TextResult]) -> None:
         self.batches_done += 1
         self.texts_done += len(results)
-        for request_id, ok, payload in results:
-            future = self._futures.get(request_id)
+        for result in results:
+            future = self._futures.get(result.request_id)
             if future is not None and not future.done():
-                future.set_result((ok, payload))
+                future.set_result(result)
 
     def _fail_all(self, detail: str) -> None:
         for future in self._futures.values():
@@ -283,4 +252,4 @@ class Engine:
         self._fail_all("The NLP engine restarted; retry shortly.")
         child.hang_up()
         threading.Thread(target=child.close, daemon=True).start()
-        self._restart_task = asyncio.ensure_future(self._restart())
+        self._restart_task = self.loop.create_task(self._restart())

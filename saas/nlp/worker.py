@@ -2,17 +2,14 @@
 
 It runs apart from the server process so that spaCy and the event loop do not fight for one GIL
 (measured: a thread reached 0.82x offline nlp.pipe throughput, a child process 0.97x).
-Messages are pickled tuples between two processes of ours:
-  parent -> child: list of (request_id, model, task, text, options)
-  child -> parent: ("ready", {model: meta}) once, then ("results", [(request_id, ok, payload)])
-where payload is the JSON answer as bytes (ok) or an error message (not ok).
+What goes through its pipe, and how, is wire.py.
 """
 
-import pickle
 import signal
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -21,10 +18,8 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
+from saas.nlp import wire
 from saas.nlp.tasks import TASKS, serialize, skipped_components
-
-Request = tuple[int, str, str, str, dict[str, Any] | None]
-Result = tuple[int, bool, bytes | str]
 
 
 def load_models(models: dict[str, str]) -> dict[str, Language]:
@@ -41,42 +36,54 @@ def model_meta(public_name: str, nlp: Language) -> dict[str, Any]:
     }
 
 
-def annotate(nlp: Language, task: str, texts: list[str], options: list[Any]) -> list[bytes]:
-    """One nlp.pipe call over the batch; memory_zone frees the strings each batch adds to the
-    vocabulary, so a long-running worker's memory does not grow with the variety of its input."""
-    disable = skipped_components(task, nlp.pipe_names)
+@contextmanager
+def pipeline_docs(nlp: Language, disable: list[str], texts: list[str]) -> Iterator[Iterable[Doc]]:
+    """The docs of one batch without the `disable`d components, valid inside the block only:
+    memory_zone frees the strings each batch adds to the vocabulary, so a long-running worker's
+    memory does not grow with the variety of its input."""
     with nlp.memory_zone():
         if len(texts) == 1:  # a lone client: nlp() skips pipe()'s batching, ~1 ms a text
-            docs: Iterable[Doc] = [nlp(texts[0], disable=disable)]
+            yield [nlp(texts[0], disable=disable)]
         else:
-            docs = nlp.pipe(texts, disable=disable, batch_size=len(texts))
+            yield nlp.pipe(texts, disable=disable, batch_size=len(texts))
+
+
+def annotate(nlp: Language, task: str, texts: list[str], options: list[Any]) -> list[bytes]:
+    """One task's JSON answers for a batch, computed with only the components it needs."""
+    with pipeline_docs(nlp, skipped_components(task, nlp.pipe_names), texts) as docs:
         return [
             orjson.dumps(serialize(task, doc, opt)) for doc, opt in zip(docs, options, strict=True)
         ]
 
 
-def run_batch(nlps: dict[str, Language], batch: list[Request]) -> list[Result]:
-    groups: dict[tuple[str, str], list[Request]] = defaultdict(list)
+def run_batch(nlps: dict[str, Language], batch: list[wire.TextRequest]) -> list[wire.TextResult]:
+    groups: dict[tuple[str, str], list[wire.TextRequest]] = defaultdict(list)
     for request in batch:
-        groups[(request[1], request[2])].append(request)
-    results: list[Result] = []
+        groups[(request.model, request.task)].append(request)
+    results: list[wire.TextResult] = []
     for (model, task), requests in groups.items():
         nlp = nlps.get(model)
         if nlp is None or task not in TASKS:
-            results.extend((r[0], False, f"unknown model or task {model}/{task}") for r in requests)
+            error = f"unknown model or task {model}/{task}"
+            results.extend(wire.TextResult(r.request_id, False, error) for r in requests)
             continue
-        texts = [r[3] for r in requests]
-        options = [r[4] for r in requests]
+        texts = [r.text for r in requests]
+        options = [r.options for r in requests]
         try:
             payloads = annotate(nlp, task, texts, options)
-            results.extend((r[0], True, p) for r, p in zip(requests, payloads, strict=True))
+            results.extend(
+                wire.TextResult(r.request_id, True, p)
+                for r, p in zip(requests, payloads, strict=True)
+            )
         except Exception:
             # Isolate the text that broke the batch so the others still get their answers.
             for r in requests:
                 try:
-                    results.append((r[0], True, annotate(nlp, task, [r[3]], [r[4]])[0]))
+                    (payload,) = annotate(nlp, task, [r.text], [r.options])
+                    results.append(wire.TextResult(r.request_id, True, payload))
                 except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs it
-                    results.append((r[0], False, f"{type(exc).__name__}: {exc}"))
+                    error = f"{type(exc).__name__}: {exc}"
+                    results.append(wire.TextResult(r.request_id, False, error))
     return results
 
 
@@ -99,14 +106,14 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.wait_fraction = wait_fraction
-        self.waiting: deque[Request] = deque()
+        self.waiting: deque[wire.TextRequest] = deque()
         self.last_size = 0
         self.last_seconds = 0.0
 
     def _receive(self) -> None:
-        self.waiting.extend(pickle.loads(self.conn.recv_bytes()))
+        self.waiting.extend(wire.decode_requests(self.conn.recv_bytes()).items)
 
-    def next_batch(self) -> list[Request]:
+    def next_batch(self) -> list[wire.TextRequest]:
         """Blocks until there is work; raises EOFError or OSError when the parent is gone."""
         if not self.waiting:
             self._receive()
@@ -138,7 +145,10 @@ def serve(
     # Ctrl+C reaches the whole process group; the parent shuts us down by closing the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     nlps = load_models(models)
-    conn.send_bytes(pickle.dumps(("ready", {n: model_meta(n, nlp) for n, nlp in nlps.items()})))
+    try:
+        conn.send_bytes(wire.encode(wire.Ready({n: model_meta(n, nlp) for n, nlp in nlps.items()})))
+    except (BrokenPipeError, OSError):  # stopped while loading: the parent has hung up
+        return
     batcher = Batcher(conn, max_batch, max_wait, wait_fraction)
     while True:
         try:
@@ -149,6 +159,6 @@ def serve(
         results = run_batch(nlps, batch)
         batcher.done(len(batch), time.perf_counter() - started)
         try:
-            conn.send_bytes(pickle.dumps(("results", results)))
+            conn.send_bytes(wire.encode(wire.Results(results)))
         except (BrokenPipeError, OSError):
             return

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 
@@ -16,6 +17,15 @@ TEXT = "Angela Merkel met Emmanuel Macron in Berlin."
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Waits for the engine to reach a state, instead of sleeping for a guessed time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"not reached in {timeout} s"
+        await asyncio.sleep(0.01)
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer():
@@ -95,13 +105,10 @@ def test_a_killed_inference_process_is_replaced():
             pending = [
                 asyncio.ensure_future(engine.run(MODEL, "entities", TEXT * 50)) for _ in range(50)
             ]
-            await asyncio.sleep(0.05)
+            await until(lambda: engine.texts_sent == 50)  # killed with the texts in its pipe
             os.kill(engine._child.process.pid, signal.SIGKILL)
             outcomes = await asyncio.gather(*pending, return_exceptions=True)
-            for _ in range(600):  # wait for the replacement to load its model
-                if engine.ready:
-                    break
-                await asyncio.sleep(0.1)
+            await until(lambda: engine.ready)  # the replacement has loaded its model
             return outcomes, await engine.run(MODEL, "entities", TEXT)
         finally:
             await engine.stop()
@@ -110,6 +117,28 @@ def test_a_killed_inference_process_is_replaced():
     assert all(isinstance(o, bytes | Overloaded) for o in outcomes)
     assert any(isinstance(o, Overloaded) for o in outcomes)
     assert b"Merkel" in after
+
+
+def test_stop_ends_a_replacement_still_loading() -> None:
+    async def scenario() -> tuple[set[asyncio.Task[object]], bool, int | None]:
+        engine = Engine(MODELS)
+        await engine.start()
+        first = engine._child
+        assert first is not None
+        try:
+            os.kill(first.process.pid, signal.SIGKILL)
+            # The death is noticed and a replacement is loading its model (for about a second).
+            await until(lambda: engine._child not in (None, first))
+            replacement = engine._child
+            assert replacement is not None and not replacement.ready.done()
+        finally:
+            await engine.stop()
+        left = asyncio.all_tasks() - {asyncio.current_task()}
+        return left, engine._child is None, replacement.process.exitcode
+
+    left, no_child, exitcode = run(scenario())
+    assert not left  # the restart task was cancelled and awaited, not left loading
+    assert no_child and exitcode is not None
 
 
 def test_start_fails_fast_when_a_model_cannot_load():
