@@ -31,7 +31,7 @@ def model_meta(public_name: str, nlp: Language) -> dict[str, Any]:
         "name": public_name,
         "lang": nlp.lang,
         "version": nlp.meta.get("version", ""),
-        "spacy_version": spacy.__version__,
+        "spacy_version": spacy.about.__version__,
         "pipeline": list(nlp.pipe_names),
     }
 
