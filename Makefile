@@ -22,7 +22,8 @@ run: $(STAMP)
 	$(BIN)/saas bootstrap
 	$(BIN)/saas serve --host $(HOST) --port $(PORT)
 
-## The whole suite, against PostgreSQL + Redis (127.0.0.1) and the embedded SQLite default.
+## The whole suite, against PostgreSQL + Redis and the embedded SQLite default. The servers are
+## SAAS_TEST_POSTGRES_URL / SAAS_TEST_REDIS_URL, else private ones the run starts (README, Tests).
 test: $(STAMP)
 	$(BIN)/ruff check saas tests alembic bench
 	$(BIN)/pytest
