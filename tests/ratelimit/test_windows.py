@@ -17,7 +17,7 @@ from saas.ratelimit.windows import (
     parse_windows,
     seconds_to_month_end,
 )
-from tests.conftest import REDIS_URL
+from tests.conftest import redis_url
 
 
 def test_parse_windows_shortest_first():
@@ -135,7 +135,7 @@ def test_redis_window_slides_the_same():
     prefix = f"test-slide-{uuid.uuid4().hex[:8]}"
 
     async def scenario() -> list[tuple[str, float]]:
-        client = aioredis.Redis.from_url(REDIS_URL)
+        client = aioredis.Redis.from_url(redis_url())
         limiter = RedisLimiter(client, prefix=prefix)
 
         async def advance(seconds: float) -> None:

@@ -1,0 +1,383 @@
+"""The PostgreSQL and Redis servers the suite runs against, and the process helpers the tests
+use to start servers of their own.
+
+`SessionServers` gives the URL named by `SAAS_TEST_POSTGRES_URL` / `SAAS_TEST_REDIS_URL` when
+set; otherwise it starts a private server from the installed binaries (in a temporary directory,
+on a free loopback port) on first use, and `stop()` ends it. It never touches a server it did not
+start."""
+
+import atexit
+import ctypes
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+import redis
+
+STARTUP_TIMEOUT = 60.0  # seconds; initdb + start take ~2 s here
+
+
+class ServerUnavailable(RuntimeError):
+    """A private server could not be started (missing binaries, failed start)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A server in a process group of its own, so its workers and inference processes can be
+    found and ended together."""
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def group_alive(process: subprocess.Popen[bytes]) -> bool:
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], timeout: float = 30, sig: int = signal.SIGTERM
+) -> None:
+    """`sig` to the whole group (graceful), then SIGKILL whatever is left."""
+    if group_alive(process):
+        os.killpg(process.pid, sig)
+        deadline = time.monotonic() + timeout
+        while group_alive(process) and time.monotonic() < deadline:
+            process.poll()  # reap the leader when it exits: a zombie still counts in the group
+            time.sleep(0.1)
+        if group_alive(process):
+            os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(10)
+
+
+def _die_with_parent(sig: int) -> Callable[[], None] | None:
+    """A preexec function asking Linux to send `sig` to the child when pytest dies (even by
+    SIGKILL), so no private server outlives the run. Linux ties it to the thread that started
+    the child: servers are started from pytest's main thread. It runs after Popen's uid change,
+    which would otherwise clear it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
+    pr_set_pdeathsig = 1
+
+    def _set() -> None:
+        prctl(pr_set_pdeathsig, sig)
+
+    return _set
+
+
+WORKDIR_PREFIX = "saas-test-"
+OWNER_FILE = "owner.pid"
+
+
+def make_workdir(kind: str) -> Path:
+    """A temporary directory for a private server, marked with the pid of this run."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{kind}-"))
+    (workdir / OWNER_FILE).write_text(str(os.getpid()))
+    return workdir
+
+
+def remove_stale_workdirs() -> None:
+    """Directories left by runs that were SIGKILLed (their servers died with them, the files
+    stayed): removed when the run that made them is gone, never while it lives."""
+    for workdir in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            owner = int((workdir / OWNER_FILE).read_text())
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(workdir, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # alive (PermissionError), being made, or not ours: leave it
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class RedisServer:
+    """A Redis of the run's or a test's own on a free port, which a test may stop and start again
+    (never the machine's shared one)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerUnavailable(
+                "redis-server not found on PATH: install the Debian package `redis-server`, "
+                "or set SAAS_TEST_REDIS_URL to a running Redis"
+            )
+        log = self.workdir / f"redis-{self.port}.log"
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+                + ["--appendonly", "no", "--dir", str(self.workdir)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
+            )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise ServerUnavailable(f"redis-server exited at start:\n{_log_tail(log)}")
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerUnavailable(f"redis-server did not answer PING:\n{_log_tail(log)}")
+                time.sleep(0.02)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
+            self.process = None
+
+
+def postgres_bindir() -> Path:
+    """The directory holding initdb and postgres: on PATH on most systems; on Debian in
+    /usr/lib/postgresql/<version>/bin (not on PATH), found by pg_config or, without libpq-dev,
+    by looking there (newest version first)."""
+    candidates: list[Path] = []
+    if initdb := shutil.which("initdb"):
+        candidates.append(Path(initdb).resolve().parent)
+    if pg_config := shutil.which("pg_config"):
+        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if result.returncode == 0 and result.stdout.strip():
+            candidates.append(Path(result.stdout.strip()))
+    debian = Path("/usr/lib/postgresql").glob("*/bin")
+    candidates += sorted(
+        debian,
+        key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()],
+        reverse=True,
+    )
+    for directory in candidates:
+        if (directory / "initdb").is_file() and (directory / "postgres").is_file():
+            return directory
+    raise ServerUnavailable(
+        "PostgreSQL server binaries (initdb, postgres) not found on PATH, via pg_config or in "
+        "/usr/lib/postgresql/*/bin: install the Debian package `postgresql`, "
+        "or set SAAS_TEST_POSTGRES_URL to a running server"
+    )
+
+
+def _unprivileged_user() -> dict[str, Any]:
+    """Popen arguments that run PostgreSQL as the `postgres` system user when we are root:
+    initdb and postgres refuse to run as root."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:
+        raise ServerUnavailable(
+            "running as root, and PostgreSQL refuses to: the `postgres` system user (made by "
+            "the Debian package `postgresql`) is needed to run the private test cluster"
+        ) from None
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster: trust auth, 127.0.0.1 only on a free port, socket in its
+    temporary directory, fsync off; database `test`."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.workdir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/test"
+
+    def start(self) -> None:
+        bindir = postgres_bindir()
+        as_user = _unprivileged_user()
+        self.workdir = make_workdir("postgres")
+        try:
+            if as_user:
+                os.chown(self.workdir, as_user["user"], as_user["group"])
+            data = self.workdir / "data"
+            initdb = subprocess.run(
+                [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
+                + ["-E", "UTF8", "--no-locale", "--no-sync"],
+                cwd=self.workdir,
+                capture_output=True,
+                text=True,
+                **as_user,
+            )
+            if initdb.returncode != 0:
+                raise ServerUnavailable(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
+            self.port = free_port()
+            log = self.workdir / "postgres.log"
+            with log.open("ab") as output:
+                self.process = subprocess.Popen(
+                    [str(bindir / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1"]
+                    + ["-c", f"port={self.port}", "-c", f"unix_socket_directories={self.workdir}"]
+                    + ["-c", "fsync=off"],
+                    cwd=self.workdir,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients.
+                    preexec_fn=_die_with_parent(signal.SIGINT),
+                    **as_user,
+                )
+            self._create_database(log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create_database(self, log: Path) -> None:
+        """Wait until a connection succeeds, then create the `test` database."""
+        assert self.process is not None
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise ServerUnavailable(f"postgres exited at start:\n{_log_tail(log)}")
+            try:
+                with psycopg.connect(
+                    host="127.0.0.1",
+                    port=self.port,
+                    user="postgres",
+                    dbname="postgres",
+                    connect_timeout=2,
+                    autocommit=True,
+                ) as connection:
+                    connection.execute("CREATE DATABASE test")
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise ServerUnavailable(
+                        f"postgres did not accept connections:\n{_log_tail(log)}"
+                    ) from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, sig=signal.SIGINT)
+            self.process = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+class SessionServers:
+    """The run's PostgreSQL and Redis: each one named by its environment variable, else a private
+    one started on first use (once per run). `stop()` ends only the private ones."""
+
+    def __init__(self) -> None:
+        self._postgres: PostgresServer | None = None
+        self._redis: RedisServer | None = None
+        self._redis_dir: Path | None = None
+        self._failed: dict[str, str] = {}  # a failed start is not tried again for every test
+        self._sigterm_installed = False
+        self._previous_sigterm: Any = None
+        self._cleaned = False
+        atexit.register(self.stop)  # a second line of defence behind pytest_unconfigure
+
+    def postgres_url(self) -> str:
+        if url := os.environ.get("SAAS_TEST_POSTGRES_URL"):
+            return url
+        if self._postgres is None:
+            self._before_start("postgres")
+            server = PostgresServer()
+            self._start("postgres", server.start)
+            self._postgres = server
+        return self._postgres.url
+
+    def redis_url(self) -> str:
+        if url := os.environ.get("SAAS_TEST_REDIS_URL"):
+            return url
+        if self._redis is None:
+            self._before_start("redis")
+            self._redis_dir = make_workdir("redis")
+            server = RedisServer(self._redis_dir)
+            self._start("redis", server.start)
+            self._redis = server
+        return self._redis.url
+
+    def _before_start(self, name: str) -> None:
+        if name in self._failed:
+            raise ServerUnavailable(self._failed[name])
+        if not self._cleaned:
+            remove_stale_workdirs()
+            self._cleaned = True
+        self._interrupt_on_sigterm()
+
+    def _start(self, name: str, start: Callable[[], None]) -> None:
+        try:
+            start()
+        except ServerUnavailable as error:
+            self._failed[name] = str(error)
+            raise
+
+    def _interrupt_on_sigterm(self) -> None:
+        """SIGTERM (a CI timeout, say) kills Python without cleanup; as KeyboardInterrupt it
+        lets pytest tear down and stop the servers, as Ctrl-C does. Only Python's default
+        handler is replaced, and only from the main thread (the only one that may)."""
+        if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous != signal.SIG_DFL:
+            return
+
+        def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+            raise KeyboardInterrupt("SIGTERM")
+
+        signal.signal(signal.SIGTERM, _interrupt)
+        self._previous_sigterm = previous
+        self._sigterm_installed = True
+
+    def stop(self) -> None:
+        if self._postgres is not None:
+            self._postgres.stop()
+            self._postgres = None
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
+        if self._redis_dir is not None:
+            shutil.rmtree(self._redis_dir, ignore_errors=True)
+            self._redis_dir = None
+        if self._sigterm_installed and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._sigterm_installed = False
