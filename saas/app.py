@@ -1,17 +1,21 @@
 """create_app(): lifespan (database, Redis, models), middleware order, error handlers, routers."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+import structlog
 from fastapi import FastAPI
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy import Engine as DatabaseEngine
+from sqlmodel import Session
 
 from saas import health
 from saas.accounts import routes as admin_routes
+from saas.accounts import service as accounts_service
 from saas.audit import routes as audit_routes
 from saas.config import Settings, get_settings
 from saas.db import make_engine
@@ -35,6 +39,7 @@ from saas.usage.recorder import UsageRecorder
 from saas.usage.service import month_billable_units
 
 REDIS_POOL_SIZE = 16
+log = structlog.get_logger(__name__)
 
 
 def connect_redis(settings: Settings) -> aioredis.Redis:
@@ -55,6 +60,21 @@ def connect_redis(settings: Settings) -> aioredis.Redis:
         health_check_interval=30,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+async def warn_about_plans(engine: DatabaseEngine, known_models: Collection[str]) -> None:
+    """Log plans that name models this deployment does not run (best effort: a database that
+    is down must not keep the server from starting; readiness reports it)."""
+
+    def check() -> dict[str, list[str]]:
+        with Session(engine) as session:
+            return accounts_service.plans_naming_unknown_models(session, known_models)
+
+    try:
+        for plan, models in (await asyncio.to_thread(check)).items():
+            log.warning("plan_names_unknown_models", plan=plan, models=models)
+    except Exception as exc:  # noqa: BLE001
+        log.error("plan_check_failed", error=type(exc).__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -114,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         authenticator.start()
         recorder.start()
         await alerts.resume()
+        await warn_about_plans(db_engine, settings.models)
         try:
             yield
         finally:
@@ -142,26 +163,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.invalidator = invalidator
     app.state.alerts = alerts
     install_error_handlers(app)
-    app.include_router(health.router)
-    # Customer routers (/v1): included here and handed to Endpoints from this one list, so no
-    # customer route can be served without its Metering.
-    customer_routers = [
+    # Every router, in one list: Endpoints takes the customer routes (/v1) from the same list
+    # the app serves, so no customer route can be served without its Metering.
+    routers = [
+        health.router,
         nlp_routes.router,
         usage_routes.customer_router,
         key_routes.customer_router,
-    ]
-    for router in customer_routers:
-        app.include_router(router)
-    endpoints = Endpoints(
-        customer_routers, [nlp_routes.METERING, key_routes.METERING, usage_routes.METERING]
-    )
-    for router in (
         admin_routes.router,
         usage_routes.admin_router,
         key_routes.admin_router,
         audit_routes.router,
-    ):
+    ]
+    for router in routers:
         app.include_router(router)
+    endpoints = Endpoints(
+        routers,
+        [nlp_routes.METERING, key_routes.METERING, usage_routes.METERING],
+        models=settings.models,
+    )
 
     # Added innermost first. Request order: request context -> body limit -> authentication ->
     # usage metering (it must see the admission step's rejections too) -> admission -> routes.

@@ -2,7 +2,7 @@
 
 Idempotent: what exists is reused, and a key is printed only when it is created (it is never
 stored in plaintext, so it cannot be shown again). Writes go through the same service functions
-as the admin API and the CLI, so they are audited (via "system")."""
+as the admin API and the CLI, so they are audited, with the actor who ran it."""
 
 from collections.abc import Collection
 
@@ -16,7 +16,6 @@ from saas.keys import service as keys
 from saas.keys.models import ApiKey
 from saas.principal import ADMIN_SCOPE, Actor
 
-BOOTSTRAP = Actor(via="system", name="bootstrap")
 DEFAULT_PLANS = (
     PlanCreate(
         name="free",
@@ -31,10 +30,12 @@ ADMIN_ACCOUNT = AccountCreate(name="admin", email="admin@example.com", plan="int
 DEMO_ACCOUNT = AccountCreate(name="demo", email="demo@example.com", plan="free")
 
 
-def _ensure_account_with_key(session: Session, data: AccountCreate, scopes: tuple[str, ...]) -> str:
+def _ensure_account_with_key(
+    session: Session, data: AccountCreate, scopes: tuple[str, ...], actor: Actor
+) -> str:
     account = session.exec(select(Account).where(Account.name == data.name)).first()
     if account is None:
-        account = accounts.create_account(session=session, data=data, actor=BOOTSTRAP)
+        account = accounts.create_account(session=session, data=data, actor=actor)
     assert account.id is not None
     now = utcnow()
     existing = [
@@ -46,12 +47,12 @@ def _ensure_account_with_key(session: Session, data: AccountCreate, scopes: tupl
         prefix, name = existing[0].prefix, data.name
         return f"{name} key exists ({prefix}...); create another with: saas keys create {name}"
     _, plaintext = keys.create_key(
-        session=session, account_id=account.id, actor=BOOTSTRAP, name="bootstrap", scopes=scopes
+        session=session, account_id=account.id, actor=actor, name="bootstrap", scopes=scopes
     )
     return f"{data.name} key (shown once, store it now): {plaintext}"
 
 
-def ensure_defaults(session: Session, known_models: Collection[str]) -> list[str]:
+def ensure_defaults(session: Session, known_models: Collection[str], actor: Actor) -> list[str]:
     existing = {plan.name for plan in accounts.list_plans(session)}
     for plan in DEFAULT_PLANS:
         if plan.name not in existing:
@@ -60,10 +61,10 @@ def ensure_defaults(session: Session, known_models: Collection[str]) -> list[str
             accounts.create_plan(
                 session=session,
                 data=plan.model_copy(update={"models": models}),
-                actor=BOOTSTRAP,
+                actor=actor,
                 known_models=known_models,
             )
     return [
-        _ensure_account_with_key(session, ADMIN_ACCOUNT, (ADMIN_SCOPE,)),
-        _ensure_account_with_key(session, DEMO_ACCOUNT, ()),
+        _ensure_account_with_key(session, ADMIN_ACCOUNT, (ADMIN_SCOPE,), actor),
+        _ensure_account_with_key(session, DEMO_ACCOUNT, (), actor),
     ]

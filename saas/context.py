@@ -49,10 +49,9 @@ UNROUTED = Metering("other")
 @dataclass(slots=True)
 class RequestContext:
     request_id: str
-    path: str  # below SAAS_ROOT_PATH
     area: Area
     metering: Metering = UNROUTED
-    model: str | None = None  # set by the route once the model is known to be served
+    model: str | None = None  # a model the service runs, named by the URL or chosen by the route
     principal: Principal | None = None
     cost: int = 1  # units admission charged: 1, or the number of texts of a batch
     chars: int = 0  # characters the route analysed

@@ -27,7 +27,11 @@ def normalize_database_url(url: str) -> str:
 def make_engine(url: str) -> Engine:
     url = normalize_database_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,  # errors would otherwise quote key hashes and webhook secrets
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -40,7 +44,12 @@ def make_engine(url: str) -> Engine:
         return engine
     # A short connect timeout: a request waiting on an unreachable database should fail fast.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 3}
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args={"connect_timeout": 3},
+        hide_parameters=True,  # errors would otherwise quote key hashes and webhook secrets
     )
 
 

@@ -63,6 +63,13 @@ class Overloaded(AppError):
 CONFLICTING_WRITE = "The change conflicts with one made at the same time; read and retry."
 
 
+def is_unique_violation(exc: IntegrityError) -> bool:
+    """PostgreSQL's SQLSTATE 23505, or SQLite's message for the same."""
+    if getattr(exc.orig, "sqlstate", None) == "23505":
+        return True
+    return "UNIQUE constraint failed" in str(exc.orig)
+
+
 def json_error(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps({"detail": detail}),
@@ -100,9 +107,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return json_error(422, describe_errors(exc.errors()))
 
     @app.exception_handler(IntegrityError)
-    async def _integrity_error(_: Request, exc: IntegrityError) -> Response:
-        # Two writes raced past a service's uniqueness check; the database kept one.
-        return json_error(409, CONFLICTING_WRITE)
+    async def _integrity_error(request: Request, exc: IntegrityError) -> Response:
+        if is_unique_violation(exc):
+            # Two writes raced past a service's uniqueness check; the database kept one.
+            return json_error(409, CONFLICTING_WRITE)
+        log.exception("unhandled_error", path=request.url.path)  # any other constraint: a bug
+        return json_error(500, "Internal server error.")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:

@@ -11,6 +11,7 @@ import hmac
 import secrets
 import string
 import zlib
+from urllib.parse import urlsplit
 
 KEY_PREFIX = "sk_live_"
 RANDOM_CHARS = 30
@@ -56,3 +57,10 @@ def hash_key(key: str) -> str:
 
 def display_prefix(key: str) -> str:
     return key[: len(KEY_PREFIX) + DISPLAY_CHARS]
+
+
+def display_url(url: str) -> str:
+    """Scheme and host only: many webhook URLs carry their own credential in the path or query
+    (Slack's, Discord's), so listings and the audit log never show the rest."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"

@@ -1,6 +1,7 @@
 """Migrations are the only way tables are made: they run on both databases, match the models,
 and go down and up again cleanly."""
 
+import json
 import uuid
 
 import pytest
@@ -107,5 +108,32 @@ def test_entries_before_0005_keep_their_actor(empty_database):  # type: ignore[n
             key_columns = {c["name"] for c in inspect(connection).get_columns("api_keys")}
         assert [tuple(row) for row in rows] == [(7, "api"), (None, "cli")]
         assert "rolled_at" in key_columns
+    finally:
+        engine.dispose()
+
+
+def test_plans_for_all_models_made_before_0005_mean_all(empty_database):  # type: ignore[no-untyped-def]
+    """`saas plans create --models all` used to store a plan whose only model was "all"."""
+    url = empty_database
+    upgrade(url, "0004")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            for name, models in (("everything", '["all"]'), ("english", '["en_core_web_sm"]')):
+                connection.execute(
+                    text(
+                        "INSERT INTO plans (name, rate_limit, max_text_chars,"
+                        " price_cents_per_month, price_cents_per_1000_requests, created_at,"
+                        f" max_keys, max_batch_texts, models) VALUES ('{name}', '60/minute',"
+                        f" 1000, 0, 0, CURRENT_TIMESTAMP, 10, 32, '{models}')"
+                    )
+                )
+        upgrade(url, "0005")
+        with engine.connect() as connection:
+            rows = dict(connection.execute(text("SELECT name, models FROM plans")).all())
+        english = (
+            rows["english"] if isinstance(rows["english"], list) else json.loads(rows["english"])
+        )
+        assert rows["everything"] is None and english == ["en_core_web_sm"]
     finally:
         engine.dispose()

@@ -28,6 +28,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("actor_name", sa.String(length=128), nullable=True))
     # Before this revision only the CLI wrote entries without an acting key.
     op.execute("UPDATE audit_log SET via = 'cli' WHERE actor_key_id IS NULL")
+    with op.batch_alter_table("audit_log") as batch_op:  # the default only filled old rows
+        batch_op.alter_column("via", server_default=None)
+    # `saas plans create --models all` stored a plan whose only model was named "all" (so it
+    # could use none); it meant every model, which is NULL.
+    op.execute("UPDATE plans SET models = NULL WHERE CAST(models AS TEXT) = '[\"all\"]'")
 
 
 def downgrade() -> None:

@@ -9,6 +9,7 @@ from pydantic import AnyHttpUrl, BaseModel, EmailStr, Field, field_validator
 
 from saas.accounts.models import Account, Plan, PlanBase
 from saas.db import as_utc
+from saas.security import display_url
 
 
 class PlanCreate(PlanBase):
@@ -53,9 +54,18 @@ class AccountCreate(BaseModel):
 
 
 class AccountUpdate(BaseModel):
+    """Only the fields sent change; none of them can be null."""
+
     email: EmailStr | None = None
     plan: str | None = None
     status: Literal["active", "suspended"] | None = None
+
+    @field_validator("email", "plan", "status", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
 
 
 class AccountPublic(BaseModel):
@@ -65,8 +75,10 @@ class AccountPublic(BaseModel):
     plan: str
     status: str
     created_at: datetime
-    webhook_url: str | None = Field(
-        description="Where quota alerts go (its secret is never shown)."
+    webhook: str | None = Field(
+        description="Where quota alerts go: scheme and host only (the full URL and its signing"
+        " secret are shown once, when set).",
+        examples=["https://hooks.acme.example/…"],
     )
 
     @classmethod
@@ -79,7 +91,7 @@ class AccountPublic(BaseModel):
             plan=plan.name,
             status=account.status,
             created_at=as_utc(account.created_at),
-            webhook_url=account.webhook_url,
+            webhook=display_url(account.webhook_url) if account.webhook_url else None,
         )
 
 

@@ -16,6 +16,7 @@ from saas.audit import service as audit
 from saas.errors import Conflict, Invalid, NotFound, invalid
 from saas.invalidation import Change, announce
 from saas.principal import Actor
+from saas.security import display_url
 
 
 def check_models(models: list[str] | None, known_models: Collection[str]) -> None:
@@ -31,6 +32,18 @@ def check_models(models: list[str] | None, known_models: Collection[str]) -> Non
 
 
 # Plans
+
+
+def plans_naming_unknown_models(
+    session: Session, known_models: Collection[str]
+) -> dict[str, list[str]]:
+    """Plans that name a model the service does not run (it was removed from SAAS_MODELS):
+    their customers get 403 for it. Plan name -> those models."""
+    return {
+        plan.name: unknown
+        for plan in list_plans(session)
+        if (unknown := sorted(set(plan.models or ()) - set(known_models)))
+    }
 
 
 def get_plan(session: Session, name: str) -> Plan:
@@ -76,6 +89,8 @@ def update_plan(
     it within a second (their cached keys carry the plan)."""
     plan = get_plan(session, name)
     fields = changes.model_dump(exclude_unset=True)
+    if not fields:
+        return plan  # nothing to change: nothing to record or announce
     if "models" in fields:
         check_models(fields["models"], known_models)
     try:
@@ -166,7 +181,9 @@ def update_account(
 ) -> Account:
     """Change plan, e-mail or status (suspend, resume); workers apply it within a second."""
     account = get_account(session, account_id)
-    fields = changes.model_dump(exclude_unset=True, exclude_none=True)
+    fields = changes.model_dump(exclude_unset=True)
+    if not fields:
+        return account  # nothing to change: nothing to record or announce
     before: dict[str, Any] = {}
     if "plan" in fields:
         plan = get_plan(session, fields["plan"])
@@ -196,7 +213,7 @@ def set_webhook(*, session: Session, account_id: int, url: str | None, actor: Ac
     """Point quota alerts at `url` (None removes the webhook). Returns the new signing secret,
     which exists only in this return value's caller's answer: never logged, never listed."""
     account = get_account(session, account_id)
-    before = account.webhook_url
+    before = display_url(account.webhook_url) if account.webhook_url else None
     account.webhook_url = url
     account.webhook_secret = secrets.token_hex(32) if url else None
     session.add(account)
@@ -207,7 +224,10 @@ def set_webhook(*, session: Session, account_id: int, url: str | None, actor: Ac
         action="account.webhook",
         object_type="account",
         object_id=account_id,
-        changes={"before": {"webhook_url": before}, "after": {"webhook_url": url}},
+        changes={
+            "before": {"webhook": before},
+            "after": {"webhook": display_url(url) if url else None},
+        },
     )
     # Cached keys carry whether the account wants alerts.
     announce(session, Change("account", account_id))

@@ -10,7 +10,7 @@ from saas.cli.output import JsonFlag, emit_json, listing
 from saas.cli.session import build, cli_actor, db_session
 
 app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
-COLUMNS = ["id", "name", "email", "plan", "status", "webhook_url", "created_at"]
+COLUMNS = ["id", "name", "email", "plan", "status", "webhook", "created_at"]
 AccountArgument = Annotated[str, typer.Argument(help="Account id or name.")]
 
 

@@ -7,10 +7,10 @@ import typer
 
 from saas.accounts import service as accounts
 from saas.cli.output import JsonFlag, emit_json, listing
-from saas.cli.session import cli_actor, db_session
+from saas.cli.session import build, cli_actor, db_session
 from saas.db import utcnow
 from saas.keys import service
-from saas.keys.schemas import KeyCreated, KeyPublic
+from saas.keys.schemas import KeyCreate, KeyCreated, KeyPublic, KeyRoll
 
 app = typer.Typer(help="API keys.", no_args_is_help=True)
 COLUMNS = ["id", "prefix", "name", "scopes", "status", "expires_at", "last_used_at"]
@@ -39,6 +39,7 @@ def create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a key (audited). The plaintext is printed once, as the last line of stdout."""
+    data = build(KeyCreate, name=name, scopes=scope or [], expires_at=expires_at)
     with db_session() as session:
         owner = accounts.find_account(session, account)
         assert owner.id is not None
@@ -46,11 +47,11 @@ def create(
             session=session,
             account_id=owner.id,
             actor=cli_actor(),
-            name=name,
-            scopes=scope or (),
-            expires_at=expires_at,
+            name=data.name,
+            scopes=data.scopes,
+            expires_at=data.expires_at,
         )
-        created = KeyCreated(**KeyPublic.of(key, utcnow()).model_dump(), key=plaintext)
+        created = KeyCreated.of_new(key, plaintext, utcnow())
         owner_name = owner.name
     headline = f"created key {created.id} ({created.prefix}...) for account {owner_name}"
     print_new_key(created, as_json, headline)
@@ -77,21 +78,22 @@ def revoke(key_id: int, as_json: JsonFlag = False) -> None:
     if as_json:
         emit_json(key)
     else:
-        typer.echo(f"revoked key {key_id}")
+        typer.echo(f"key {key_id} is revoked")
 
 
 @app.command("roll")
 def roll(
     key_id: int,
-    grace_seconds: Annotated[int, typer.Option(min=0)] = 3600,
+    grace_seconds: Annotated[int, typer.Option(help="0 to 2592000 (30 days).")] = 3600,
     as_json: JsonFlag = False,
 ) -> None:
     """A new key at once (audited); the old one works for --grace-seconds more. New key: last
     line."""
+    grace = build(KeyRoll, grace_seconds=grace_seconds).grace_seconds
     with db_session() as session:
         key, plaintext = service.roll_key(
-            session=session, key_id=key_id, grace_seconds=grace_seconds, actor=cli_actor()
+            session=session, key_id=key_id, grace_seconds=grace, actor=cli_actor()
         )
-        created = KeyCreated(**KeyPublic.of(key, utcnow()).model_dump(), key=plaintext)
+        created = KeyCreated.of_new(key, plaintext, utcnow())
     headline = f"key {key_id} stops working in {grace_seconds} s; new key {created.id}"
     print_new_key(created, as_json, headline)

@@ -65,7 +65,7 @@ def create(
         rate_limit=rate_limit,
         monthly_quota=monthly_quota,
         max_text_chars=max_text_chars,
-        models=parse_models(models or "all"),
+        models=parse_models("all" if models is None else models),
         price_cents_per_month=price_cents_per_month,
         price_cents_per_1000_requests=price_cents_per_1000_requests,
         max_keys=max_keys,

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from saas.cli.session import db_session, known_models
+from saas.cli.session import cli_actor, db_session, known_models
 from saas.config import get_settings
 
 
@@ -58,6 +58,6 @@ def bootstrap() -> None:
 
     upgrade(get_settings().database_url)
     with db_session() as session:
-        lines = defaults.ensure_defaults(session, known_models())
+        lines = defaults.ensure_defaults(session, known_models(), cli_actor())
     for line in lines:
         typer.echo(line)

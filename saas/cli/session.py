@@ -8,12 +8,12 @@ from typing import NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from saas.config import get_settings
 from saas.db import make_engine, transaction
-from saas.errors import CONFLICTING_WRITE, AppError, describe_errors
+from saas.errors import CONFLICTING_WRITE, AppError, describe_errors, is_unique_violation
 from saas.invalidation import Change, publish_sync
 from saas.principal import Actor
 
@@ -58,8 +58,13 @@ def db_session() -> Iterator[Session]:
         changes = announced
     except AppError as exc:
         fail(exc.detail)
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
         fail(CONFLICTING_WRITE)
+    except OperationalError as exc:
+        # The database is unreachable or locked; the message names the cause, never a parameter.
+        fail(f"database unavailable ({type(exc.orig).__name__}); nothing was changed")
     finally:
         engine.dispose()
     if changes:

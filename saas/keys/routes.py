@@ -18,7 +18,7 @@ METERING = {name: Metering("keys") for name in ("my_keys", "create_my_key", "rev
 
 
 def created(key: ApiKey, plaintext: str) -> KeyCreated:
-    return KeyCreated(**KeyPublic.of(key, utcnow()).model_dump(), key=plaintext)
+    return KeyCreated.of_new(key, plaintext, utcnow())
 
 
 def public(keys: list[ApiKey]) -> list[KeyPublic]:

@@ -56,6 +56,10 @@ class KeyPublic(BaseModel):
 class KeyCreated(KeyPublic):
     key: str = Field(description="The secret key. Shown this once; only its hash is stored.")
 
+    @classmethod
+    def of_new(cls, key: ApiKey, plaintext: str, now: datetime) -> "KeyCreated":
+        return cls(**KeyPublic.of(key, now).model_dump(), key=plaintext)
+
 
 class KeyRoll(BaseModel):
     grace_seconds: int = Field(

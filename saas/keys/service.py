@@ -17,7 +17,7 @@ from saas.db import as_utc, table_of, utcnow
 from saas.errors import Conflict, Forbidden, Invalid, NotFound
 from saas.invalidation import Change, announce
 from saas.keys.models import ApiKey
-from saas.principal import KNOWN_SCOPES, Actor, Principal
+from saas.principal import KNOWN_SCOPES, Actor, KeyStatus, Principal
 from saas.ratelimit.windows import parse_windows
 
 
@@ -151,6 +151,9 @@ def roll_key(
     key = get_key(session, key_id)
     now = utcnow()
     status = key.status(now)
+    if status is KeyStatus.grace:
+        # Its expiry is now the grace deadline, which a successor must not inherit.
+        raise Conflict(f"Key {key_id} was already rolled; roll its successor instead.")
     if not status.usable:
         raise Conflict(f"Key {key_id} is {status}; create a new key instead of rolling it.")
     new_key, plaintext = _new_key(

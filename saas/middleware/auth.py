@@ -51,8 +51,13 @@ class AuthMiddleware:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         context = context_of(scope)
-        if context is None or context.area is Area.public:
+        if context is None:  # never pass a request it cannot classify
+            raise RuntimeError("RequestContextMiddleware must run before AuthMiddleware")
+        if context.area is Area.public:
             await self.app(scope, receive, send)
             return
 

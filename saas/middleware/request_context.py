@@ -34,8 +34,12 @@ class Endpoints:
     refuses to start instead."""
 
     def __init__(
-        self, routers: Iterable[APIRouter], tables: Iterable[Mapping[str, Metering]]
+        self,
+        routers: Iterable[APIRouter],
+        tables: Iterable[Mapping[str, Metering]],
+        models: Iterable[str] = (),
     ) -> None:
+        self.models = frozenset(models)  # the model names the service runs
         metering: dict[str, Metering] = {}
         for table in tables:
             taken = sorted(set(metering) & set(table))
@@ -56,14 +60,16 @@ class Endpoints:
             )
         self.metering = {route.name: metering[route.name] for route in self.routes}
 
-    def resolve(self, scope: Scope) -> Metering:
-        """What the matching route costs; UNROUTED when no route matches (404, 405), as the
-        router itself will decide."""
+    def resolve(self, scope: Scope) -> tuple[Metering, str | None]:
+        """What the matching route costs (UNROUTED when none matches: 404, 405, as the router
+        will decide), and the model the URL names if the service runs it (usage counts
+        rejections per model too; any other name would be whatever a client typed)."""
         for route in self.routes:
-            match, _ = route.matches(scope)
+            match, child = route.matches(scope)
             if match is Match.FULL:
-                return self.metering[route.name]
-        return UNROUTED
+                model = child.get("path_params", {}).get("model")
+                return self.metering[route.name], model if model in self.models else None
+        return UNROUTED, None
 
 
 class RequestContextMiddleware:
@@ -80,10 +86,9 @@ class RequestContextMiddleware:
             return
         # Our own id, never the client's: it becomes the idempotency key of the usage record.
         request_id = uuid.uuid4().hex
-        path = app_path(scope)
-        context = RequestContext(request_id=request_id, path=path, area=area_of(path))
+        context = RequestContext(request_id=request_id, area=area_of(app_path(scope)))
         if context.area is Area.customer and self.endpoints is not None:
-            context.metering = self.endpoints.resolve(scope)
+            context.metering, context.model = self.endpoints.resolve(scope)
         set_context(scope, context)
         started = time.perf_counter()
         status = 500

@@ -43,6 +43,11 @@ def test_plans_and_accounts_with_audit(client, make_customer):  # type: ignore[n
     assert (
         client.patch(f"/admin/accounts/{account_id}", headers=h, json={"plan": "no-such-plan"})
     ).status_code == 404
+    # Nothing to change: nothing recorded. A field may be left out, never set to null.
+    assert client.patch(f"/admin/plans/{name}", headers=h, json={}).status_code == 200
+    assert client.patch(f"/admin/accounts/{account_id}", headers=h, json={}).status_code == 200
+    null_email = client.patch(f"/admin/accounts/{account_id}", headers=h, json={"email": None})
+    assert null_email.status_code == 422 and "null" in null_email.json()["detail"]
 
     audit = client.get(f"/admin/audit?actor_key_id={admin.key_id}", headers=h).json()
     assert [e["action"] for e in audit] == ["account.create", "plan.update", "plan.create"]
@@ -106,6 +111,9 @@ def test_key_lifecycle(client, make_customer):  # type: ignore[no-untyped-def]
     listed = client.get(f"/admin/accounts/{customer.account_id}/keys", headers=admin.headers)
     old = next(k for k in listed.json() if k["id"] == customer.key_id)
     assert old["status"] == "grace" and old["rolled_at"] is not None
+    # Rolled once is enough: a successor would inherit the grace deadline as its expiry.
+    again = client.post(f"/admin/keys/{customer.key_id}/roll", headers=admin.headers, json={})
+    assert again.status_code == 409 and "successor" in again.json()["detail"]
     # Without a grace period the rolled key stops at once, although every worker had it cached.
     headers = {"X-API-Key": successor["key"]}
     assert (

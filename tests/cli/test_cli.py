@@ -93,7 +93,17 @@ def test_errors_are_clear_and_exit_nonzero(saas):  # type: ignore[no-untyped-def
     assert no_account.returncode == 1 and "not found" in no_account.stderr
     bad_scope = saas("keys", "create", "1", "--scope", "root", ok=False)
     assert bad_scope.returncode == 1
-    assert "Traceback" not in bad_limit.stderr + no_plan.stderr + no_account.stderr
+    # The CLI checks what the admin API checks, with the same messages, never a traceback.
+    long_name = saas("keys", "create", "1", "--name", "x" * 200, ok=False)
+    assert long_name.returncode == 1 and "name" in long_name.stderr
+    huge_grace = saas("keys", "roll", "1", "--grace-seconds", "10000000000000", ok=False)
+    assert huge_grace.returncode == 1 and "grace_seconds" in huge_grace.stderr
+    empty_models = saas(
+        "plans", "create", "x-none", "--rate-limit", "1/second", "--models", "", ok=False
+    )
+    assert empty_models.returncode == 1 and "at least one model" in empty_models.stderr
+    outputs = long_name.stderr + huge_grace.stderr + empty_models.stderr + bad_scope.stderr
+    assert "Traceback" not in bad_limit.stderr + no_plan.stderr + no_account.stderr + outputs
 
 
 def test_bootstrap_on_a_fresh_database_is_idempotent(tmp_path):  # type: ignore[no-untyped-def]

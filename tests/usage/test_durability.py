@@ -23,7 +23,7 @@ def test_failed_usage_write_answers_503_and_bills_nothing(settings, tmp_path):  
     with Session(engine) as session:
         accounts.create_plan(
             session=session,
-            data=PlanCreate(name="q", rate_limit="100/minute", monthly_quota=1),
+            data=PlanCreate(name="q", rate_limit="100/minute", monthly_quota=4),
             actor=TEST_ACTOR,
             known_models=settings.models,
         )
@@ -38,18 +38,22 @@ def test_failed_usage_write_answers_503_and_bills_nothing(settings, tmp_path):  
     with dedicated_client(settings, database_url=url, redis_url=None) as client:
         with engine.begin() as connection:  # the ledger becomes unwritable
             connection.execute(text("ALTER TABLE usage_events RENAME TO usage_events_gone"))
-        response = client.post(ENTITIES, headers={"X-API-Key": key}, json=BODY)
+        headers = {"X-API-Key": key}
+        three = {"texts": ["Paris.", "Rome.", "Oslo."]}
+        response = client.post(ENTITIES, headers=headers, json=BODY)
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
         assert "nothing was billed" in response.json()["detail"]
+        assert client.post(f"{ENTITIES}/batch", headers=headers, json=three).status_code == 503
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE usage_events_gone RENAME TO usage_events"))
-        # The quota reservation was given back: the one request the plan allows still works.
-        assert client.post(ENTITIES, headers={"X-API-Key": key}, json=BODY).status_code == 200
-        assert client.post(ENTITIES, headers={"X-API-Key": key}, json=BODY).status_code == 402
+        # Every reservation was given back, 1 unit and 3: the 4 the plan allows still work.
+        assert client.post(f"{ENTITIES}/batch", headers=headers, json=three).status_code == 200
+        assert client.post(ENTITIES, headers=headers, json=BODY).status_code == 200
+        assert client.post(ENTITIES, headers=headers, json=BODY).status_code == 402
     with Session(engine) as session:
         billed = session.exec(select(UsageEvent).where(UsageEvent.billable.is_(True))).all()
-    assert len(billed) == 1
+    assert sorted(event.units for event in billed) == [1, 3]
     engine.dispose()
 
 
