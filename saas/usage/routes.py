@@ -12,6 +12,7 @@ from saas.db import DbSession
 from saas.deps import CurrentPrincipal
 from saas.errors import Invalid
 from saas.usage import service
+from saas.usage.schemas import Invoices, MonthUsage, UsageSeries
 
 customer_router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["usage"])
 admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"])
@@ -21,7 +22,7 @@ MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 METERING = {"my_usage": Metering("usage")}
 
 
-@customer_router.get("/usage")
+@customer_router.get("/usage", response_model=MonthUsage)
 def my_usage(principal: CurrentPrincipal, session: DbSession) -> dict[str, Any]:
     """This month's billable requests and characters, by endpoint and by day, with the plan's
     limits and the quota that remains. `billable_requests` is the month's total."""
@@ -30,7 +31,7 @@ def my_usage(principal: CurrentPrincipal, session: DbSession) -> dict[str, Any]:
     return service.account_month_usage(session, account, plan, service.current_month())
 
 
-@admin_router.get("/usage")
+@admin_router.get("/usage", response_model=UsageSeries)
 def usage(
     session: DbSession,
     account: int | None = None,
@@ -63,17 +64,22 @@ def usage(
     }
 
 
-@admin_router.get("/invoices", response_model=None)
+# A Response (the CSV) passes through as it is; the model documents and checks the JSON.
+@admin_router.get(
+    "/invoices",
+    response_model=Invoices,
+    responses={200: {"description": "JSON, or CSV with format=csv", "content": {"text/csv": {}}}},
+)
 def invoices(
     session: DbSession,
     month: Annotated[str, Query(pattern=MONTH_PATTERN, examples=["2026-11"])],
     format: Literal["json", "csv"] = "json",
-) -> dict[str, Any] | Response:
+) -> Invoices | Response:
     """One line per account: plan, billable requests, base fee, metered amount and total, in
     cents (total = base fee + ceil(billable / 1000 x price per 1000))."""
     lines = service.invoices(session, month)
     if format == "json":
-        return {"month": month, "invoices": lines}
+        return Invoices.model_validate({"month": month, "invoices": lines})
     return Response(
         service.invoices_csv(lines),
         media_type="text/csv",
