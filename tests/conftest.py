@@ -50,20 +50,20 @@ FRENCH = "fr_core_news_sm"
 REDIS_PREFIX = f"test-{uuid.uuid4().hex[:8]}"
 
 
-def postgres_url() -> str:
+def _server_url(url: Callable[[], str]) -> str:
     try:
-        return SERVERS.postgres_url()
+        return url()
     except ServerUnavailable as error:
         message = str(error)
     pytest.fail(message, pytrace=False)  # outside `except`: the reason alone, no traceback
+
+
+def postgres_url() -> str:
+    return _server_url(SERVERS.postgres_url)
 
 
 def redis_url() -> str:
-    try:
-        return SERVERS.redis_url()
-    except ServerUnavailable as error:
-        message = str(error)
-    pytest.fail(message, pytrace=False)  # outside `except`: the reason alone, no traceback
+    return _server_url(SERVERS.redis_url)
 
 
 def __getattr__(name: str) -> str:
