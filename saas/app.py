@@ -17,10 +17,10 @@ from saas import health
 from saas.accounts import routes as admin_routes
 from saas.accounts import service as accounts_service
 from saas.audit import routes as audit_routes
+from saas.changes import Change
 from saas.config import Settings, get_settings
 from saas.db import make_engine
-from saas.errors import install_error_handlers
-from saas.invalidation import Change, Invalidator
+from saas.invalidation import Invalidator
 from saas.keys import routes as key_routes
 from saas.keys.authenticator import KeyAuthenticator
 from saas.logging import configure_logging
@@ -33,6 +33,7 @@ from saas.nlp import routes as nlp_routes
 from saas.nlp.engine import Engine
 from saas.ratelimit.admission import Admission
 from saas.ratelimit.bruteforce import FailedAuthGuard
+from saas.responses import install_error_handlers
 from saas.usage import routes as usage_routes
 from saas.usage.alerts import QuotaAlerts
 from saas.usage.recorder import UsageRecorder

@@ -2,18 +2,16 @@
 request path only touches the database on a key-cache miss (in a worker thread), so an async
 driver would buy nothing but a second driver for Alembic and the CLI."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, overload
+from typing import Any, overload
 
-from fastapi import Depends, Request
 from sqlalchemy import Engine, Table, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine
-from starlette.concurrency import run_in_threadpool
 
-from saas.invalidation import Change, announced
+from saas.changes import Change, announced
 
 
 def normalize_database_url(url: str) -> str:
@@ -51,25 +49,6 @@ def make_engine(url: str) -> Engine:
         connect_args={"connect_timeout": 3},
         hide_parameters=True,  # errors would otherwise quote key hashes and webhook secrets
     )
-
-
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """Request-scoped session. Services only flush; this commits once, after the route returns
-    and before its answer is sent (hence scope="function" in DbSession: FastAPI's default runs
-    this after sending, so a client could read a 201 for a write that then failed). Then it
-    publishes the changes the services announced to every worker. Database calls run in the
-    thread pool, never on the event loop."""
-    session = Session(request.app.state.engine)
-    try:
-        yield session
-        await run_in_threadpool(session.commit)
-    finally:
-        await run_in_threadpool(session.close)  # rolls back whatever was not committed
-    for change in announced(session):
-        await request.app.state.invalidator.publish(change)
-
-
-DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
 @contextmanager

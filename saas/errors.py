@@ -1,18 +1,11 @@
-"""Domain errors carry their HTTP status; one handler renders every error as `{"detail": ...}`."""
+"""Domain errors carry their HTTP status (saas/responses.py renders every error as
+`{"detail": ...}`). No web framework here: services and the CLI raise these too."""
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
-import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
-
-log = structlog.get_logger(__name__)
 
 
 class AppError(Exception):
@@ -70,15 +63,6 @@ def is_unique_violation(exc: IntegrityError) -> bool:
     return "UNIQUE constraint failed" in str(exc.orig)
 
 
-def json_error(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps({"detail": detail}),
-        status_code=status_code,
-        headers=dict(headers or {}),
-        media_type="application/json",
-    )
-
-
 def describe_errors(errors: Sequence[Any]) -> str:
     """One readable sentence for a list of pydantic errors, so every error body is
     {"detail": str} (FastAPI's request errors and a service's own validation alike)."""
@@ -95,32 +79,3 @@ def describe_errors(errors: Sequence[Any]) -> str:
 def invalid(exc: ValidationError) -> Invalid:
     """A pydantic validation error raised inside a service, as the 422 the caller sees."""
     return Invalid(describe_errors(exc.errors()))
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(AppError)
-    async def _app_error(_: Request, exc: AppError) -> Response:
-        return json_error(exc.status_code, exc.detail, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
-        return json_error(422, describe_errors(exc.errors()))
-
-    @app.exception_handler(IntegrityError)
-    async def _integrity_error(request: Request, exc: IntegrityError) -> Response:
-        if is_unique_violation(exc):
-            # Two writes raced past a service's uniqueness check; the database kept one.
-            return json_error(409, CONFLICTING_WRITE)
-        log.exception("unhandled_error", path=request.url.path)  # any other constraint: a bug
-        return json_error(500, "Internal server error.")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return json_error(exc.status_code, detail, exc.headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        # A real bug: log it with the request id, never send the traceback to the client.
-        log.exception("unhandled_error", path=request.url.path)
-        return json_error(500, "Internal server error.")

@@ -1,10 +1,8 @@
 """Cache invalidation on every worker and host: a revoked key, a suspended account or a changed
 plan takes effect everywhere within a second.
 
-A service function that changes such a thing `announce`s it on its session; whoever owns the
-session (the request's session dependency, the CLI) commits and then hands the announced changes
-to `Invalidator.publish` (a server) or `publish_sync` (the CLI), never before the commit: a worker
-that reloaded an uncommitted change would cache the old value again.
+Committed changes (saas/changes.py) go to `Invalidator.publish` (a server) or `publish_sync`
+(the CLI).
 
 The worker that made the change applies it to its own caches at once and publishes it on a Redis
 pub/sub channel; every worker listens and applies what it hears. If the subscription breaks,
@@ -14,49 +12,14 @@ messages may have been missed, so a worker that reconnects forgets everything. T
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
-import orjson
 import redis
 import structlog
 from redis.asyncio import Redis
-from sqlmodel import Session
+
+from saas.changes import EVERYTHING, Change
 
 log = structlog.get_logger(__name__)
-
-ChangeKind = Literal["key", "account", "plan", "everything"]
-_SESSION_KEY = "saas_announced_changes"
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What workers must forget: a key (by hash), an account or a plan (by id), or all."""
-
-    kind: ChangeKind
-    value: str | int = 0
-
-    def encode(self) -> bytes:
-        return orjson.dumps({"kind": self.kind, "value": self.value})
-
-    @classmethod
-    def decode(cls, data: bytes) -> "Change":
-        fields = orjson.loads(data)
-        return cls(kind=fields["kind"], value=fields["value"])
-
-
-EVERYTHING = Change("everything")
-
-
-def announce(session: Session, change: Change) -> None:
-    """Queue `change` to be published once the session's transaction commits."""
-    session.info.setdefault(_SESSION_KEY, []).append(change)
-
-
-def announced(session: Session) -> list[Change]:
-    """The queued changes, once (call after the commit)."""
-    changes: list[Change] = session.info.pop(_SESSION_KEY, [])
-    return list(dict.fromkeys(changes))
 
 
 def channel_name(prefix: str) -> str:

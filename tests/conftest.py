@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -214,18 +215,53 @@ def make_customer(db: Callable[[], Session], settings: Settings) -> Callable[...
 
 
 SAAS = str(Path(sys.executable).parent / "saas")
+CliRun = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def saas(backend: str) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """The `saas` CLI in a subprocess, as operators and scripts run it, on the test database."""
+def saas_process(backend: str) -> CliRun:
+    """The installed `saas` command in a subprocess, exactly as operators and scripts run it."""
     env = {**os.environ, "SAAS_DATABASE_URL": backend}
+    env.pop("SAAS_REDIS_URL", None)
 
     def _run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([SAAS, *args], env=env, capture_output=True, text=True, timeout=60)
         if ok:
             assert result.returncode == 0, result.stderr
         return result
+
+    return _run
+
+
+@pytest.fixture
+def saas(backend: str) -> CliRun:
+    """The `saas` CLI run in this process (Click's runner), on the test database: the same
+    commands, options, output and exit codes as the subprocess (saas_process, which a few tests
+    use to cover the installed command itself), without an interpreter start per command. A
+    crash shows as exit code 1 with its traceback on stderr, as the real command would."""
+    from typer.testing import CliRunner
+
+    from saas.cli import app
+    from saas.config import get_settings
+
+    runner = CliRunner()
+
+    def _run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        get_settings.cache_clear()  # each command reads the settings afresh, as a new process
+        try:
+            result = runner.invoke(
+                app, list(args), env={"SAAS_DATABASE_URL": backend, "SAAS_REDIS_URL": None}
+            )
+        finally:
+            get_settings.cache_clear()
+        code, stderr = result.exit_code, result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            code = 1
+            stderr += "".join(traceback.format_exception(result.exception))
+        completed = subprocess.CompletedProcess([SAAS, *args], code, result.stdout, stderr)
+        if ok:
+            assert code == 0, stderr
+        return completed
 
     return _run
 

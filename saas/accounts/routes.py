@@ -18,8 +18,7 @@ from saas.accounts.schemas import (
     WebhookSet,
 )
 from saas.context import ADMIN_PREFIX
-from saas.db import DbSession
-from saas.deps import RequestActor, known_models
+from saas.deps import DbSession, RequestActor, known_models
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: plans and accounts"])
 

@@ -13,8 +13,8 @@ from sqlmodel import Session, col, func, select
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.accounts.schemas import AccountCreate, AccountUpdate, PlanCreate, PlanUpdate
 from saas.audit import service as audit
+from saas.changes import Change, announce
 from saas.errors import Conflict, Invalid, NotFound, invalid
-from saas.invalidation import Change, announce
 from saas.principal import Actor
 from saas.security import display_url
 

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Query
 from saas.audit import service
 from saas.audit.schemas import AuditPublic
 from saas.context import ADMIN_PREFIX
-from saas.db import DbSession
+from saas.deps import DbSession
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"])
 

@@ -11,10 +11,10 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
+from saas.changes import Change
 from saas.config import get_settings
 from saas.db import make_engine, transaction
 from saas.errors import CONFLICTING_WRITE, AppError, describe_errors, is_unique_violation
-from saas.invalidation import Change, publish_sync
 from saas.principal import Actor
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -80,6 +80,9 @@ def tell_workers(changes: list[Change]) -> None:
             err=True,
         )
         return
+    # Imported here: every other command starts without loading the Redis client.
+    from saas.invalidation import publish_sync
+
     try:
         publish_sync(settings.redis_url, settings.redis_prefix, changes)
     except Exception as exc:  # noqa: BLE001 - the change is committed; only the broadcast failed

@@ -4,8 +4,8 @@ route translates HTTP to a service call and its result to a public schema."""
 from fastapi import APIRouter, status
 
 from saas.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
-from saas.db import DbSession, utcnow
-from saas.deps import CurrentPrincipal, RequestActor
+from saas.db import utcnow
+from saas.deps import CurrentPrincipal, DbSession, RequestActor
 from saas.keys import service
 from saas.keys.models import ApiKey
 from saas.keys.schemas import CustomerKeyCreate, KeyCreate, KeyCreated, KeyPublic, KeyRoll

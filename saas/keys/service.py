@@ -13,9 +13,9 @@ from saas import security
 from saas.accounts import service as accounts
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.audit import service as audit
+from saas.changes import Change, announce
 from saas.db import as_utc, table_of, utcnow
 from saas.errors import Conflict, Forbidden, Invalid, NotFound
-from saas.invalidation import Change, announce
 from saas.keys.models import ApiKey
 from saas.principal import KNOWN_SCOPES, Actor, KeyStatus, Principal
 from saas.ratelimit.windows import parse_windows

@@ -9,13 +9,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saas.context import Area, context_of
-from saas.errors import json_error
 from saas.middleware.batch_body import count_texts, read_body
 from saas.middleware.body_limit import BodyTooLarge
 from saas.nlp.tasks import batch_too_large
 from saas.ratelimit.admission import Admission, LimiterUnavailable
 from saas.ratelimit.headers import rate_limit_headers
 from saas.ratelimit.windows import Decision, ceil_seconds
+from saas.responses import json_error
 
 
 def rejection(decision: Decision) -> Response:

@@ -10,11 +10,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from saas import security
 from saas.context import Area, context_of
 from saas.db import utcnow
-from saas.errors import json_error
 from saas.keys.authenticator import KeyAuthenticator
 from saas.principal import KeyStatus, Principal
 from saas.ratelimit.bruteforce import FailedAuthGuard
 from saas.ratelimit.windows import ceil_seconds
+from saas.responses import json_error
 
 log = structlog.get_logger(__name__)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}

@@ -3,7 +3,7 @@
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from saas.errors import json_error
+from saas.responses import json_error
 
 
 class BodyTooLarge(HTTPException):

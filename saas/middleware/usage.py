@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saas.context import Area, context_of
 from saas.db import utcnow
-from saas.errors import json_error
+from saas.responses import json_error
 from saas.usage.ledger import Event
 from saas.usage.recorder import UsageRecorder, UsageWriteFailed
 

@@ -8,8 +8,7 @@ from starlette.responses import Response
 
 from saas.accounts import service as accounts
 from saas.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
-from saas.db import DbSession
-from saas.deps import CurrentPrincipal
+from saas.deps import CurrentPrincipal, DbSession
 from saas.errors import Invalid
 from saas.usage import service
 from saas.usage.schemas import Invoices, MonthUsage, UsageSeries

@@ -1,4 +1,5 @@
-"""The `saas` CLI as operators and scripts use it: a subprocess reading SAAS_DATABASE_URL."""
+"""The `saas` CLI: every command in process (the `saas` fixture), and the installed command as a
+subprocess reading SAAS_DATABASE_URL, as operators and scripts run it (saas_process)."""
 
 import getpass
 import json
@@ -10,7 +11,9 @@ from saas import security
 from tests.conftest import SAAS
 
 
-def test_plan_account_key_lifecycle(saas, client):  # type: ignore[no-untyped-def]
+def test_plan_account_key_lifecycle(saas_process, client):  # type: ignore[no-untyped-def]
+    """The installed command, as a subprocess, through a whole lifecycle."""
+    saas = saas_process
     suffix = uuid.uuid4().hex[:8]
     plan = json.loads(
         saas(
