@@ -10,7 +10,8 @@ from sqlmodel import Session
 from saas.accounts.models import Plan
 from saas.app import create_app
 from saas.config import Settings
-from saas.db import DbSession, make_engine
+from saas.db import make_engine
+from saas.deps import DbSession
 from saas.errors import is_unique_violation
 from saas.keys.models import ApiKey
 from tests.conftest import SQLITE_ONLY
