@@ -76,7 +76,10 @@ def as_utc(value: datetime) -> datetime: ...
 @overload
 def as_utc(value: None) -> None: ...
 def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    """In UTC, as everything is stored: an aware time is converted, a naive one (SQLite hands
+    those back; an operator may type one) is taken as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,7 +1,7 @@
 """Plans and accounts. Each write validates, writes, records its audit entry and announces what
 running workers must forget; it only flushes: the caller's session commits once, then publishes
-the announced changes (saas/db.py). The admin API, the CLI and the dashboard call these and
-translate input and output, nothing else."""
+the announced changes (saas/deps.py; the CLI: saas/cli/session.py). The admin API, the CLI and
+the coming dashboard call these and translate input and output, nothing else."""
 
 import secrets
 from collections.abc import Collection
@@ -88,9 +88,10 @@ def update_plan(
     """Apply the fields set in `changes`; the result must still be a valid plan. Workers apply
     it within a second (their cached keys carry the plan)."""
     plan = get_plan(session, name)
-    fields = changes.model_dump(exclude_unset=True)
+    sent = changes.model_dump(exclude_unset=True)
+    fields = {field: value for field, value in sent.items() if getattr(plan, field) != value}
     if not fields:
-        return plan  # nothing to change: nothing to record or announce
+        return plan  # nothing changes: nothing to record or announce
     if "models" in fields:
         check_models(fields["models"], known_models)
     try:
@@ -181,13 +182,19 @@ def update_account(
 ) -> Account:
     """Change plan, e-mail or status (suspend, resume); workers apply it within a second."""
     account = get_account(session, account_id)
-    fields = changes.model_dump(exclude_unset=True)
+    current = {
+        "plan": plan_of(session, account).name,
+        "email": account.email,
+        "status": account.status,
+    }
+    sent = changes.model_dump(exclude_unset=True)
+    fields = {field: value for field, value in sent.items() if current[field] != value}
     if not fields:
-        return account  # nothing to change: nothing to record or announce
+        return account  # nothing changes: nothing to record or announce
     before: dict[str, Any] = {}
     if "plan" in fields:
         plan = get_plan(session, fields["plan"])
-        before["plan"] = plan_of(session, account).name
+        before["plan"] = current["plan"]
         account.plan_id = _id(plan)
     if "email" in fields:
         before["email"] = account.email

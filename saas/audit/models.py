@@ -20,7 +20,7 @@ class AuditEntry(SQLModel, table=True):
     )
     actor_key_id: int | None = Field(default=None, index=True)
     actor_account_id: int | None = None
-    # "api", "cli", "dashboard" or "system" (start-up defaults)
+    # The door the write came through: "api" or "cli" (the dashboard will add "dashboard").
     via: str = Field(default="api", max_length=16)
     # The acting key's public prefix, or the operating-system user who ran the CLI.
     actor_name: str | None = Field(default=None, max_length=128)

@@ -22,7 +22,7 @@ def audit_log(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditPublic]:
     """Every admin write, newest first: who (admin key or CLI user), what, which object, when,
-    through which door (`via`: api, cli, dashboard, system), the change."""
+    through which door (`via`: api or cli), the change."""
     entries = service.search(
         session,
         actor_key_id=actor_key_id,

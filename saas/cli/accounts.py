@@ -5,7 +5,13 @@ from typing import Annotated
 import typer
 
 from saas.accounts import service
-from saas.accounts.schemas import AccountCreate, AccountPublic, AccountUpdate, WebhookSet
+from saas.accounts.schemas import (
+    AccountCreate,
+    AccountPublic,
+    AccountUpdate,
+    WebhookCreated,
+    WebhookSet,
+)
 from saas.cli.output import JsonFlag, emit_json, listing
 from saas.cli.session import build, cli_actor, db_session
 
@@ -84,6 +90,7 @@ def update(
 def webhook(
     account: AccountArgument,
     url: Annotated[str, typer.Argument(help="https://... to POST quota alerts to; '' removes it.")],
+    as_json: JsonFlag = False,
 ) -> None:
     """Set where quota alerts (80% and 100%) go (audited); prints the new signing secret once."""
     target = build(WebhookSet, url=url or None).url
@@ -96,7 +103,9 @@ def webhook(
             url=str(target) if target is not None else None,
             actor=cli_actor(),
         )
-    if secret:
+    if as_json:
+        emit_json(WebhookCreated(url=str(target) if target is not None else None, secret=secret))
+    elif secret:
         typer.echo("signing secret (shown once; verify X-Signature with it):")
         typer.echo(secret)
     else:

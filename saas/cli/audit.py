@@ -21,7 +21,7 @@ def audit(
     object_type: Annotated[str | None, typer.Option(help="plan, account or key")] = None,
     object_id: str | None = None,
     actor_key_id: int | None = None,
-    via: Annotated[str | None, typer.Option(help="api, cli, dashboard or system")] = None,
+    via: Annotated[str | None, typer.Option(help="api or cli")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     as_json: JsonFlag = False,
 ) -> None:

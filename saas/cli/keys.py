@@ -1,6 +1,5 @@
 """`saas keys`: create, list, revoke and roll API keys (the admin API's key routes)."""
 
-from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -33,8 +32,11 @@ def create(
     name: str = "",
     scope: Annotated[list[str] | None, typer.Option(help="Repeatable, e.g. --scope admin.")] = None,
     expires_at: Annotated[
-        datetime | None,
-        typer.Option(help="ISO 8601 time (UTC if no offset) when the key stops working."),
+        str | None,
+        typer.Option(
+            help="ISO 8601 time when the key stops working: 2027-01-31T00:00:00Z, an offset"
+            " such as +02:00, or none for UTC."
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:

@@ -63,8 +63,10 @@ def db_session() -> Iterator[Session]:
             raise
         fail(CONFLICTING_WRITE)
     except OperationalError as exc:
-        # The database is unreachable or locked; the message names the cause, never a parameter.
-        fail(f"database unavailable ({type(exc.orig).__name__}); nothing was changed")
+        # Unreachable, locked, or not migrated (then `saas migrate`). The driver's own first
+        # line: SQLAlchemy's text would quote the statement, hide_parameters or not.
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason"
+        fail(f"database error: {reason}")
     finally:
         engine.dispose()
     if changes:

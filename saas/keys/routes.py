@@ -78,10 +78,11 @@ def my_keys(principal: CurrentPrincipal, session: DbSession) -> list[KeyPublic]:
 def create_my_key(
     body: CustomerKeyCreate, principal: CurrentPrincipal, session: DbSession, actor: RequestActor
 ) -> KeyCreated:
-    """A new key for your account, up to your plan's `max_keys` usable keys."""
+    """A new key for your account, up to your plan's `max_keys` usable keys. It never outlives
+    the key that asks for it, and a key in its grace period (rolled) may not ask."""
     key, plaintext = service.create_own_key(
         session=session,
-        account_id=principal.account_id,
+        caller=principal,
         actor=actor,
         name=body.name,
         expires_at=body.expires_at,
@@ -94,7 +95,5 @@ def revoke_my_key(
     key_id: int, principal: CurrentPrincipal, session: DbSession, actor: RequestActor
 ) -> KeyPublic:
     """Revoke one of your keys (another account's key id is 404)."""
-    key = service.revoke_key(
-        session=session, key_id=key_id, actor=actor, account_id=principal.account_id
-    )
+    key = service.revoke_own_key(session=session, key_id=key_id, caller=principal, actor=actor)
     return KeyPublic.of(key, utcnow())

@@ -1,7 +1,8 @@
 """Key lifecycle, and the lookup that authentication runs on a cache miss.
 
 Each write validates, writes, records its audit entry and announces what running workers must
-forget; it only flushes: the caller's session commits once, then publishes (saas/db.py)."""
+forget; it only flushes: the caller's session commits once, then publishes (saas/deps.py; the
+CLI: saas/cli/session.py)."""
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -98,26 +99,49 @@ def create_key(
     return key, plaintext
 
 
+def _check_caller(caller: Principal, now: datetime) -> None:
+    """A key being replaced (rolled) must not mint or revoke keys: a roll is how a leaked key
+    is contained, and its holder would otherwise make itself a key the roll does not cover."""
+    if caller.status(now) is KeyStatus.grace:
+        raise Forbidden("This key is being replaced (rolled); manage keys with its successor.")
+
+
 def create_own_key(
     *,
     session: Session,
-    account_id: int,
+    caller: Principal,
     actor: Actor,
     name: str = "",
     expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
-    """A customer's key for its own account: no scopes, at most the plan's `max_keys` usable."""
-    account = accounts.get_account(session, account_id)
-    limit = accounts.plan_of(session, account).max_keys
+    """A customer's key for its own account: no scopes, at most the plan's `max_keys` usable,
+    and never outliving the key that asks for it."""
     now = utcnow()
-    usable = sum(1 for key in list_keys(session, account_id) if key.status(now).usable)
+    _check_caller(caller, now)
+    # Locks the account row (PostgreSQL) so that concurrent requests count keys one at a time.
+    account = session.exec(
+        select(Account).where(Account.id == caller.account_id).with_for_update()
+    ).first()
+    if account is None:
+        raise NotFound(f"Account {caller.account_id} not found.")
+    limit = accounts.plan_of(session, account).max_keys
+    usable = sum(1 for key in list_keys(session, caller.account_id) if key.status(now).usable)
     if usable >= limit:
         raise Forbidden(f"Your plan allows {limit} active keys; revoke one first.")
+    if caller.expires_at is not None:
+        wanted = as_utc(expires_at)
+        expires_at = caller.expires_at if wanted is None else min(wanted, caller.expires_at)
     key, plaintext = _new_key(
-        session, account_id=account_id, name=name, scopes=(), expires_at=expires_at
+        session, account_id=caller.account_id, name=name, scopes=(), expires_at=expires_at
     )
     _audit_create(session, key, actor)
     return key, plaintext
+
+
+def revoke_own_key(*, session: Session, key_id: int, caller: Principal, actor: Actor) -> ApiKey:
+    """A customer revokes one of its account's keys (another account's is 404)."""
+    _check_caller(caller, utcnow())
+    return revoke_key(session=session, key_id=key_id, actor=actor, account_id=caller.account_id)
 
 
 def revoke_key(
@@ -156,19 +180,31 @@ def roll_key(
         raise Conflict(f"Key {key_id} was already rolled; roll its successor instead.")
     if not status.usable:
         raise Conflict(f"Key {key_id} is {status}; create a new key instead of rolling it.")
+    expires_at = as_utc(key.expires_at)  # the successor keeps the expiry the key had
+    deadline = now + timedelta(seconds=grace_seconds)
+    # Claimed with one conditional UPDATE, so of two concurrent rolls exactly one wins.
+    claimed = session.exec(
+        update(ApiKey)
+        .where(
+            col(ApiKey.id) == key_id,
+            col(ApiKey.rolled_at).is_(None),
+            col(ApiKey.revoked_at).is_(None),
+        )
+        .values(
+            rolled_at=now,
+            expires_at=deadline if expires_at is None else min(deadline, expires_at),
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    if claimed.rowcount != 1:
+        raise Conflict(f"Key {key_id} was rolled or revoked meanwhile.")
     new_key, plaintext = _new_key(
         session,
         account_id=key.account_id,
         name=key.name,
         scopes=key.scope_set,
-        expires_at=key.expires_at,
+        expires_at=expires_at,
     )
-    deadline = now + timedelta(seconds=grace_seconds)
-    current = as_utc(key.expires_at)
-    key.expires_at = deadline if current is None or deadline < current else current
-    key.rolled_at = now
-    session.add(key)
-    session.flush()
     audit.record(
         session,
         actor=actor,

@@ -21,6 +21,7 @@ from saas.context import (
     area_of,
     set_context,
 )
+from saas.responses import json_error
 
 log = structlog.get_logger("saas.access")
 
@@ -46,12 +47,16 @@ class Endpoints:
             if taken:
                 raise RuntimeError(f"route names declared twice: {', '.join(taken)}")
             metering.update(table)
-        self.routes = [
+        customer = [
             route
             for router in routers
             for route in router.routes
-            if isinstance(route, APIRoute) and area_of(route.path) is Area.customer
+            if area_of(getattr(route, "path", "")) is Area.customer
         ]
+        others = [route for route in customer if not isinstance(route, APIRoute)]
+        if others:  # a websocket or a mount has no Metering and would not be metered
+            raise RuntimeError(f"customer routes that are not HTTP routes: {others}")
+        self.routes = [route for route in customer if isinstance(route, APIRoute)]
         missing = sorted({r.name for r in self.routes} - set(metering))
         if missing:
             raise RuntimeError(
@@ -92,11 +97,12 @@ class RequestContextMiddleware:
         set_context(scope, context)
         started = time.perf_counter()
         status = 500
+        answered = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
@@ -104,6 +110,14 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # A real bug. Answered here, not by Starlette's outermost error middleware, so the
+            # 500 carries X-Request-ID and the log line names the request; never a traceback
+            # in the body.
+            log.exception("unhandled_error", path=scope["path"], request_id=request_id)
+            if answered:
+                raise  # too late for another answer: the server closes the connection
+            await json_error(500, "Internal server error.")(scope, receive, send_with_id)
         finally:
             if self.access_log:
                 principal = context.principal

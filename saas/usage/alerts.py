@@ -137,8 +137,10 @@ class QuotaAlerts:
             account = session.get(Account, account_id)
             plan = session.get(Plan, account.plan_id) if account else None
             alert = session.get(QuotaAlert, (account_id, month, threshold))
-            if account is None or plan is None or alert is None or not account.webhook_secret:
+            if account is None or plan is None or alert is None:
                 return None
+            if not account.webhook_url or not account.webhook_secret:
+                return None  # the webhook was removed since the threshold was reached
             body = orjson.dumps(
                 {
                     "type": "quota.threshold_reached",
@@ -149,7 +151,8 @@ class QuotaAlerts:
                     "used": rollup_billable_units(session, account_id, month),
                 }
             )
-            return _Delivery(alert.url, account.webhook_secret, body, alert.attempts)
+            # The account's webhook now, with its secret (it may have changed since).
+            return _Delivery(account.webhook_url, account.webhook_secret, body, alert.attempts)
 
     async def _deliver(self, account_id: int, month: str, threshold: int) -> None:
         delivery = await asyncio.to_thread(self._prepare, account_id, month, threshold)

@@ -1,6 +1,6 @@
 """Usage for customers (their own account, this month) and admins (any account, invoices)."""
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -42,7 +42,7 @@ def usage(
 ) -> dict[str, Any]:
     """Usage per bucket (day or hour, UTC), account, endpoint and status. Defaults to the last
     30 days."""
-    end = to or date.today()
+    end = to or datetime.now(UTC).date()  # the buckets are UTC days
     start = from_ or end - timedelta(days=29)
     if start > end:
         raise Invalid("'from' must not be after 'to'.")

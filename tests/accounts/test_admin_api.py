@@ -1,8 +1,10 @@
 """Admin API: plans, accounts, key lifecycle, audit; customers manage only their own keys."""
 
 import uuid
+from datetime import datetime, timedelta
 
 from saas import security
+from saas.db import utcnow
 from tests.conftest import MODEL
 
 ENTITIES = f"/v1/{MODEL}/entities"
@@ -45,7 +47,11 @@ def test_plans_and_accounts_with_audit(client, make_customer):  # type: ignore[n
     ).status_code == 404
     # Nothing to change: nothing recorded. A field may be left out, never set to null.
     assert client.patch(f"/admin/plans/{name}", headers=h, json={}).status_code == 200
+    same = client.patch(f"/admin/plans/{name}", headers=h, json={"monthly_quota": 50})
+    assert same.status_code == 200
     assert client.patch(f"/admin/accounts/{account_id}", headers=h, json={}).status_code == 200
+    active = client.patch(f"/admin/accounts/{account_id}", headers=h, json={"status": "active"})
+    assert active.status_code == 200
     null_email = client.patch(f"/admin/accounts/{account_id}", headers=h, json={"email": None})
     assert null_email.status_code == 422 and "null" in null_email.json()["detail"]
 
@@ -170,6 +176,29 @@ def test_customers_manage_only_their_own_keys(client, make_customer):  # type: i
 
     revoked = client.delete(f"/v1/keys/{extra.json()['id']}", headers=alice.headers)
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+
+
+def test_a_key_cannot_outlive_or_escape_its_own_containment(client, make_customer):  # type: ignore[no-untyped-def]
+    """Rolling a key or giving it an expiry contains it: the key may not mint a key that
+    outlives it, and once rolled it may not mint or revoke keys at all."""
+    admin = make_customer(scopes=("admin",))
+    expires_at = utcnow() + timedelta(days=2)
+    temporary = make_customer(expires_at=expires_at, max_keys=5)
+    later = (utcnow() + timedelta(days=30)).isoformat()
+    minted = client.post("/v1/keys", headers=temporary.headers, json={"expires_at": later})
+    assert minted.status_code == 201
+    assert datetime.fromisoformat(minted.json()["expires_at"]) == expires_at
+    unbounded = client.post("/v1/keys", headers=temporary.headers, json={})
+    assert datetime.fromisoformat(unbounded.json()["expires_at"]) == expires_at
+
+    leaked = make_customer(max_keys=5)
+    rolled = client.post(f"/admin/keys/{leaked.key_id}/roll", headers=admin.headers, json={})
+    assert rolled.status_code == 201
+    refused = client.post("/v1/keys", headers=leaked.headers, json={})
+    assert refused.status_code == 403 and "successor" in refused.json()["detail"]
+    successor = rolled.json()["id"]
+    assert client.delete(f"/v1/keys/{successor}", headers=leaked.headers).status_code == 403
+    assert client.get("/v1/models", headers={"X-API-Key": rolled.json()["key"]}).status_code == 200
 
 
 def test_plan_max_batch_texts_through_the_admin_api(client, make_customer):  # type: ignore[no-untyped-def]

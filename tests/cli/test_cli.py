@@ -85,19 +85,33 @@ def test_admin_scope_and_expiry_options(saas, client):  # type: ignore[no-untype
     )
     response = client.get("/v1/models", headers={"X-API-Key": expired["key"]})
     assert response.status_code == 401 and "expired" in response.json()["detail"]
+    # ISO 8601 as people write it: Z or an offset; stored and shown in UTC.
+    zulu = json.loads(
+        saas(
+            "keys", "create", f"ops-{suffix}", "--expires-at", "2027-01-31T00:00:00Z", "--json"
+        ).stdout
+    )
+    assert zulu["expires_at"] == "2027-01-31T00:00:00Z"
+    offset = json.loads(
+        saas(
+            "keys", "create", f"ops-{suffix}", "--expires-at", "2027-01-31T02:00:00+02:00", "--json"
+        ).stdout
+    )
+    assert offset["expires_at"] == "2027-01-31T00:00:00Z"
 
 
-def test_errors_are_clear_and_exit_nonzero(saas):  # type: ignore[no-untyped-def]
+def test_errors_are_clear_and_exit_nonzero(saas, make_customer):  # type: ignore[no-untyped-def]
     bad_limit = saas("plans", "create", "x-bad", "--rate-limit", "lots", ok=False)
     assert bad_limit.returncode != 0 and "rate limit" in bad_limit.stderr
     no_plan = saas("accounts", "create", "nobody", "--email", "a@b.c", "--plan", "nope", ok=False)
     assert no_plan.returncode == 1 and "Plan 'nope' not found" in no_plan.stderr
     no_account = saas("keys", "create", "no-such-account", ok=False)
     assert no_account.returncode == 1 and "not found" in no_account.stderr
-    bad_scope = saas("keys", "create", "1", "--scope", "root", ok=False)
-    assert bad_scope.returncode == 1
+    owner = str(make_customer().account_id)
+    bad_scope = saas("keys", "create", owner, "--scope", "root", ok=False)
+    assert bad_scope.returncode == 1 and "Unknown scope(s): root" in bad_scope.stderr
     # The CLI checks what the admin API checks, with the same messages, never a traceback.
-    long_name = saas("keys", "create", "1", "--name", "x" * 200, ok=False)
+    long_name = saas("keys", "create", owner, "--name", "x" * 200, ok=False)
     assert long_name.returncode == 1 and "name" in long_name.stderr
     huge_grace = saas("keys", "roll", "1", "--grace-seconds", "10000000000000", ok=False)
     assert huge_grace.returncode == 1 and "grace_seconds" in huge_grace.stderr

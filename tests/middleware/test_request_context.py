@@ -4,6 +4,7 @@ runs; a customer route without an entry keeps the app from starting."""
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
 
 from saas.app import create_app
 from saas.config import Settings
@@ -93,3 +94,16 @@ def test_areas_are_decided_by_one_prefix_each() -> None:
     assert area_of("/v1") is area_of("/v1/models") is Area.customer
     assert area_of("/admin/plans") is Area.admin
     assert area_of("/v1models") is area_of("/healthz") is area_of("/docs") is Area.public
+
+
+def test_a_bug_is_a_500_with_its_request_id_and_no_trace(app: FastAPI) -> None:
+    @app.get("/probe-bug")
+    async def bug() -> None:
+        raise RuntimeError("secret internals")
+
+    client = TestClient(app, raise_server_exceptions=False)  # no lifespan: no models needed
+    response = client.get("/probe-bug")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}
+    assert len(response.headers["x-request-id"]) == 32
+    assert "secret internals" not in response.text
