@@ -52,6 +52,21 @@ class Settings(BaseSettings):
     engine_max_queue: int = 2048
     engine_start_timeout: float = 180.0
 
+    # Production server (ops/gunicorn.conf.py). Workers: one per CPU core when unset.
+    bind: str = "127.0.0.1:8000"
+    workers: int | None = Field(default=None, ge=1)
+    # Seconds a worker may be silent before Gunicorn replaces it, and that a stopping worker
+    # gets to finish the requests in flight.
+    worker_timeout: float = Field(default=60.0, gt=0)
+    graceful_timeout: float = Field(default=30.0, gt=0)
+    # Addresses whose X-Forwarded-For is believed (the proxy's): the client address behind it
+    # is what the failed-key guard and the access log see. Never "*" by default.
+    forwarded_allow_ips: str = "127.0.0.1"
+    # Load the models once per host, before the workers fork, and fork each worker's inference
+    # process from it: workers share the weights (see saas/nlp/prefork.py). Off: each worker's
+    # inference process loads its own copy (measured against in bench/).
+    share_models: bool = True
+
     # Record one usage event per customer request (off only to measure what metering costs).
     usage_metering: bool = True
 

@@ -9,36 +9,63 @@ No thread has to win the GIL from a busy event loop to move a message. (Measured
 against nlp() called in the same process: ~1 ms a request, as with the reader and writer threads
 this replaced, under uvloop and asyncio alike.)
 The child batches whatever has arrived, so batches grow with load and shrink to one for a lone
-client. If the child dies, waiting requests get 503 and a new child is started.
+client. If the child dies, waiting requests get 503 and a new child is started; under Gunicorn,
+where the child was forked with the models shared (prefork.py), the worker stops gracefully
+instead and Gunicorn forks a fresh one.
 """
 
 import asyncio
 import contextlib
 import itertools
 import multiprocessing
+import os
+import signal
 import socket
 import threading
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from saas.errors import AppError, Overloaded
-from saas.nlp import wire, worker
+from saas.nlp import prefork, wire, worker
 
 log = structlog.get_logger(__name__)
 
 _SPAWN = multiprocessing.get_context("spawn")  # forking a threaded server process is unsafe
 
 
+class ProcessHandle(Protocol):
+    """What the engine needs of its inference process: a spawned multiprocessing.Process, or a
+    process forked with the models shared (prefork.ForkedProcess)."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def is_alive(self) -> bool: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def kill(self) -> None: ...
+
+
 class _Child:
     """One inference process and the transport that talks to it."""
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: "Engine", sock: socket.socket, process: ProcessHandle) -> None:
         self.engine = engine
+        self.sock = sock
+        self.process = process
+        self.transport: asyncio.Transport | None = None
+        self.outbox: list[wire.TextRequest] = []
+        self.ready: asyncio.Future[dict[str, Any]] = engine.loop.create_future()
+        self.alive = True
+
+    @classmethod
+    def spawn(cls, engine: "Engine") -> "_Child":
+        """A new interpreter that loads its own copy of the models."""
         parent_sock, child_sock = socket.socketpair()
         child_conn = Connection(child_sock.detach())
-        self.process = _SPAWN.Process(
+        process = _SPAWN.Process(
             target=worker.serve,
             args=(
                 child_conn,
@@ -51,14 +78,10 @@ class _Child:
             daemon=True,
         )
         try:
-            self.process.start()
+            process.start()
         finally:
             child_conn.close()
-        self.sock = parent_sock
-        self.transport: asyncio.Transport | None = None
-        self.outbox: list[wire.TextRequest] = []
-        self.ready: asyncio.Future[dict[str, Any]] = engine.loop.create_future()
-        self.alive = True
+        return cls(engine, parent_sock, process)
 
     async def connect(self) -> None:
         self.transport, _ = await self.engine.loop.create_unix_connection(
@@ -134,6 +157,8 @@ class Engine:
         self._child: _Child | None = None
         self._closing = False
         self._restart_task: asyncio.Task[None] | None = None
+        # The inference process was forked for this worker with the models shared (prefork.py).
+        self.shares_models = False
         # Texts written to the inference process, batches answered and the texts in them (the
         # last two's ratio is the mean micro-batch size).
         self.texts_sent = 0
@@ -147,10 +172,15 @@ class Engine:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        await self._start_child()
+        forked = prefork.take(self.models)
+        if forked is not None:
+            self.shares_models = True
+            await self._start_child(_Child(self, forked.sock, forked.process))
+        else:
+            await self._start_child()
 
-    async def _start_child(self) -> None:
-        child = _Child(self)
+    async def _start_child(self, child: _Child | None = None) -> None:
+        child = child or _Child.spawn(self)
         self._child = child
         try:
             await child.connect()
@@ -252,4 +282,10 @@ class Engine:
         self._fail_all("The NLP engine restarted; retry shortly.")
         child.hang_up()
         threading.Thread(target=child.close, daemon=True).start()
+        if self.shares_models:
+            # Forking a new one from this threaded worker is unsafe: stop gracefully instead,
+            # and Gunicorn forks a fresh worker, whose inference process is ready at once.
+            log.error("worker_stopping_for_a_fresh_inference_process", pid=os.getpid())
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         self._restart_task = self.loop.create_task(self._restart())

