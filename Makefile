@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 HOST ?= 127.0.0.1
-PORT ?= 8000
+# PORT: `make run` serves on 8000 and `make stack` on 8080 unless PORT is given.
+WORKERS ?=
 
-.PHONY: install run test check-equivalence lint format bench clean
+.PHONY: install run stack test check-equivalence lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
@@ -18,16 +19,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Serve on http://$(HOST):$(PORT) with the embedded SQLite database (first run prints the keys).
+## Serve on http://$(HOST):8000 with the embedded SQLite database (first run prints the keys).
 run: $(STAMP)
 	$(BIN)/saas bootstrap
-	$(BIN)/saas serve --host $(HOST) --port $(PORT)
+	$(BIN)/saas serve --host $(HOST) --port $(or $(PORT),8000)
+
+## Production on one host: Traefik on 127.0.0.1:PORT (8080) in front of Gunicorn with WORKERS
+## workers (CPU cores), the API under /api; SAAS_* settings from the environment. Ctrl-C stops it.
+stack: $(STAMP)
+	$(BIN)/python ops/stack.py --port $(or $(PORT),8080) $(if $(WORKERS),--workers $(WORKERS))
 
 ## Lint, types, the layering, then the whole suite against PostgreSQL + Redis and the embedded
 ## SQLite default. The servers are SAAS_TEST_POSTGRES_URL / SAAS_TEST_REDIS_URL, else private ones
 ## the run starts (README, Tests).
 test: $(STAMP)
-	$(BIN)/ruff check saas tests alembic bench
+	$(BIN)/ruff check saas tests alembic bench ops
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest
@@ -42,12 +48,12 @@ check-equivalence: $(BENCH_STAMP)
 	SAAS_TEST_CORPUS_TEXTS=2048 $(BIN)/pytest tests/nlp/test_pipeline_equivalence.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check saas tests alembic bench
-	$(BIN)/ruff format --check saas tests alembic bench
+	$(BIN)/ruff check saas tests alembic bench ops
+	$(BIN)/ruff format --check saas tests alembic bench ops
 
 format: $(STAMP)
-	$(BIN)/ruff format saas tests alembic bench
-	$(BIN)/ruff check --fix saas tests alembic bench
+	$(BIN)/ruff format saas tests alembic bench ops
+	$(BIN)/ruff check --fix saas tests alembic bench ops
 
 clean:
 	rm -rf $(VENV) saas.db saas.db-shm saas.db-wal .pytest_cache .ruff_cache
