@@ -36,6 +36,9 @@ preload_app = True
 # Our request-context middleware writes one access line per request, with its request id.
 accesslog = None
 proc_name = "saas"
+# Gunicorn's control socket (`gunicornc`) is not used, and its default place, $HOME, is not
+# writable for the image's user.
+control_socket_disable = True
 
 
 def on_starting(server: object) -> None:

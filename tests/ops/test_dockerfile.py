@@ -13,6 +13,7 @@ import pytest
 
 from tests.ops.support import (
     DOCKERFILE,
+    OPS,
     REPO,
     Instruction,
     dockerfile_instructions,
@@ -119,6 +120,7 @@ def test_serves_gunicorn_on_all_interfaces_with_a_health_check() -> None:
     assert [exec_form(cmd) for cmd in by_keyword["CMD"]] == [
         ["gunicorn", "--config", "ops/gunicorn.conf.py"]
     ]
+    assert (OPS / "gunicorn.conf.py").is_file()
     [healthcheck] = by_keyword["HEALTHCHECK"]
     probe = exec_form(healthcheck.partition(" CMD ")[2])
     assert probe is not None and probe[:2] == ["python", "-c"], healthcheck
