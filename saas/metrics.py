@@ -17,12 +17,15 @@ Imports nothing of the project: every layer may count.
 import os
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import multiprocess as _multiprocess
-from prometheus_client.exposition import choose_encoder
-
-# Decided once, when prometheus-client chose how to store values (at its import, just above).
+# Decided once, as prometheus-client decides how to store values when it is first imported
+# (just below). Each metric then opens its file at once: the directory must exist.
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+if MULTIPROCESS_DIR is not None:
+    os.makedirs(MULTIPROCESS_DIR, exist_ok=True)
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram  # noqa: E402
+from prometheus_client import multiprocess as _multiprocess  # noqa: E402
+from prometheus_client.exposition import choose_encoder  # noqa: E402
 
 UNROUTED = "unrouted"  # the route label of a request that reached no route (404, redirects)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

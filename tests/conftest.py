@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import httpx
 import pytest
@@ -342,9 +342,11 @@ def wait_until_ready(
 
 
 @contextmanager
-def two_workers_on_redis(backend: str, settings: Settings, **env: str) -> Iterator[str]:
+def two_workers_on_redis(
+    backend: str, settings: Settings, stderr: IO[bytes] | None = None, **env: str
+) -> Iterator[str]:
     """`saas serve --workers 2` on the test database and the shared Redis (this run's key
-    prefix), English model only; yields the base URL."""
+    prefix), English model only, its log lines to `stderr` if given; yields the base URL."""
     port = free_port()
     process = start_process(
         [str(Path(sys.executable).parent / "saas"), "serve", "--port", str(port), "--workers", "2"],
@@ -357,6 +359,7 @@ def two_workers_on_redis(backend: str, settings: Settings, **env: str) -> Iterat
             "SAAS_LOG_LEVEL": "WARNING",
             **env,
         },
+        stderr,
     )
     base = f"http://127.0.0.1:{port}"
     try:
