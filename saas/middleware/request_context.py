@@ -66,9 +66,15 @@ class Endpoints:
                 " declare what they cost next to the route (see saas/context.py)"
             )
         self.metering = {route.name: metering[route.name] for route in self.routes}
-        # Every route of these routers, for the route template of a request answered before
-        # the router ran (a rejected key, a rate limit): the template it would have reached.
-        self.all_routes: list[BaseRoute] = [route for router in routers for route in router.routes]
+        # The routes behind a key (/v1, /admin), for the route template of a request answered
+        # before the router ran (a refused key, a rate limit): the template it would have reached.
+        # Public paths are never refused before routing, so a scanner's 404s cost no search.
+        self.keyed_routes: list[BaseRoute] = [
+            route
+            for router in routers
+            for route in router.routes
+            if area_of(getattr(route, "path", "")) is not Area.public
+        ]
 
     def match(self, scope: Scope) -> tuple[APIRoute | None, Metering, str | None]:
         """The customer route that matches, what it costs (UNROUTED when none matches: 404,
@@ -87,10 +93,10 @@ class Endpoints:
         return metering, model
 
     def template(self, scope: Scope) -> str:
-        """The path template of the route the router would pick (a full match, else one that
-        differs only by method: 405), or metrics.UNROUTED."""
+        """The path template of the /v1 or /admin route the router would pick (a full match,
+        else one that differs only by method: 405), or metrics.UNROUTED."""
         partial: BaseRoute | None = None
-        for route in self.all_routes:
+        for route in self.keyed_routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
                 return route_template(route)
@@ -148,7 +154,7 @@ class RequestContextMiddleware:
             await json_error(500, "Internal server error.")(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            route = self._route(scope, customer_route)
+            route = self._route(scope, context.area, customer_route)
             metrics.observe_request(route, scope["method"], status, seconds)
             if self.access_log:
                 # Ids only: never a key (not even its prefix), an account name or a text.
@@ -165,15 +171,15 @@ class RequestContextMiddleware:
                     key_id=principal.key_id if principal else None,
                 )
 
-    def _route(self, scope: Scope, customer_route: APIRoute | None) -> str:
+    def _route(self, scope: Scope, area: Area, customer_route: APIRoute | None) -> str:
         """The route template: the route the router ran (Starlette and FastAPI leave it in the
         scope), else the customer route matched on the way in, else the one the request would
-        have reached (answered before routing, such as a rejected admin key), else UNROUTED."""
+        have reached (answered before routing, such as a refused admin key), else UNROUTED."""
         route = scope.get("route")
         if route is not None:
             return route_template(route)
         if customer_route is not None:
             return customer_route.path
-        if self.endpoints is not None:
+        if area is not Area.public and self.endpoints is not None:
             return self.endpoints.template(scope)
         return metrics.UNROUTED
