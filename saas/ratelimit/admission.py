@@ -52,7 +52,7 @@ def count_outcome(decision: Decision, *, fallback: bool) -> None:
         (metrics.FAIL_OPEN if fallback else metrics.ADMITTED).inc()
     elif decision.outcome == "rate_limited":
         metrics.RATE_LIMITED.inc()
-    else:
+    elif decision.outcome == "quota_exhausted":
         metrics.QUOTA_EXHAUSTED.inc()
 
 
