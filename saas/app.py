@@ -1,6 +1,7 @@
 """create_app(): lifespan (database, Redis, models), middleware order, error handlers, routers."""
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import Engine as DatabaseEngine
 from sqlmodel import Session
 
-from saas import health
+from saas import health, metrics
 from saas.accounts import routes as admin_routes
 from saas.accounts import service as accounts_service
 from saas.audit import routes as audit_routes
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             db_engine.dispose()
+            metrics.worker_exited(os.getpid())  # its queue depth no longer counts (multiprocess)
 
     app = FastAPI(
         title="spaCy API",

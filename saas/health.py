@@ -1,10 +1,14 @@
-"""Liveness and readiness for load balancers and Kubernetes probes (no authentication)."""
+"""Liveness and readiness for load balancers and Kubernetes probes, and Prometheus metrics
+(no authentication: the public proxy routes only /api, so none of them is reachable from outside).
+"""
 
 import asyncio
 
 from fastapi import APIRouter, Request
 from sqlalchemy import Engine, text
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
+
+from saas import metrics
 
 router = APIRouter(tags=["health"])
 
@@ -37,3 +41,11 @@ async def readyz(request: Request) -> JSONResponse:
     checks["models"] = "ok" if state.nlp.ready else "loading"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+def prometheus_metrics(request: Request) -> Response:
+    # A plain function, so FastAPI runs it in its thread pool: in multiprocess mode it reads
+    # every worker's files.
+    body, content_type = metrics.render(request.headers.get("accept", ""))
+    return Response(body, headers={"Content-Type": content_type})

@@ -17,6 +17,7 @@ import redis
 import structlog
 from redis.asyncio import Redis
 
+from saas import metrics
 from saas.changes import EVERYTHING, Change
 
 log = structlog.get_logger(__name__)
@@ -42,6 +43,7 @@ class Invalidator:
         try:
             await self.redis.publish(self.channel, change.encode())
         except Exception as exc:  # noqa: BLE001 - the TTL still bounds how long others lag
+            metrics.REDIS_ERRORS_INVALIDATION.inc()
             log.error("invalidation_publish_failed", kind=change.kind, error=type(exc).__name__)
 
     def start(self, redis_url: str, prefix: str) -> None:
@@ -65,6 +67,7 @@ class Invalidator:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reconnect with backoff
+                metrics.REDIS_ERRORS_INVALIDATION.inc()
                 log.warning("invalidation_listener_reconnecting", error=type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import httpx
 import pytest
@@ -342,9 +342,11 @@ def wait_until_ready(
 
 
 @contextmanager
-def two_workers_on_redis(backend: str, settings: Settings, **env: str) -> Iterator[str]:
+def two_workers_on_redis(
+    backend: str, settings: Settings, stderr: IO[bytes] | None = None, **env: str
+) -> Iterator[str]:
     """`saas serve --workers 2` on the test database and the shared Redis (this run's key
-    prefix), English model only; yields the base URL."""
+    prefix), English model only, its log lines to `stderr` if given; yields the base URL."""
     port = free_port()
     process = start_process(
         [str(Path(sys.executable).parent / "saas"), "serve", "--port", str(port), "--workers", "2"],
@@ -357,6 +359,7 @@ def two_workers_on_redis(backend: str, settings: Settings, **env: str) -> Iterat
             "SAAS_LOG_LEVEL": "WARNING",
             **env,
         },
+        stderr,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -396,3 +399,18 @@ def wait_for_events(
         return rows if len(rows) >= expected else []
 
     return eventually(enough, timeout) or events()
+
+
+def metric(client: TestClient | httpx.Client, name: str, **labels: str) -> float:
+    """The sum of the samples named `name` on the server's /metrics whose labels include
+    `labels` (0 when there is none), e.g. metric(c, "saas_http_requests_total", status="200")."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 import redis
@@ -39,11 +39,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_process(
+    args: list[str], env: dict[str, str], stderr: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
     """A server in a process group of its own, so its workers and inference processes can be
-    found and ended together."""
+    found and ended together. Its log lines (stderr) go to `stderr` if given."""
     return subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        args,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr or subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 

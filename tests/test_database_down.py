@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from saas import security
 from saas.app import create_app
 from saas.config import Settings
-from tests.conftest import MODEL
+from tests.conftest import MODEL, metric
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def unreachable_db_client():  # type: ignore[no-untyped-def]
 
 
 def test_key_lookup_without_database_is_503(unreachable_db_client):  # type: ignore[no-untyped-def]
+    errors = metric(unreachable_db_client, "saas_database_errors_total", component="keys")
     response = unreachable_db_client.post(
         f"/v1/{MODEL}/entities",
         headers={"X-API-Key": security.generate_key()},
@@ -36,6 +37,8 @@ def test_key_lookup_without_database_is_503(unreachable_db_client):  # type: ign
     assert response.json() == {
         "detail": "Authentication is temporarily unavailable; retry shortly."
     }
+    after = metric(unreachable_db_client, "saas_database_errors_total", component="keys")
+    assert after - errors == 1
 
 
 def test_readiness_reports_the_database(unreachable_db_client):  # type: ignore[no-untyped-def]

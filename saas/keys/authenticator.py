@@ -16,7 +16,7 @@ import structlog
 from cachetools import TTLCache
 from sqlalchemy import Engine
 
-from saas import security
+from saas import metrics, security
 from saas.db import utcnow
 from saas.keys.service import lookup_principal, record_last_used
 from saas.principal import Principal
@@ -50,9 +50,12 @@ class KeyAuthenticator:
         key_hash = security.hash_key(key)
         principal = self._hits.get(key_hash)
         if principal is not None:
+            metrics.KEY_CACHE_HIT.inc()
             return principal
         if key_hash in self._misses:
+            metrics.KEY_CACHE_HIT.inc()
             return None
+        metrics.KEY_CACHE_MISS.inc()
         pending = self._inflight.get(key_hash)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -61,6 +64,8 @@ class KeyAuthenticator:
         try:
             principal = await asyncio.to_thread(lookup_principal, self.engine, key_hash)
         except BaseException as exc:
+            if isinstance(exc, Exception):
+                metrics.DATABASE_ERRORS_KEYS.inc()
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
             raise
@@ -93,6 +98,7 @@ class KeyAuthenticator:
         try:
             await asyncio.to_thread(record_last_used, self.engine, batch)
         except Exception:
+            metrics.DATABASE_ERRORS_KEYS.inc()
             log.exception("last_used_flush_failed", keys=len(batch))
             for key_id, used_at in batch.items():  # keep them for the next attempt
                 self._last_used.setdefault(key_id, used_at)

@@ -1,5 +1,6 @@
 """Outermost middleware: the request's typed context (saas/context.py) with the route it will
-reach and what that route costs, a request id on every response, one access-log line per request.
+reach and what that route costs, a request id on every response, one access-log line and the
+request metrics (saas/metrics.py) per request, both by route template.
 """
 
 import time
@@ -9,9 +10,10 @@ from collections.abc import Iterable, Mapping
 import structlog
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from saas import metrics
 from saas.context import (
     UNROUTED,
     Area,
@@ -64,17 +66,48 @@ class Endpoints:
                 " declare what they cost next to the route (see saas/context.py)"
             )
         self.metering = {route.name: metering[route.name] for route in self.routes}
+        # The routes behind a key (/v1, /admin), for the route template of a request answered
+        # before the router ran (a refused key, a rate limit): the template it would have reached.
+        # Public paths are never refused before routing, so a scanner's 404s cost no search.
+        self.keyed_routes: list[BaseRoute] = [
+            route
+            for router in routers
+            for route in router.routes
+            if area_of(getattr(route, "path", "")) is not Area.public
+        ]
 
-    def resolve(self, scope: Scope) -> tuple[Metering, str | None]:
-        """What the matching route costs (UNROUTED when none matches: 404, 405, as the router
-        will decide), and the model the URL names if the service runs it (usage counts
-        rejections per model too; any other name would be whatever a client typed)."""
+    def match(self, scope: Scope) -> tuple[APIRoute | None, Metering, str | None]:
+        """The customer route that matches, what it costs (UNROUTED when none matches: 404,
+        405, as the router will decide), and the model the URL names if the service runs it
+        (usage counts rejections per model too; any other name would be whatever a client
+        typed)."""
         for route in self.routes:
             match, child = route.matches(scope)
             if match is Match.FULL:
                 model = child.get("path_params", {}).get("model")
-                return self.metering[route.name], model if model in self.models else None
-        return UNROUTED, None
+                return route, self.metering[route.name], model if model in self.models else None
+        return None, UNROUTED, None
+
+    def resolve(self, scope: Scope) -> tuple[Metering, str | None]:
+        _, metering, model = self.match(scope)
+        return metering, model
+
+    def template(self, scope: Scope) -> str:
+        """The path template of the /v1 or /admin route the router would pick (a full match,
+        else one that differs only by method: 405), or metrics.UNROUTED."""
+        partial: BaseRoute | None = None
+        for route in self.keyed_routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route_template(route)
+            if match is Match.PARTIAL and partial is None:
+                partial = route
+        return route_template(partial)
+
+
+def route_template(route: object) -> str:
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else metrics.UNROUTED
 
 
 class RequestContextMiddleware:
@@ -92,8 +125,9 @@ class RequestContextMiddleware:
         # Our own id, never the client's: it becomes the idempotency key of the usage record.
         request_id = uuid.uuid4().hex
         context = RequestContext(request_id=request_id, area=area_of(app_path(scope)))
+        customer_route: APIRoute | None = None
         if context.area is Area.customer and self.endpoints is not None:
-            context.metering, context.model = self.endpoints.resolve(scope)
+            customer_route, context.metering, context.model = self.endpoints.match(scope)
         set_context(scope, context)
         started = time.perf_counter()
         status = 500
@@ -119,14 +153,33 @@ class RequestContextMiddleware:
                 raise  # too late for another answer: the server closes the connection
             await json_error(500, "Internal server error.")(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = self._route(scope, context.area, customer_route)
+            metrics.observe_request(route, scope["method"], status, seconds)
             if self.access_log:
+                # Ids only: never a key (not even its prefix), an account name or a text.
                 principal = context.principal
                 log.info(
                     "request",
                     method=scope["method"],
+                    route=route,
                     path=scope["path"],
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(seconds * 1000, 2),
                     request_id=request_id,
-                    key=principal.key_prefix if principal else None,
+                    account_id=principal.account_id if principal else None,
+                    key_id=principal.key_id if principal else None,
                 )
+
+    def _route(self, scope: Scope, area: Area, customer_route: APIRoute | None) -> str:
+        """The route template: the route the router ran (Starlette and FastAPI leave it in the
+        scope), else the customer route matched on the way in, else the one the request would
+        have reached (answered before routing, such as a refused admin key), else UNROUTED."""
+        route = scope.get("route")
+        if route is not None:
+            return route_template(route)
+        if customer_route is not None:
+            return customer_route.path
+        if area is not Area.public and self.endpoints is not None:
+            return self.endpoints.template(scope)
+        return metrics.UNROUTED

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from saas import metrics
 from saas.errors import AppError, Overloaded
 from saas.nlp import prefork, wire, worker
 
@@ -93,7 +94,7 @@ class _Child:
         if isinstance(message, wire.Ready):
             _set_result(self.ready, message.models_meta)
         else:
-            self.engine._deliver(message.items)
+            self.engine._deliver(message.items, message.seconds)
 
     def _lost(self) -> None:
         if self.alive:  # not hung up by us: the child died
@@ -236,6 +237,7 @@ class Engine:
         request_ids = [next(self._ids) for _ in texts]
         futures = [self.loop.create_future() for _ in texts]
         self._futures.update(zip(request_ids, futures, strict=True))
+        metrics.INFERENCE_QUEUE.set(len(self._futures))
         items = zip(request_ids, texts, strict=True)
         child.send([wire.TextRequest(rid, model, task, text, options) for rid, text in items])
         try:
@@ -244,6 +246,7 @@ class Engine:
         finally:
             for request_id in request_ids:
                 self._futures.pop(request_id, None)
+            metrics.INFERENCE_QUEUE.set(len(self._futures))
         payloads: list[bytes] = []
         for result in results:
             if isinstance(result, BaseException):
@@ -255,9 +258,10 @@ class Engine:
             payloads.append(result.payload)
         return payloads
 
-    def _deliver(self, results: list[wire.TextResult]) -> None:
+    def _deliver(self, results: list[wire.TextResult], seconds: float | None = None) -> None:
         self.batches_done += 1
         self.texts_done += len(results)
+        metrics.observe_inference_batch(len(results), seconds)
         for result in results:
             future = self._futures.get(result.request_id)
             if future is not None and not future.done():

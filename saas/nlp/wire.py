@@ -60,6 +60,7 @@ class Ready:
 @dataclass(frozen=True, slots=True)
 class Results:
     items: list[TextResult]
+    seconds: float | None = None  # the batch's inference time in the child (metrics)
 
 
 ChildMessage = Ready | Results

@@ -174,8 +174,9 @@ def serve_loaded(
             return
         started = time.perf_counter()
         results = run_batch(nlps, batch)
-        batcher.done(len(batch), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        batcher.done(len(batch), seconds)
         try:
-            conn.send_bytes(wire.encode(wire.Results(results)))
+            conn.send_bytes(wire.encode(wire.Results(results, seconds)))
         except (BrokenPipeError, OSError):
             return

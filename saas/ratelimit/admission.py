@@ -17,6 +17,7 @@ from cachetools import TLRUCache
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from saas import metrics
 from saas.ratelimit.memory_limiter import MemoryLimiter
 from saas.ratelimit.redis_limiter import RedisLimiter
 from saas.ratelimit.windows import Decision, Window, parse_windows
@@ -44,6 +45,15 @@ class _Block:
     # Units the rejected request asked for: a smaller request (one text after a refused batch)
     # may still fit, so only requests of at least this cost are refused from memory.
     cost: int = 1
+
+
+def count_outcome(decision: Decision, *, fallback: bool) -> None:
+    if decision.admitted:
+        (metrics.FAIL_OPEN if fallback else metrics.ADMITTED).inc()
+    elif decision.outcome == "rate_limited":
+        metrics.RATE_LIMITED.inc()
+    elif decision.outcome == "quota_exhausted":
+        metrics.QUOTA_EXHAUSTED.inc()
 
 
 class Admission:
@@ -82,6 +92,7 @@ class Admission:
         try:
             await asyncio.wait_for(self.shared.load_scripts(), 5.0)
         except (RedisError, OSError, TimeoutError) as exc:
+            metrics.REDIS_ERRORS_LIMITER.inc()
             log.error("limiter_redis_unavailable_at_start", error=type(exc).__name__)
 
     def cached_rejection(self, account_id: int, with_quota: bool, cost: int = 1) -> Decision | None:
@@ -90,6 +101,7 @@ class Admission:
         for kind in kinds:
             block = self._blocked.get((kind, account_id))
             if block is not None and cost >= block.cost:
+                count_outcome(block.decision, fallback=False)
                 return block.decision.aged(self.monotonic() - block.decided_at)
         return None
 
@@ -112,6 +124,8 @@ class Admission:
             decision = await self._decide(account_id, windows, quota, cost)
         if not decision.admitted:
             self._remember_rejection(account_id, decision, cost)
+        # Decided by this worker's memory although Redis is configured: failing open.
+        count_outcome(decision, fallback=self.shared is not None and not decision.shared)
         return decision
 
     async def refund(self, account_id: int, decision: Decision, cost: int = 1) -> None:
@@ -126,6 +140,7 @@ class Admission:
                 self.shared.refund(account_id, decision.quota_month, cost), self.redis_timeout
             )
         except (RedisError, OSError, TimeoutError):
+            metrics.REDIS_ERRORS_LIMITER.inc()
             log.warning("quota_refund_failed", account_id=account_id, month=decision.quota_month)
 
     async def _decide(
@@ -144,12 +159,15 @@ class Admission:
             except TimeoutError:
                 # Slow is not down: a busy event loop also makes calls late. Only several
                 # timeouts in a row open the breaker; this request alone takes the fallback.
+                metrics.REDIS_ERRORS_LIMITER.inc()
                 self._timeouts_in_a_row += 1
                 if self._timeouts_in_a_row >= TIMEOUTS_BEFORE_BREAKING:
                     self._break("TimeoutError")
             except (RedisError, OSError) as exc:
+                metrics.REDIS_ERRORS_LIMITER.inc()
                 self._break(type(exc).__name__)
         if not self.fail_open:
+            metrics.LIMITER_UNAVAILABLE.inc()
             raise LimiterUnavailable
         self.fallback_admissions += 1
         log.warning("limiter_fail_open", account_id=account_id)

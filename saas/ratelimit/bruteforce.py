@@ -14,6 +14,8 @@ from limits import parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from saas import metrics
+
 log = structlog.get_logger(__name__)
 
 
@@ -47,6 +49,7 @@ class FailedAuthGuard:
                 return None
             stats = await self._limiter.get_window_stats(self.item, ip)
         except Exception as exc:  # noqa: BLE001 - the 401 stands; only the counting is lost
+            metrics.REDIS_ERRORS_AUTH_GUARD.inc()
             log.warning("auth_failure_count_failed", error=type(exc).__name__)
             return None
         seconds = max(1.0, stats.reset_time - time.time())

@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
+from saas import metrics
 from saas.accounts.models import Account, Plan
 from saas.db import table_of, utcnow
 from saas.ratelimit.windows import month_of
@@ -118,6 +119,7 @@ class QuotaAlerts:
         try:
             pending = await asyncio.to_thread(self._undelivered)
         except Exception as exc:  # noqa: BLE001
+            metrics.DATABASE_ERRORS_ALERTS.inc()
             log.error("quota_alert_resume_failed", error=type(exc).__name__)
             return
         for alert in pending:

@@ -8,12 +8,14 @@ that want quota alerts (`watch`) are handed on, so other accounts cost no query 
 """
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 from sqlalchemy import Engine
 
+from saas import metrics
 from saas.usage.ledger import Event, write_events
 
 log = structlog.get_logger(__name__)
@@ -50,6 +52,7 @@ class UsageRecorder:
         event goes to `on_committed` once committed (if it was new)."""
         future = asyncio.get_running_loop().create_future() if durable else None
         self._pending.append((event, future, watch))
+        metrics.USAGE_EVENTS_QUEUED.inc()
         self._wakeup.set()
         if future is not None:
             await future
@@ -66,16 +69,20 @@ class UsageRecorder:
 
     async def _commit(self, batch: list[tuple[Event, asyncio.Future[None] | None, bool]]) -> None:
         events = [event for event, _, _ in batch]
+        started = time.perf_counter()
         try:
             new = await asyncio.to_thread(write_events, self.engine, events)
         except Exception as exc:  # noqa: BLE001 - every waiter learns of it
+            metrics.DATABASE_ERRORS_USAGE.inc()
             log.error("usage_write_failed", events=len(events), error=type(exc).__name__)
             for _, future, _ in batch:
                 if future is None:
                     self.dropped += 1
+                    metrics.USAGE_EVENTS_DROPPED.inc()
                 elif not future.done():
                     future.set_exception(UsageWriteFailed(str(exc)))
             return
+        metrics.USAGE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         self.commits += 1
         for _, future, _ in batch:
             if future is not None and not future.done():

@@ -4,7 +4,7 @@ closed answers 503; neither answers 500 or hangs. Uses a Redis of the test's own
 import time
 
 from saas.ratelimit.admission import REDIS_RETRY_SECONDS
-from tests.conftest import MODEL, dedicated_client
+from tests.conftest import MODEL, dedicated_client, metric
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -21,6 +21,8 @@ def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer
     with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=True) as client:
         assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
         own_redis.stop()
+        fail_open = metric(client, "saas_admission_total", outcome="fail_open")
+        redis_errors = metric(client, "saas_redis_errors_total", component="limiter")
         results = [
             timed(lambda: client.post(ENTITIES, headers=customer.headers, json=BODY))
             for _ in range(4)
@@ -29,6 +31,8 @@ def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer
         assert [r.status_code for r, _ in results] == [200, 200, 200, 429]
         assert all(seconds < 2 for _, seconds in results)
         assert client.app.state.admission.fallback_admissions >= 3
+        assert metric(client, "saas_admission_total", outcome="fail_open") - fail_open == 3
+        assert metric(client, "saas_redis_errors_total", component="limiter") > redis_errors
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
 
@@ -49,6 +53,7 @@ def test_fail_closed_answers_503(settings, own_redis, make_customer):  # type: i
     with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=False) as client:
         assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
         own_redis.stop()
+        unavailable = metric(client, "saas_admission_total", outcome="unavailable")
         for _ in range(3):
             response, seconds = timed(
                 lambda: client.post(ENTITIES, headers=customer.headers, json=BODY)
@@ -59,6 +64,7 @@ def test_fail_closed_answers_503(settings, own_redis, make_customer):  # type: i
                 "detail": "Rate limiting is temporarily unavailable; retry shortly."
             }
             assert seconds < 2
+        assert metric(client, "saas_admission_total", outcome="unavailable") - unavailable == 3
         # Authentication and public routes do not depend on Redis.
         assert client.get(f"/v1/{MODEL}/entities").status_code == 401
         assert client.get("/healthz").status_code == 200

@@ -10,7 +10,7 @@ from saas.db import make_engine
 from saas.keys import service as keys
 from saas.migrations import upgrade
 from saas.usage.models import UsageEvent
-from tests.conftest import MODEL, TEST_ACTOR, dedicated_client
+from tests.conftest import MODEL, TEST_ACTOR, dedicated_client, eventually, metric
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -40,11 +40,18 @@ def test_failed_usage_write_answers_503_and_bills_nothing(settings, tmp_path):  
             connection.execute(text("ALTER TABLE usage_events RENAME TO usage_events_gone"))
         headers = {"X-API-Key": key}
         three = {"texts": ["Paris.", "Rome.", "Oslo."]}
+        errors = metric(client, "saas_database_errors_total", component="usage")
+        dropped = metric(client, "saas_usage_events_dropped_total")
         response = client.post(ENTITIES, headers=headers, json=BODY)
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
         assert "nothing was billed" in response.json()["detail"]
         assert client.post(f"{ENTITIES}/batch", headers=headers, json=three).status_code == 503
+        assert metric(client, "saas_database_errors_total", component="usage") - errors == 2
+        # A listing's event is queued without holding its answer back: lost, and counted.
+        assert client.get("/v1/models", headers=headers).status_code == 200
+        assert eventually(lambda: metric(client, "saas_usage_events_dropped_total") > dropped)
+        assert metric(client, "saas_usage_events_dropped_total") - dropped == 1
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE usage_events_gone RENAME TO usage_events"))
         # Every reservation was given back, 1 unit and 3: the 4 the plan allows still work.
