@@ -37,7 +37,8 @@ from saas.logging import logging_config  # noqa: E402
 metrics.prepare_multiprocess_dir()
 
 wsgi_app = "saas.app:create_app()"
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn_worker.UvicornWorker, answering requests that arrive as it stops (saas/worker.py).
+worker_class = "saas.worker.UvicornWorker"
 bind = [address.strip() for address in _settings.bind.split(",")]
 workers = _settings.workers or os.cpu_count() or 1
 timeout = int(_settings.worker_timeout)

@@ -143,6 +143,15 @@ def test_a_dead_inference_process_costs_its_worker_a_fresh_fork(gunicorn, custom
     assert statuses == {200}
 
 
+def reset_by_peer(error: BaseException) -> bool:
+    """Whether `error` comes from a TCP reset (httpx wraps httpcore's error, which wraps the
+    socket's)."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ConnectionResetError):
+        cause = cause.__cause__
+    return cause is not None
+
+
 class ClosingLoad:
     """Client threads, one connection per request (so a request is either sent whole or never
     connects), posting until the server stops accepting."""
@@ -151,6 +160,9 @@ class ClosingLoad:
         self.base, self.headers = base, {**headers, "Connection": "close"}
         self.statuses: list[int] = []
         self.cut_off = 0  # connected, sent, and then no answer
+        # Of those, the ones reset by the kernel: see the SIGTERM test.
+        self.resets = 0
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
@@ -164,9 +176,13 @@ class ClosingLoad:
             except httpx.ConnectError:
                 self._stop.set()  # the listener is closed: the server is going away
                 return
-            except httpx.TransportError:
+            except httpx.TransportError as error:
                 with self._lock:
                     self.cut_off += 1
+                    if reset_by_peer(error):
+                        self.resets += 1
+                    else:
+                        self.errors.append(repr(error))
                 continue
             with self._lock:
                 self.statuses.append(response.status_code)
@@ -193,7 +209,13 @@ def test_sigterm_finishes_what_is_in_flight_and_bills_it(gunicorn, customer, db)
         assert eventually(lambda: len(load.statuses) >= 30, timeout=30)
         gunicorn.process.send_signal(signal.SIGTERM)  # the master only, as an orchestrator does
         assert gunicorn.process.wait(60) == 0
-    assert load.cut_off == 0
+    # No request a worker read was left unanswered: a worker that closed such a connection, or
+    # exited with it open, would have sent FIN, which the client sees as "disconnected without
+    # a response". What remains are resets: connections the kernel had queued on the listening
+    # socket when the last worker closed it, with clients connecting nonstop and straight to
+    # Gunicorn. No worker read them, so none was run or billed (below); in production the proxy
+    # stops sending before SIGTERM (README, Deploy).
+    assert load.cut_off == load.resets, load.errors
     assert set(load.statuses) <= {200, 503} and load.statuses.count(200) >= 30
     assert billed(db, customer.account_id) == load.statuses.count(200)
     assert not children(gunicorn.process.pid)
