@@ -93,13 +93,15 @@ def bench_key(env: dict[str, str]) -> str:
     return saas(env, "keys", "create", "bench", "--name", "bench").strip().splitlines()[-1]
 
 
-def wait_ready(port: int, server: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+def wait_ready(
+    port: int, server: subprocess.Popen[bytes], timeout: float = 180.0, path: str = "/readyz"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"server exited with code {server.returncode}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -108,13 +110,15 @@ def wait_ready(port: int, server: subprocess.Popen[bytes], timeout: float = 180.
     raise SystemExit("server did not become ready")
 
 
-def start(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start(
+    args: list[str], port: int, env: dict[str, str], ready_path: str = "/readyz"
+) -> subprocess.Popen[bytes]:
     """Start a server in a process group of its own (so its workers and inference processes stop
-    with it) and wait until /readyz answers 200."""
+    with it) and wait until its readiness path answers 200."""
     server = subprocess.Popen(
         args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    wait_ready(port, server)
+    wait_ready(port, server, path=ready_path)
     return server
 
 

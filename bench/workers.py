@@ -8,8 +8,9 @@ inference processes forked from it) and with one copy per worker (false: each in
 spawned and loading its own, as every worker did before).
 
 Throughput: entities over 2,000 real texts, 2 workers, 32 connections, on PostgreSQL + Redis
-with keys, limits and metering on: Gunicorn shared, Gunicorn one copy per worker, and `saas serve
---workers 2`, in rounds that alternate (the machine is noisy).
+with keys, limits and metering on: the whole stack (Traefik in front of Gunicorn, `make stack`),
+Gunicorn alone with the models shared and with one copy per worker, and `saas serve --workers
+2`, in rounds that alternate (the machine is noisy).
 
     python -m bench.workers [--rounds 2] [--seconds 15]
 
@@ -31,7 +32,9 @@ from bench import harness
 from bench.corpus import load_texts
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
-CONFIG = str(Path(__file__).resolve().parents[1] / "ops" / "gunicorn.conf.py")
+OPS = Path(__file__).resolve().parents[1] / "ops"
+CONFIG = str(OPS / "gunicorn.conf.py")
+STACK_KIND = "traefik + gunicorn (make stack)"
 RESULTS = Path(__file__).parent / "results" / "workers.json"
 
 
@@ -114,14 +117,19 @@ def memory(env: dict[str, str], bodies: Path, key: str, share: bool, workers: in
 
 def throughput(env: dict[str, str], bodies: Path, key: str, kind: str, seconds: int) -> dict:
     port = free_port()
+    prefix = ""
     if kind == "saas serve":
         server = harness.serve(env, port, workers=2)
         wait_all_ready(port, 2)
+    elif kind == STACK_KIND:
+        stack = [sys.executable, str(OPS / "stack.py"), "--port", str(port), "--workers", "2"]
+        server = harness.start(stack, port, env, ready_path="/api/readyz")
+        prefix = "/api"
     else:
         server = gunicorn(env, port, 2, share=kind == "gunicorn, shared")
     try:
         result = harness.wrk(
-            f"http://127.0.0.1:{port}/v1/en_core_web_sm/entities",
+            f"http://127.0.0.1:{port}{prefix}/v1/en_core_web_sm/entities",
             bodies,
             key=key,
             connections=32,
@@ -158,7 +166,7 @@ def main() -> None:
         ]
         for row in rows:
             print(json.dumps({k: v for k, v in row.items() if k != "per_process_mb"}))
-        kinds = ["gunicorn, shared", "gunicorn, one copy per worker", "saas serve"]
+        kinds = [STACK_KIND, "gunicorn, shared", "gunicorn, one copy per worker", "saas serve"]
         runs = []
         for _ in range(args.rounds):
             for kind in kinds:
