@@ -20,6 +20,7 @@ from saas.accounts import service as accounts_service
 from saas.audit import routes as audit_routes
 from saas.changes import Change
 from saas.config import Settings, get_settings
+from saas.dashboard import routes as dashboard_routes
 from saas.db import make_engine
 from saas.invalidation import Invalidator
 from saas.keys import routes as key_routes
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.recorder = recorder
     app.state.invalidator = invalidator
     app.state.alerts = alerts
+    app.state.guard = guard
     install_error_handlers(app)
     # Every router, in one list: Endpoints takes the customer routes (/v1) from the same list
     # the app serves, so no customer route can be served without its Metering.
@@ -177,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage_routes.admin_router,
         key_routes.admin_router,
         audit_routes.router,
+        dashboard_routes.router,
     ]
     for router in routers:
         app.include_router(router)

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     # inference process loads its own copy (measured against in bench/).
     share_models: bool = True
 
+    # Dashboard sign-in sessions: how long one lasts (at most 8 h), and whether its cookie is
+    # marked Secure. Unset: Secure when the request came over HTTPS (as the proxy reports it).
+    dashboard_session_hours: float = Field(default=8.0, gt=0, le=8)
+    dashboard_secure_cookie: bool | None = None
+
     # Record one usage event per customer request (off only to measure what metering costs).
     usage_metering: bool = True
 

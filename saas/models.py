@@ -2,6 +2,7 @@
 
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.audit.models import AuditEntry
+from saas.dashboard.models import DashboardSession
 from saas.keys.models import ApiKey
 from saas.usage.models import QuotaAlert, UsageEvent, UsageRollup
 
@@ -10,6 +11,7 @@ __all__ = [
     "AccountStatus",
     "ApiKey",
     "AuditEntry",
+    "DashboardSession",
     "Plan",
     "QuotaAlert",
     "UsageEvent",

@@ -47,7 +47,10 @@ class KeyAuthenticator:
 
     async def lookup(self, key: str) -> Principal | None:
         """The key's principal (possibly revoked or expired: the caller says why), or None."""
-        key_hash = security.hash_key(key)
+        return await self.lookup_hash(security.hash_key(key))
+
+    async def lookup_hash(self, key_hash: str) -> Principal | None:
+        """The same, by the key's hash (a dashboard session knows its key by that only)."""
         principal = self._hits.get(key_hash)
         if principal is not None:
             metrics.KEY_CACHE_HIT.inc()

@@ -1,0 +1,1 @@
+"""The usage dashboard: server-rendered pages under /dashboard for customers and admins."""

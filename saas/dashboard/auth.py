@@ -1,0 +1,143 @@
+"""Who is looking at a dashboard page: signing in with an API key, the session each page checks
+(through the same cached key status as the API), and the CSRF check of every form."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from saas import security
+from saas.dashboard import sessions
+from saas.dashboard.pages import COOKIE, SignedOut
+from saas.db import utcnow
+from saas.errors import Forbidden
+from saas.principal import Actor, KeyStatus, Principal
+from saas.ratelimit.windows import ceil_seconds
+
+_REFUSED = {
+    KeyStatus.revoked: "This API key has been revoked.",
+    KeyStatus.expired: "This API key has expired.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    principal: Principal
+    session_id: str
+    csrf_token: str
+
+    @property
+    def actor(self) -> Actor:
+        return Actor.of(self.principal, via="dashboard")
+
+
+def refusal(principal: Principal | None, now: datetime) -> tuple[str, int] | None:
+    """Why this key may not use the dashboard, with the status the API would answer, or None."""
+    if principal is None:
+        return "Invalid API key.", 401
+    status = principal.status(now)
+    if not status.usable:
+        return _REFUSED[status], 401
+    if not principal.account_active:
+        return "Your account is suspended.", 403
+    return None
+
+
+def _find(engine: Engine, session_id: str, now: datetime) -> tuple[str, str] | None:
+    with Session(engine) as session:
+        found = sessions.find_session(session, session_id, now)
+        return None if found is None else (found[0].csrf_token, found[1])
+
+
+def _open(engine: Engine, key_id: int, now: datetime, lifetime: timedelta) -> str:
+    with Session(engine) as session:
+        session_id, _ = sessions.open_session(
+            session=session, key_id=key_id, now=now, lifetime=lifetime
+        )
+        session.commit()
+        return session_id
+
+
+def close(engine: Engine, session_id: str) -> None:
+    with Session(engine) as session:
+        sessions.close_session(session=session, session_id=session_id)
+        session.commit()
+
+
+async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
+    """The key's principal and a new session id, or SignedOut saying why not. Failed attempts
+    count toward the same per-address guard as the API's bad keys."""
+    guard = request.app.state.guard
+    address = request.client.host if request.client else "unknown"
+    blocked = guard.blocked_for(address)
+    if blocked is not None:
+        wait = max(1, ceil_seconds(blocked))
+        raise SignedOut(f"Too many failed sign-ins from your address; retry in {wait} s.", 429)
+    key = api_key.strip()
+    principal = (
+        await request.app.state.authenticator.lookup(key) if security.is_well_formed(key) else None
+    )
+    now = utcnow()
+    refused = refusal(principal, now)
+    if refused is not None:
+        message, status_code = refused
+        if status_code == 401 and await guard.record_failure(address):
+            message, status_code = "Too many failed sign-ins from your address.", 429
+        raise SignedOut(message, status_code)
+    assert principal is not None
+    settings = request.app.state.settings
+    lifetime = timedelta(hours=settings.dashboard_session_hours)
+    session_id = await run_in_threadpool(
+        _open, request.app.state.engine, principal.key_id, now, lifetime
+    )
+    return principal, session_id
+
+
+async def current_visitor(request: Request) -> Visitor:
+    """The signed-in visitor, or SignedOut. A session ends by itself once its key is revoked or
+    expires or its account is suspended (as the API's cache sees it, within seconds)."""
+    session_id = request.cookies.get(COOKIE)
+    if not session_id:
+        raise SignedOut()
+    engine = request.app.state.engine
+    now = utcnow()
+    found = await run_in_threadpool(_find, engine, session_id, now)
+    if found is None:
+        raise SignedOut("Your session has ended; sign in again.")
+    csrf_token, key_hash = found
+    principal = await request.app.state.authenticator.lookup_hash(key_hash)
+    refused = refusal(principal, now)
+    if refused is not None:
+        await run_in_threadpool(close, engine, session_id)
+        raise SignedOut(f"{refused[0]} Your session has ended.", refused[1])
+    assert principal is not None
+    return Visitor(principal=principal, session_id=session_id, csrf_token=csrf_token)
+
+
+async def admin_visitor(visitor: Annotated[Visitor, Depends(current_visitor)]) -> Visitor:
+    if not visitor.principal.is_admin:
+        raise Forbidden("These pages need a key with the 'admin' scope.")
+    return visitor
+
+
+async def checked_form(
+    request: Request, visitor: Annotated[Visitor, Depends(current_visitor)]
+) -> FormData:
+    """The POSTed form, once its csrf_token matches the session's."""
+    form = await request.form()
+    if not sessions.csrf_matches(visitor.csrf_token, form.get("csrf_token")):
+        raise Forbidden(
+            "This form has expired or did not come from this dashboard; reload the page and "
+            "try again."
+        )
+    return form
+
+
+CurrentVisitor = Annotated[Visitor, Depends(current_visitor)]
+AdminVisitor = Annotated[Visitor, Depends(admin_visitor)]
+CheckedForm = Annotated[FormData, Depends(checked_form)]

@@ -1,0 +1,150 @@
+"""What every dashboard page shares: the templates, the static files, the security headers, and
+the route class that turns errors into pages (the API's handlers answer JSON)."""
+
+import hashlib
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+from starlette.responses import FileResponse, Response
+
+from saas.errors import AppError, describe_errors
+
+log = structlog.get_logger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+PREFIX = "/dashboard"
+
+# No inline script or style anywhere: the charts' data travel in <script type="application/json">
+# blocks, which are never executed, and static/dashboard.js draws them.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # for browsers that predate frame-ancestors
+}
+
+
+def _static_files() -> dict[str, tuple[Path, str]]:
+    """Every file under static/, by its relative name, with a digest of its contents for the
+    URL: a file's URL changes with it, so browsers may cache it for good."""
+    files = {}
+    for path in sorted(STATIC.rglob("*")):
+        if path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+            files[path.relative_to(STATIC).as_posix()] = (path, digest)
+    return files
+
+
+STATIC_FILES = _static_files()
+
+
+def base_path(request: Request) -> str:
+    """The dashboard's URL path, behind the proxy's prefix too (SAAS_ROOT_PATH)."""
+    return f"{request.scope.get('root_path', '')}{PREFIX}"
+
+
+def static_url(request: Request, name: str) -> str:
+    _, digest = STATIC_FILES[name]
+    return f"{base_path(request)}/static/{name}?v={digest}"
+
+
+templates = Jinja2Templates(
+    env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
+)
+templates.env.globals["static_url"] = static_url
+templates.env.globals["base_path"] = base_path
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
+    response: Response = templates.TemplateResponse(request, template, context, status_code=status)
+    return response
+
+
+def static_file(name: str) -> Response:
+    found = STATIC_FILES.get(name)
+    if found is None:
+        return Response("Not found.", status_code=404, media_type="text/plain")
+    path, _ = found
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+class SignedOut(Exception):
+    """No usable session: the sign-in page, with why (None: nobody signed in yet)."""
+
+    def __init__(self, message: str | None = None, status_code: int = 401) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+def error_page(request: Request, status_code: int, message: str) -> Response:
+    return render(request, "error.html", status_code, message=message, code=status_code)
+
+
+COOKIE = "saas_session"
+
+
+def set_cookie(
+    request: Request, response: Response, session_id: str, max_age: int, secure: bool | None
+) -> None:
+    """The session cookie: the only cookie the dashboard sets."""
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        max_age=max_age,
+        path=base_path(request),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https" if secure is None else secure,
+    )
+
+
+def forget_cookie(request: Request, response: Response) -> None:
+    if COOKIE in request.cookies:
+        response.delete_cookie(COOKIE, path=base_path(request), httponly=True, samesite="strict")
+
+
+def sign_in_page(request: Request, message: str | None, status_code: int = 200) -> Response:
+    response = render(request, "sign_in.html", status_code, message=message)
+    forget_cookie(request, response)
+    return response
+
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class PageRoute(APIRoute):
+    """Dashboard errors as pages, and the security headers on every answer."""
+
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except SignedOut as exc:
+                response = sign_in_page(request, exc.message, exc.status_code)
+            except AppError as exc:
+                response = error_page(request, exc.status_code, exc.detail)
+            except RequestValidationError as exc:
+                response = error_page(request, 422, describe_errors(exc.errors()))
+            for name, value in SECURITY_HEADERS.items():
+                if name not in response.headers:  # static files keep their Cache-Control
+                    response.headers[name] = value
+            return response
+
+        return handle

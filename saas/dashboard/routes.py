@@ -1,0 +1,142 @@
+"""The customer's pages: sign-in and sign-out, the usage overview, its CSV, the keys. Each page
+translates the request to service calls and their results to a template; every write goes
+through the same service function as the API and the CLI."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from saas.accounts import service as accounts
+from saas.dashboard import auth, pages, views
+from saas.dashboard.auth import CheckedForm, CurrentVisitor
+from saas.db import utcnow
+from saas.deps import DbSession
+from saas.errors import Forbidden
+from saas.keys import service as keys
+from saas.keys.schemas import KeyPublic
+from saas.usage.service import current_month
+
+router = APIRouter(prefix=pages.PREFIX, route_class=pages.PageRoute, include_in_schema=False)
+Month = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")]
+
+
+def landing(request: Request, is_admin: bool) -> str:
+    return f"{pages.base_path(request)}/{'admin' if is_admin else 'overview'}"
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("")
+async def sign_in_form(request: Request) -> Response:
+    try:
+        visitor = await auth.current_visitor(request)
+    except pages.SignedOut:
+        return pages.sign_in_page(request, None)
+    return see_other(landing(request, visitor.principal.is_admin))
+
+
+@router.post("")
+async def sign_in(request: Request, api_key: Annotated[str, Form(max_length=256)] = "") -> Response:
+    # No session yet, so no CSRF token: refuse a form posted from another site instead.
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("Sign in from this dashboard's own page.")
+    principal, session_id = await auth.sign_in(request, api_key)
+    response = see_other(landing(request, principal.is_admin))
+    settings = request.app.state.settings
+    max_age = int(settings.dashboard_session_hours * 3600)
+    pages.set_cookie(request, response, session_id, max_age, settings.dashboard_secure_cookie)
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, visitor: CurrentVisitor, form: CheckedForm) -> Response:
+    await run_in_threadpool(auth.close, request.app.state.engine, visitor.session_id)
+    return pages.sign_in_page(request, "You have signed out.")
+
+
+@router.get("/static/{name:path}")
+def static(name: str) -> Response:
+    return pages.static_file(name)
+
+
+@router.get("/overview")
+def overview(
+    request: Request, visitor: CurrentVisitor, session: DbSession, month: Month = None
+) -> Response:
+    account = accounts.get_account(session, visitor.principal.account_id)
+    today = datetime.now(UTC).date()
+    data = views.account_overview(session, account, month or current_month(), today)
+    return pages.render(
+        request, "overview.html", visitor=visitor, account=account, money=views.money, **data
+    )
+
+
+@router.get("/usage.csv")
+def usage_csv(visitor: CurrentVisitor, session: DbSession, month: Month = None) -> Response:
+    month = month or current_month()
+    body = views.usage_csv(session, visitor.principal.account_id, month)
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="usage-{month}.csv"'},
+    )
+
+
+def keys_page(
+    request: Request, visitor: auth.Visitor, session: DbSession, **extra: Any
+) -> Response:
+    now = utcnow()
+    listed = [
+        KeyPublic.of(key, now) for key in keys.list_keys(session, visitor.principal.account_id)
+    ]
+    return pages.render(request, "keys.html", visitor=visitor, keys=listed, **extra)
+
+
+@router.get("/keys")
+def key_list(request: Request, visitor: CurrentVisitor, session: DbSession) -> Response:
+    return keys_page(request, visitor, session)
+
+
+@router.post("/keys")
+def create_key(
+    request: Request, visitor: CurrentVisitor, form: CheckedForm, session: DbSession
+) -> Response:
+    name = str(form.get("name") or "").strip()[:128]
+    key, plaintext = keys.create_own_key(
+        session=session, caller=visitor.principal, actor=visitor.actor, name=name
+    )
+    # The one time this key is shown: the page is sent with Cache-Control: no-store.
+    return keys_page(
+        request, visitor, session, created=KeyPublic.of(key, utcnow()), secret=plaintext
+    )
+
+
+@router.get("/keys/{key_id}/revoke")
+def confirm_revoke(
+    request: Request, key_id: int, visitor: CurrentVisitor, session: DbSession
+) -> Response:
+    key = keys.get_key(session, key_id, account_id=visitor.principal.account_id)
+    return pages.render(
+        request,
+        "confirm_revoke.html",
+        visitor=visitor,
+        key=KeyPublic.of(key, utcnow()),
+        action=f"{pages.base_path(request)}/keys/{key_id}/revoke",
+        back=f"{pages.base_path(request)}/keys",
+    )
+
+
+@router.post("/keys/{key_id}/revoke")
+def revoke_key(
+    request: Request, key_id: int, visitor: CurrentVisitor, form: CheckedForm, session: DbSession
+) -> Response:
+    keys.revoke_own_key(
+        session=session, key_id=key_id, caller=visitor.principal, actor=visitor.actor
+    )
+    return see_other(f"{pages.base_path(request)}/keys")

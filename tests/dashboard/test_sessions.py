@@ -1,0 +1,144 @@
+"""Signing in to the dashboard with an API key: the session cookie, what ends a session, CSRF on
+every form, and the security headers on every page (in-process; the browser tests are in
+tests/e2e/test_dashboard.py)."""
+
+import re
+
+from fastapi.testclient import TestClient
+
+from saas.dashboard.models import DashboardSession
+from saas.dashboard.sessions import hash_id
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def signed_in(app_client: TestClient, key: str) -> TestClient:
+    """A browser of its own (its own cookie jar), signed in with `key`."""
+    browser = TestClient(app_client.app)
+    response = browser.post("/dashboard", data={"api_key": key}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return browser
+
+
+def csrf_of(page: str) -> str:
+    match = CSRF.search(page)
+    assert match, "no CSRF field in the page"
+    return match.group(1)
+
+
+def test_a_wrong_key_gets_the_form_again_with_a_message_and_no_cookie(app_client):  # type: ignore[no-untyped-def]
+    browser = TestClient(app_client.app)
+    response = browser.post(
+        "/dashboard", data={"api_key": "sk_live_notakey"}, follow_redirects=False
+    )
+    assert response.status_code == 401
+    assert "Invalid API key." in response.text
+    assert 'name="api_key"' in response.text
+    assert "set-cookie" not in response.headers
+    assert "sk_live_notakey" not in response.text  # never echoed back
+
+
+def test_a_key_is_exchanged_for_an_http_only_strict_session_cookie(app_client, customer, db):  # type: ignore[no-untyped-def]
+    browser = TestClient(app_client.app)
+    response = browser.post("/dashboard", data={"api_key": customer.key}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/dashboard/overview"
+    cookies = response.headers.get_list("set-cookie")
+    assert len(cookies) == 1
+    cookie = cookies[0]
+    name, _, rest = cookie.partition("=")
+    session_id = rest.split(";")[0]
+    assert name == "saas_session" and customer.key not in cookie
+    attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/dashboard"} <= attributes
+    assert "max-age=28800" in attributes  # 8 h
+    with db() as session:  # only the id's hash is stored
+        assert session.get(DashboardSession, session_id) is None
+        assert session.get(DashboardSession, hash_id(session_id)) is not None
+    page = browser.get("/dashboard/overview")
+    assert page.status_code == 200
+    assert customer.account_name in page.text and customer.key not in page.text
+
+
+def test_revoking_the_key_ends_its_session(app_client, make_customer, customer):  # type: ignore[no-untyped-def]
+    browser = signed_in(app_client, customer.key)
+    assert browser.get("/dashboard/keys").status_code == 200
+    admin = make_customer(scopes=("admin",))
+    revoked = app_client.delete(f"/admin/keys/{customer.key_id}", headers=admin.headers)
+    assert revoked.status_code == 200
+    page = browser.get("/dashboard/keys")
+    assert page.status_code == 401
+    assert "revoked" in page.text and 'name="api_key"' in page.text
+    # The session is gone, not just refused: the same cookie never works again.
+    assert "saas_session" in page.headers.get("set-cookie", "")
+
+
+def test_suspending_the_account_ends_its_sessions(app_client, make_customer, customer):  # type: ignore[no-untyped-def]
+    browser = signed_in(app_client, customer.key)
+    admin = make_customer(scopes=("admin",))
+    suspended = app_client.patch(
+        f"/admin/accounts/{customer.account_id}",
+        json={"status": "suspended"},
+        headers=admin.headers,
+    )
+    assert suspended.status_code == 200
+    page = browser.get("/dashboard/overview")
+    assert page.status_code == 403 and "suspended" in page.text
+
+
+def test_sign_out_ends_the_session(app_client, customer):  # type: ignore[no-untyped-def]
+    browser = signed_in(app_client, customer.key)
+    token = csrf_of(browser.get("/dashboard/overview").text)
+    cookie = browser.cookies.get("saas_session")
+    response = browser.post("/dashboard/sign-out", data={"csrf_token": token})
+    assert response.status_code == 200 and "You have signed out." in response.text
+    again = TestClient(app_client.app, cookies={"saas_session": cookie})
+    assert again.get("/dashboard/overview").status_code == 401
+
+
+def test_a_post_without_the_csrf_token_is_refused(app_client, customer, db):  # type: ignore[no-untyped-def]
+    browser = signed_in(app_client, customer.key)
+    token = csrf_of(browser.get("/dashboard/keys").text)
+    for data in ({"name": "x"}, {"name": "x", "csrf_token": "forged"}):
+        refused = browser.post("/dashboard/keys", data=data)
+        assert refused.status_code == 403 and "reload the page" in refused.text
+    created = browser.post("/dashboard/keys", data={"name": "from-page", "csrf_token": token})
+    assert created.status_code == 200
+    plaintext = re.search(r'<code id="new-key">([^<]+)</code>', created.text)
+    assert plaintext
+    answer = app_client.post(
+        "/v1/en_core_web_sm/entities",
+        headers={"Authorization": f"Token {plaintext.group(1)}"},
+        json={"text": "Paris"},
+    )
+    assert answer.status_code == 200
+    # Listed afterwards without its secret.
+    assert plaintext.group(1) not in browser.get("/dashboard/keys").text
+
+
+def test_every_page_sends_the_security_headers(app_client, customer):  # type: ignore[no-untyped-def]
+    browser = signed_in(app_client, customer.key)
+    anonymous = TestClient(app_client.app)
+    answers = [
+        anonymous.get("/dashboard"),
+        browser.get("/dashboard/overview"),
+        browser.get("/dashboard/keys"),
+        browser.get("/dashboard/keys/999999/revoke"),  # an error page
+        browser.get("/dashboard/usage.csv"),
+    ]
+    for response in answers:
+        csp = response.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert "script-src 'self'" in csp
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["referrer-policy"] == "same-origin"
+    assert answers[3].status_code == 404
+
+
+def test_pages_need_a_session(app_client):  # type: ignore[no-untyped-def]
+    anonymous = TestClient(app_client.app)
+    for path in ("/dashboard/overview", "/dashboard/keys", "/dashboard/usage.csv"):
+        response = anonymous.get(path)
+        assert response.status_code == 401 and 'name="api_key"' in response.text
+    refused = anonymous.post("/dashboard/keys", data={"name": "x"})
+    assert refused.status_code == 401
