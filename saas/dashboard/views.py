@@ -67,6 +67,8 @@ def daily_charts(rows: list[dict[str, Any]], days: list[date]) -> dict[str, dict
         reason = rejection_of(row["status"])
         if reason is not None:
             rejected[reason][day] = rejected[reason].get(day, 0) + row["requests"]
+    if not requests:  # a month without traffic still shows its (flat) line
+        requests["all endpoints"] = {}
     return {
         "requests": chart(days, dict(sorted(requests.items())), "requests"),
         "rejections": chart(days, rejected, "rejected requests"),
