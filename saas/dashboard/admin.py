@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.datastructures import FormData
@@ -38,6 +38,8 @@ MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 Month = Annotated[str | None, Query(pattern=MONTH_PATTERN)]
 PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 Text = Annotated[str | None, Query(max_length=128)]
+# Row ids are 32-bit integers in both databases: a larger one is a 422, not a database error.
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # What a rejected form shows next to the form instead of an error page.
 REJECTED = (Invalid, Conflict)
 
@@ -151,7 +153,7 @@ def rejected(
 @router.get("/accounts/{account_id}")
 def account_detail(
     request: Request,
-    account_id: int,
+    account_id: Id,
     visitor: AdminVisitor,
     session: DbSession,
     month: Month = None,
@@ -161,7 +163,7 @@ def account_detail(
 
 @router.post("/accounts/{account_id}/keys")
 def create_key(
-    request: Request, account_id: int, visitor: AdminVisitor, form: CheckedForm, session: DbSession
+    request: Request, account_id: Id, visitor: AdminVisitor, form: CheckedForm, session: DbSession
 ) -> Response:
     try:
         try:
@@ -192,7 +194,7 @@ def create_key(
 
 @router.get("/accounts/{account_id}/keys/{key_id}/revoke")
 def confirm_revoke(
-    request: Request, account_id: int, key_id: int, visitor: AdminVisitor, session: DbSession
+    request: Request, account_id: Id, key_id: Id, visitor: AdminVisitor, session: DbSession
 ) -> Response:
     key = keys.get_key(session, key_id, account_id=account_id)
     back = admin_url(request, f"/accounts/{account_id}")
@@ -210,8 +212,8 @@ def confirm_revoke(
 @router.post("/accounts/{account_id}/keys/{key_id}/revoke")
 def revoke_key(
     request: Request,
-    account_id: int,
-    key_id: int,
+    account_id: Id,
+    key_id: Id,
     visitor: AdminVisitor,
     form: CheckedForm,
     session: DbSession,
@@ -223,8 +225,8 @@ def revoke_key(
 @router.post("/accounts/{account_id}/keys/{key_id}/roll")
 def roll_key(
     request: Request,
-    account_id: int,
-    key_id: int,
+    account_id: Id,
+    key_id: Id,
     visitor: AdminVisitor,
     form: CheckedForm,
     session: DbSession,
@@ -278,14 +280,14 @@ def change_account(
 
 @router.post("/accounts/{account_id}/plan")
 def change_plan(
-    request: Request, account_id: int, visitor: AdminVisitor, form: CheckedForm, session: DbSession
+    request: Request, account_id: Id, visitor: AdminVisitor, form: CheckedForm, session: DbSession
 ) -> Response:
     return change_account(request, visitor, session, account_id, {"plan": field(form, "plan")})
 
 
 @router.post("/accounts/{account_id}/status")
 def change_status(
-    request: Request, account_id: int, visitor: AdminVisitor, form: CheckedForm, session: DbSession
+    request: Request, account_id: Id, visitor: AdminVisitor, form: CheckedForm, session: DbSession
 ) -> Response:
     """Suspend (every key is refused within a second) or reactivate."""
     return change_account(request, visitor, session, account_id, {"status": field(form, "status")})

@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import Session
 
 from saas.accounts import service as accounts
-from saas.errors import NotFound
+from saas.errors import Invalid, NotFound
 from saas.usage import service as usage
 
 # The answers the overview counts, in the order it shows them.
@@ -81,6 +81,9 @@ def month_activity(session: Session, month: str, top: int = 10) -> dict[str, Any
     return {"rates": outcome_rates(rows), "top_accounts": leaders}
 
 
+# The plans' number columns are 32-bit integers in both databases.
+LARGEST_INT = 2**31 - 1
+
 PLAN_INT_FIELDS = (
     "max_text_chars",
     "price_cents_per_month",
@@ -106,6 +109,10 @@ def plan_fields(form: Mapping[str, Any], *, with_name: bool) -> dict[str, Any]:
         value = str(form.get(name) or "").strip().replace(",", "").replace("_", "")
         if value:
             fields[name] = value
+    for name in ("monthly_quota", *PLAN_INT_FIELDS):
+        number = str(fields.get(name) or "")
+        if number.isdigit() and int(number) > LARGEST_INT:
+            raise Invalid(f"{name}: must be at most {LARGEST_INT:,}.")
     models = [part.strip() for part in str(form.get("models") or "").split(",") if part.strip()]
     fields["models"] = None if not models or [m.lower() for m in models] == ["all"] else models
     return fields

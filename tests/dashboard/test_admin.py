@@ -6,15 +6,17 @@ import re
 import uuid
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from saas.accounts import service as accounts
 from saas.accounts.schemas import AccountCreate
 from saas.dashboard import admin
-from saas.dashboard.admin_views import outcome_rates, plan_fields, rank_accounts
+from saas.dashboard.admin_views import month_activity, outcome_rates, plan_fields, rank_accounts
+from saas.errors import Invalid
 from saas.usage.service import current_month
-from tests.conftest import MODEL, TEST_ACTOR
+from tests.conftest import MODEL, TEST_ACTOR, wait_for_events
 from tests.dashboard.test_sessions import csrf_of, signed_in
 
 NEW_KEY = re.compile(r'<code id="new-key">([^<]+)</code>')
@@ -98,6 +100,12 @@ def test_the_account_page_shows_the_account_its_usage_and_keys(app_client, make_
 
     assert browser.get("/dashboard/admin/accounts/99999999").status_code == 404
     assert browser.get("/dashboard/admin/accounts/x").status_code == 422
+    too_big = browser.get("/dashboard/admin/accounts/99999999999999999999")
+    assert too_big.status_code == 422 and "less than or equal" in too_big.text
+    key_too_big = (
+        f"/dashboard/admin/accounts/{customer.account_id}/keys/99999999999999999999/revoke"
+    )
+    assert browser.get(key_too_big).status_code == 422
     bad_month = browser.get(
         f"/dashboard/admin/accounts/{customer.account_id}", params={"month": "2026-13"}
     )
@@ -306,6 +314,8 @@ def test_creating_and_editing_a_plan(app_client, make_customer):  # type: ignore
         f"/dashboard/admin/plans/{name}", data={**fields, "max_batch_texts": "0"}
     )
     assert refused.status_code == 422 and "max_batch_texts" in refused.text
+    huge = browser.post(f"/dashboard/admin/plans/{name}", data={**fields, "max_keys": "9" * 30})
+    assert huge.status_code == 422 and "max_keys: must be at most 2,147,483,647" in huge.text
     assert browser.get("/dashboard/admin/plans/no-such-plan").status_code == 404
 
 
@@ -405,6 +415,35 @@ def test_anonymous_visitors_get_the_sign_in_form(app_client):  # type: ignore[no
 # What the overview computes
 
 
+def rate_limited(activity: dict[str, Any]) -> int:
+    return next(
+        o["requests"] for o in activity["rates"]["outcomes"] if o["label"].startswith("429")
+    )
+
+
+def test_the_months_rates_and_top_accounts_come_from_the_rollups(app_client, make_customer, db):  # type: ignore[no-untyped-def]
+    _, browser = admin_browser(app_client, make_customer)
+    customer = make_customer(rate_limit="1/minute")
+    month = current_month()
+    with db() as session:
+        before = month_activity(session, month)
+    assert nlp(app_client, customer.key) == 200
+    assert nlp(app_client, customer.key) == 429
+    assert len(wait_for_events(db, customer.account_id, 2)) == 2
+    with db() as session:
+        after = month_activity(session, month)
+    # Other tests' traffic may land meanwhile, so at least: this test's requests are counted.
+    assert after["rates"]["requests"] >= before["rates"]["requests"] + 2
+    assert rate_limited(after) >= rate_limited(before) + 1
+    leaders = after["top_accounts"]
+    assert 1 <= len(leaders) <= 10 and all(entry["name"] for entry in leaders)
+    billed = [entry["billable_requests"] for entry in leaders]
+    assert billed == sorted(billed, reverse=True)
+    page = browser.get("/dashboard/admin")
+    assert f">{leaders[0]['name']}</a>" in page.text
+    assert re.search(r"429 rate limited</th><td class=\"num\">[\d,]+</td>", page.text)
+
+
 def row(account_id: int, status: int, requests: int, billable: int = 0) -> dict[str, Any]:
     return {
         "bucket": "2026-11-01",
@@ -447,6 +486,8 @@ def test_the_plan_form_becomes_the_schemas_input():  # type: ignore[no-untyped-d
         "monthly_quota": None,
         "models": ["a", "b"],
     }
+    with pytest.raises(Invalid, match="monthly_quota"):
+        plan_fields({"monthly_quota": "3000000000"}, with_name=False)
     assert plan_fields({"models": "ALL", "max_keys": "1_000"}, with_name=False) == {
         "monthly_quota": None,
         "models": None,
