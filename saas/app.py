@@ -20,6 +20,7 @@ from saas.accounts import service as accounts_service
 from saas.audit import routes as audit_routes
 from saas.changes import Change
 from saas.config import Settings, get_settings
+from saas.dashboard import admin as dashboard_admin
 from saas.dashboard import routes as dashboard_routes
 from saas.db import make_engine
 from saas.invalidation import Invalidator
@@ -180,6 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         key_routes.admin_router,
         audit_routes.router,
         dashboard_routes.router,
+        dashboard_admin.router,
     ]
     for router in routers:
         app.include_router(router)
