@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from saas.dashboard.models import DashboardSession
 from saas.dashboard.sessions import hash_id
+from tests.conftest import dedicated_client
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -142,3 +143,23 @@ def test_pages_need_a_session(app_client):  # type: ignore[no-untyped-def]
         assert response.status_code == 401 and 'name="api_key"' in response.text
     refused = anonymous.post("/dashboard/keys", data={"name": "x"})
     assert refused.status_code == 401
+
+
+def test_behind_the_proxy_prefix_links_static_files_and_the_cookie_carry_it(settings, customer):  # type: ignore[no-untyped-def]
+    """With SAAS_ROOT_PATH=/api, Traefik strips /api: the app sees /dashboard/..., and every URL
+    it writes for the browser starts with /api/dashboard."""
+    with dedicated_client(settings, root_path="/api") as browser:
+        response = browser.post(
+            "/dashboard", data={"api_key": customer.key}, follow_redirects=False
+        )
+        assert response.headers["location"] == "/api/dashboard/overview"
+        assert "path=/api/dashboard" in response.headers["set-cookie"].lower()
+        # The browser sends it for /api/dashboard; the proxy forwards /dashboard.
+        browser.cookies.set("saas_session", response.cookies["saas_session"])
+        page = browser.get("/dashboard/overview")
+        assert page.status_code == 200
+        urls = re.findall(r'(?:href|src|action)="([^"]+)"', page.text)
+        local = [url for url in urls if url.startswith("/")]
+        assert local and all(url.startswith("/api/dashboard/") for url in local), local
+        for url in (u for u in local if "/static/" in u):
+            assert browser.get(url.removeprefix("/api")).status_code == 200, url
