@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func
+from sqlalchemy import select as select_columns  # any number of columns (SQLModel's: up to 4)
 from sqlmodel import Session, col, select
 
 from saas.accounts.models import Account, Plan
@@ -54,25 +55,36 @@ def month_billable_units(engine: Engine, account_id: int, month: str) -> int:
 
 def _totals(rows: list[Any]) -> dict[str, int]:
     return {
-        "requests": sum(r.requests for r in rows),
-        "billable_requests": sum(r.billable_units for r in rows),
-        "characters": sum(r.chars for r in rows),
+        "requests": sum(int(r.requests) for r in rows),
+        "billable_requests": sum(int(r.billable_units) for r in rows),
+        "characters": sum(int(r.chars) for r in rows),
     }
+
+
+def _sums() -> tuple[Any, Any, Any]:
+    return (
+        func.sum(UsageRollup.requests).label("requests"),
+        func.sum(UsageRollup.billable_units).label("billable_units"),
+        func.sum(UsageRollup.chars).label("chars"),
+    )
 
 
 def account_month_usage(
     session: Session, account: Account, plan: Plan, month: str
 ) -> dict[str, Any]:
-    """What GET /v1/usage and `saas usage` show: the month's totals, by endpoint and by day,
-    the plan's limits and what remains."""
+    """What GET /v1/usage, `saas usage` and the dashboard show: the month's totals, by endpoint
+    and by day, the plan's limits and what remains. Summed per day and endpoint in the
+    database: a busy month is thousands of hourly rows but a few hundred of these."""
     first, after = month_bounds(month)
     rows = list(
-        session.exec(
-            select(UsageRollup).where(
-                UsageRollup.account_id == account.id,
-                UsageRollup.day >= first,
-                UsageRollup.day < after,
+        session.connection().execute(
+            select_columns(col(UsageRollup.day), col(UsageRollup.endpoint), *_sums())
+            .where(
+                col(UsageRollup.account_id) == account.id,
+                col(UsageRollup.day) >= first,
+                col(UsageRollup.day) < after,
             )
+            .group_by(col(UsageRollup.day), col(UsageRollup.endpoint))
         )
     )
     by_endpoint: dict[str, list[Any]] = {}
@@ -118,38 +130,43 @@ def usage_series(
     endpoint: str | None = None,
     status: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Rollups between `start` and `end` (inclusive days), per bucket, account, endpoint, status."""
-    statement = select(UsageRollup).where(UsageRollup.day >= start, UsageRollup.day <= end)
+    """Rollups between `start` and `end` (inclusive days), per bucket, account, endpoint, status,
+    summed in the database (per day, the hours are added up there)."""
+    keys: list[Any] = [col(UsageRollup.day)]
+    if granularity == "hour":
+        keys.append(col(UsageRollup.hour))
+    keys += [col(UsageRollup.account_id), col(UsageRollup.endpoint), col(UsageRollup.status)]
+    statement = (
+        select_columns(*keys, *_sums())
+        .where(col(UsageRollup.day) >= start, col(UsageRollup.day) <= end)
+        .group_by(*keys)
+        .order_by(*keys)
+    )
     if account_id is not None:
-        statement = statement.where(UsageRollup.account_id == account_id)
+        statement = statement.where(col(UsageRollup.account_id) == account_id)
     if endpoint is not None:
-        statement = statement.where(UsageRollup.endpoint == endpoint)
+        statement = statement.where(col(UsageRollup.endpoint) == endpoint)
     if status is not None:
-        statement = statement.where(UsageRollup.status == status)
-    buckets: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in session.exec(statement):
+        statement = statement.where(col(UsageRollup.status) == status)
+    series = []
+    for row in session.connection().execute(statement):
         if granularity == "hour":
             bucket = datetime(row.day.year, row.day.month, row.day.day, row.hour, tzinfo=UTC)
             label = bucket.isoformat()
         else:
             label = row.day.isoformat()
-        key = (label, row.account_id, row.endpoint, row.status)
-        entry = buckets.setdefault(
-            key,
+        series.append(
             {
                 "bucket": label,
                 "account_id": row.account_id,
                 "endpoint": row.endpoint,
                 "status": row.status,
-                "requests": 0,
-                "billable_requests": 0,
-                "characters": 0,
-            },
+                "requests": int(row.requests),
+                "billable_requests": int(row.billable_units),
+                "characters": int(row.chars),
+            }
         )
-        entry["requests"] += row.requests
-        entry["billable_requests"] += row.billable_units
-        entry["characters"] += row.chars
-    return [buckets[key] for key in sorted(buckets)]
+    return series
 
 
 def invoice_amount(plan: Plan, billable: int) -> tuple[int, int, int]:
