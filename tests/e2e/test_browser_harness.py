@@ -1,6 +1,7 @@
 """The browser harness end to end, and dashboard.js's contract with the templates: a page of the
-test's own, served from 127.0.0.1 with the dashboard's Content-Security-Policy, loads the vendored
-uPlot and dashboard.js from saas/dashboard/static and is checked in headless chromium."""
+test's own, served from 127.0.0.1 with the dashboard's Content-Security-Policy, loads the
+dashboard's stylesheet, the vendored uPlot and dashboard.js from saas/dashboard/static and is
+checked in headless chromium."""
 
 import json
 import mimetypes
@@ -55,6 +56,7 @@ def page_html() -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Harness</title>
 <link rel="icon" href="data:,">
+<link rel="stylesheet" href="/dashboard/static/dashboard.css">
 <link rel="stylesheet" href="/dashboard/static/vendor/uplot/uPlot.min.css">
 <script src="/dashboard/static/vendor/uplot/uPlot.iife.min.js" defer></script>
 <script src="/dashboard/static/dashboard.js" defer></script>
@@ -63,7 +65,7 @@ def page_html() -> str:
 <main>
 <h1>Usage</h1>
 {figures}
-<p>Your key: <code id="new-key">{KEY}</code>
+<p class="secret"><code id="new-key">{KEY}</code>
 <button type="button" class="copy" data-copy-target="new-key" hidden>Copy</button></p>
 <form method="post" action="/"><label>Key <input name="api_key"></label>
 <button>Sign in</button></form>
