@@ -8,7 +8,11 @@ HOST ?= 127.0.0.1
 # PORT: `make run` serves on 8000 and `make stack` on 8080 unless PORT is given.
 WORKERS ?=
 
-.PHONY: install run stack test check-equivalence lint format clean
+# The charting library vendored under saas/dashboard/static (refreshed by `make vendor-charts`).
+UPLOT_VERSION ?= 1.6.32
+UPLOT_DIR := saas/dashboard/static/vendor/uplot
+
+.PHONY: install run stack test check-equivalence lint format clean vendor-charts
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
@@ -46,6 +50,19 @@ $(BENCH_STAMP): $(STAMP)
 ## `make test` instead of in it.
 check-equivalence: $(BENCH_STAMP)
 	SAAS_TEST_CORPUS_TEXTS=2048 $(BIN)/pytest tests/nlp/test_pipeline_equivalence.py
+
+## Refresh the vendored uPlot from the npm registry: its built files, its licence, and VERSION
+## with the tarball's integrity, so a later refresh can be checked against the registry.
+vendor-charts:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	npm pack --silent --json --pack-destination "$$tmp" 'uplot@$(UPLOT_VERSION)' > "$$tmp/pack.json" && \
+	node -p 'const [p] = require(process.argv[1]); `$${p.name} $${p.version}\nintegrity $${p.integrity}\nshasum $${p.shasum}`' \
+	  "$$tmp/pack.json" > "$$tmp/VERSION" && \
+	tar -xzf "$$tmp"/uplot-*.tgz -C "$$tmp" && \
+	mkdir -p $(UPLOT_DIR) && \
+	cp "$$tmp/package/dist/uPlot.iife.min.js" "$$tmp/package/dist/uPlot.min.css" \
+	  "$$tmp/package/LICENSE" "$$tmp/VERSION" $(UPLOT_DIR)/ && \
+	cat $(UPLOT_DIR)/VERSION
 
 lint: $(STAMP)
 	$(BIN)/ruff check saas tests alembic bench ops
