@@ -3,12 +3,16 @@ every form, and the security headers on every page (in-process; the browser test
 tests/e2e/test_dashboard.py)."""
 
 import re
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
+from saas import security
 from saas.dashboard.models import DashboardSession
 from saas.dashboard.sessions import hash_id
-from tests.conftest import dedicated_client
+from saas.db import utcnow
+from saas.keys.models import ApiKey
+from tests.conftest import dedicated_client, eventually
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -163,3 +167,46 @@ def test_behind_the_proxy_prefix_links_static_files_and_the_cookie_carry_it(sett
         assert local and all(url.startswith("/api/dashboard/") for url in local), local
         for url in (u for u in local if "/static/" in u):
             assert browser.get(url.removeprefix("/api")).status_code == 200, url
+
+
+def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer):  # type: ignore[no-untyped-def]
+    """Guessing keys in the sign-in form is limited like guessing them at the API, with one
+    count for both."""
+    with dedicated_client(settings, auth_failures_per_ip="3/minute") as browser:
+        for guess in (security.generate_key(), "not even a key"):
+            refused = browser.post("/dashboard", data={"api_key": guess})
+            assert refused.status_code == 401
+        api = browser.get("/v1/models", headers={"X-API-Key": security.generate_key()})
+        assert api.status_code == 401  # the third failure: the last one allowed
+        crossed = browser.post("/dashboard", data={"api_key": security.generate_key()})
+        assert crossed.status_code == 429 and "Too many failed sign-ins" in crossed.text
+        blocked = browser.post("/dashboard", data={"api_key": customer.key})  # even a good key
+        assert blocked.status_code == 429 and "retry in" in blocked.text
+        assert "set-cookie" not in blocked.headers
+
+
+def test_a_session_ends_when_it_expires_or_its_key_does(app_client, db, make_customer):  # type: ignore[no-untyped-def]
+    first, second = make_customer(), make_customer()
+    aged, expiring = signed_in(app_client, first.key), signed_in(app_client, second.key)
+    with db() as session:
+        row = session.get(DashboardSession, hash_id(aged.cookies["saas_session"]))
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)  # 8 hours later
+        session.add(row)
+        key = session.get(ApiKey, second.key_id)
+        assert key is not None
+        key.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(key)
+        session.commit()
+    page = aged.get("/dashboard/overview")
+    assert page.status_code == 401 and "Your session has ended" in page.text
+    # The key's expiry is seen once the key cache's entry ages out (SAAS_KEY_CACHE_TTL).
+    pages: list[str] = []
+
+    def signed_out() -> bool:
+        answer = expiring.get("/dashboard/overview")
+        pages.append(answer.text)
+        return answer.status_code == 401
+
+    assert eventually(signed_out)
+    assert "This API key has expired. Your session has ended." in pages[-1]
