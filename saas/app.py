@@ -182,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit_routes.router,
         dashboard_routes.router,
         dashboard_admin.router,
+        dashboard_routes.fallback_router,  # last: it answers every other /dashboard/ path
     ]
     for router in routers:
         app.include_router(router)

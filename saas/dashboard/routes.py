@@ -15,7 +15,7 @@ from saas.dashboard import auth, pages, views
 from saas.dashboard.auth import CheckedForm, CurrentVisitor
 from saas.db import utcnow
 from saas.deps import DbSession
-from saas.errors import Forbidden
+from saas.errors import Forbidden, NotFound
 from saas.keys import service as keys
 from saas.keys.schemas import KeyPublic
 from saas.usage.service import current_month
@@ -140,3 +140,15 @@ def revoke_key(
         session=session, key_id=key_id, caller=visitor.principal, actor=visitor.actor
     )
     return see_other(f"{pages.base_path(request)}/keys")
+
+
+# Included after every other router (saas/app.py): an unknown /dashboard/... address gets a
+# page, with the same headers, rather than the API's JSON 404.
+fallback_router = APIRouter(
+    prefix=pages.PREFIX, route_class=pages.PageRoute, include_in_schema=False
+)
+
+
+@fallback_router.api_route("/{path:path}", methods=["GET", "POST"])
+async def not_found(path: str) -> Response:
+    raise NotFound("There is no such page.")

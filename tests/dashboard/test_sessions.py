@@ -130,6 +130,7 @@ def test_every_page_sends_the_security_headers(app_client, customer):  # type: i
         browser.get("/dashboard/keys"),
         browser.get("/dashboard/keys/999999/revoke"),  # an error page
         browser.get("/dashboard/usage.csv"),
+        anonymous.get("/dashboard/no-such-page"),
     ]
     for response in answers:
         csp = response.headers["content-security-policy"]
@@ -138,6 +139,7 @@ def test_every_page_sends_the_security_headers(app_client, customer):  # type: i
         assert response.headers["cache-control"] == "no-store"
         assert response.headers["referrer-policy"] == "same-origin"
     assert answers[3].status_code == 404
+    assert answers[5].status_code == 404 and "There is no such page." in answers[5].text
 
 
 def test_pages_need_a_session(app_client):  # type: ignore[no-untyped-def]
