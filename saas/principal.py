@@ -78,7 +78,7 @@ class Principal:
 class Actor:
     """Who made an admin write, as the audit log records it."""
 
-    via: str  # "api" or "cli" (the dashboard will add "dashboard")
+    via: str  # "api", "cli" or "dashboard"
     key_id: int | None = None
     account_id: int | None = None
     name: str | None = None  # the key's public prefix, or the operating-system user of the CLI

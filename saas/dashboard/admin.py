@@ -7,10 +7,8 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
-from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from saas.accounts import service as accounts
@@ -20,6 +18,7 @@ from saas.audit import service as audit
 from saas.audit.schemas import AuditPublic
 from saas.dashboard import admin_views, pages, views
 from saas.dashboard.auth import AdminVisitor, CheckedForm, Visitor
+from saas.dashboard.pages import Id, Month, field, see_other
 from saas.db import utcnow
 from saas.deps import DbSession, known_models
 from saas.errors import AppError, Conflict, Invalid, NotFound, invalid
@@ -34,12 +33,8 @@ router = APIRouter(
 ACCOUNTS_PER_PAGE = 25
 AUDIT_PER_PAGE = 50
 TOP_ACCOUNTS = 10
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
-Month = Annotated[str | None, Query(pattern=MONTH_PATTERN)]
 PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 Text = Annotated[str | None, Query(max_length=128)]
-# Row ids are 32-bit integers in both databases: a larger one is a 422, not a database error.
-Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # What a rejected form shows next to the form instead of an error page.
 REJECTED = (Invalid, Conflict)
 
@@ -48,15 +43,6 @@ def admin_url(request: Request, path: str = "", **params: Any) -> str:
     """A URL of these pages; empty parameters are left out."""
     query = urlencode({name: value for name, value in params.items() if value not in (None, "")})
     return f"{pages.base_path(request)}/admin{path}{'?' + query if query else ''}"
-
-
-def see_other(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
-
-
-def field(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 def blank_to_none(value: str | None) -> str | None:

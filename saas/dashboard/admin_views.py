@@ -7,35 +7,27 @@ from typing import Any
 
 from sqlmodel import Session
 
-from saas.accounts import service as accounts
-from saas.errors import Invalid, NotFound
+from saas.dashboard import views
+from saas.errors import Invalid
 from saas.usage import service as usage
 
-# The answers the overview counts, in the order it shows them.
-OUTCOMES = ("429 rate limited", "402 quota exceeded", "other 4xx", "5xx")
+# The answers the overview counts, in the order it shows them: the customer's rejections and 5xx.
+OUTCOMES = (*views.REJECTIONS, "5xx")
 
 
 def outcome_of(status: int) -> str | None:
-    if status == 429:
-        return OUTCOMES[0]
-    if status == 402:
-        return OUTCOMES[1]
-    if 400 <= status < 500:
-        return OUTCOMES[2]
-    if status >= 500:
-        return OUTCOMES[3]
-    return None
+    return OUTCOMES[3] if status >= 500 else views.rejection_of(status)
 
 
-def outcome_rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def outcome_rates(by_status: Mapping[int, int]) -> dict[str, Any]:
     """All requests, and per outcome its count and share of them in percent (None without
     requests: no rate rather than a misleading 0%)."""
-    total = sum(row["requests"] for row in rows)
+    total = sum(by_status.values())
     counts = dict.fromkeys(OUTCOMES, 0)
-    for row in rows:
-        outcome = outcome_of(row["status"])
+    for status, requests in by_status.items():
+        outcome = outcome_of(status)
         if outcome is not None:
-            counts[outcome] += row["requests"]
+            counts[outcome] += requests
     return {
         "requests": total,
         "outcomes": [
@@ -49,36 +41,14 @@ def outcome_rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def rank_accounts(rows: list[dict[str, Any]], limit: int) -> list[dict[str, int]]:
-    """The `limit` accounts with the most billable requests (ties: more requests, then the
-    lower id), leaving out accounts that billed nothing."""
-    totals: dict[int, dict[str, int]] = {}
-    for row in rows:
-        entry = totals.setdefault(
-            row["account_id"],
-            {"account_id": row["account_id"], "billable_requests": 0, "requests": 0},
-        )
-        entry["billable_requests"] += row["billable_requests"]
-        entry["requests"] += row["requests"]
-    ranked = sorted(
-        (entry for entry in totals.values() if entry["billable_requests"] > 0),
-        key=lambda e: (-e["billable_requests"], -e["requests"], e["account_id"]),
-    )
-    return ranked[:limit]
-
-
 def month_activity(session: Session, month: str, top: int = 10) -> dict[str, Any]:
     """The month's outcome rates over every account, and its top accounts with their names."""
     first, after = usage.month_bounds(month)
-    rows = usage.usage_series(session, start=first, end=after - timedelta(days=1))
-    leaders = []
-    for entry in rank_accounts(rows, top):
-        try:
-            account = accounts.get_account(session, entry["account_id"])
-        except NotFound:  # rollups outlive nothing today, but a listing must not fail
-            continue
-        leaders.append({**entry, "name": account.name, "email": account.email})
-    return {"rates": outcome_rates(rows), "top_accounts": leaders}
+    last = after - timedelta(days=1)
+    return {
+        "rates": outcome_rates(usage.requests_by_status(session, start=first, end=last)),
+        "top_accounts": usage.top_accounts(session, start=first, end=last, limit=top),
+    }
 
 
 # The plans' number columns are 32-bit integers in both databases.
@@ -111,7 +81,7 @@ def plan_fields(form: Mapping[str, Any], *, with_name: bool) -> dict[str, Any]:
             fields[name] = value
     for name in ("monthly_quota", *PLAN_INT_FIELDS):
         number = str(fields.get(name) or "")
-        if number.isdigit() and int(number) > LARGEST_INT:
+        if number.isdecimal() and int(number) > LARGEST_INT:  # isdigit() lets "²" through
             raise Invalid(f"{name}: must be at most {LARGEST_INT:,}.")
     models = [part.strip() for part in str(form.get("models") or "").split(",") if part.strip()]
     fields["models"] = None if not models or [m.lower() for m in models] == ["all"] else models

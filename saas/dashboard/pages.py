@@ -4,15 +4,17 @@ the route class that turns errors into pages (the API's handlers answer JSON).""
 import hashlib
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import Request
+from fastapi import Path as PathParameter
+from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
-from starlette.responses import FileResponse, Response
+from starlette.datastructures import FormData
+from starlette.responses import FileResponse, RedirectResponse, Response
 
 from saas.errors import AppError, describe_errors
 
@@ -36,6 +38,23 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",  # for browsers that predate frame-ancestors
 }
+
+
+# What every page takes from its URL: a month, and row ids, which are 32-bit integers in both
+# databases (a larger one is a 422 page, not a database error).
+Month = Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+Id = Annotated[int, PathParameter(ge=1, le=2**31 - 1)]
+
+
+def see_other(url: str) -> RedirectResponse:
+    """Post/redirect/get: a reload after a form shows the page instead of posting again."""
+    return RedirectResponse(url, status_code=303)
+
+
+def field(form: FormData, name: str) -> str:
+    """A text field of the form, stripped (a file or a missing field: empty)."""
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _static_files() -> dict[str, tuple[Path, str]]:

@@ -5,14 +5,14 @@ through the same service function as the API and the CLI."""
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from saas.accounts import service as accounts
 from saas.dashboard import auth, pages, views
 from saas.dashboard.auth import CheckedForm, CurrentVisitor
+from saas.dashboard.pages import Id, Month, field, see_other
 from saas.db import utcnow
 from saas.deps import DbSession
 from saas.errors import Forbidden, NotFound
@@ -21,15 +21,10 @@ from saas.keys.schemas import KeyPublic
 from saas.usage.service import current_month
 
 router = APIRouter(prefix=pages.PREFIX, route_class=pages.PageRoute, include_in_schema=False)
-Month = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")]
 
 
 def landing(request: Request, is_admin: bool) -> str:
     return f"{pages.base_path(request)}/{'admin' if is_admin else 'overview'}"
-
-
-def see_other(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
 
 
 @router.get("")
@@ -107,7 +102,7 @@ def key_list(request: Request, visitor: CurrentVisitor, session: DbSession) -> R
 def create_key(
     request: Request, visitor: CurrentVisitor, form: CheckedForm, session: DbSession
 ) -> Response:
-    name = str(form.get("name") or "").strip()[:128]
+    name = field(form, "name")[:128]
     key, plaintext = keys.create_own_key(
         session=session, caller=visitor.principal, actor=visitor.actor, name=name
     )
@@ -119,7 +114,7 @@ def create_key(
 
 @router.get("/keys/{key_id}/revoke")
 def confirm_revoke(
-    request: Request, key_id: int, visitor: CurrentVisitor, session: DbSession
+    request: Request, key_id: Id, visitor: CurrentVisitor, session: DbSession
 ) -> Response:
     key = keys.get_key(session, key_id, account_id=visitor.principal.account_id)
     return pages.render(
@@ -134,7 +129,7 @@ def confirm_revoke(
 
 @router.post("/keys/{key_id}/revoke")
 def revoke_key(
-    request: Request, key_id: int, visitor: CurrentVisitor, form: CheckedForm, session: DbSession
+    request: Request, key_id: Id, visitor: CurrentVisitor, form: CheckedForm, session: DbSession
 ) -> Response:
     keys.revoke_own_key(
         session=session, key_id=key_id, caller=visitor.principal, actor=visitor.actor

@@ -59,9 +59,5 @@ def close_session(*, session: Session, session_id: str) -> None:
     )
 
 
-def close_sessions_of_key(*, session: Session, key_id: int) -> None:
-    session.exec(delete(DashboardSession).where(col(DashboardSession.key_id) == key_id))
-
-
 def csrf_matches(expected: str, sent: object) -> bool:
     return isinstance(sent, str) and hmac.compare_digest(expected.encode(), sent.encode())

@@ -90,9 +90,10 @@ def account_overview(session: Session, account: Account, month: str, today: date
         "summary": summary,
         "plan": plan,
         "quota": quota,
+        # Rounded down: the bar shows 100% only once nothing is left.
         "quota_percent": None
         if not quota
-        else min(100, round(100 * summary["billable_requests"] / quota)),
+        else min(100, 100 * summary["billable_requests"] // quota),
         "invoice": {"base": base, "metered": metered, "total": total},
         "charts": daily_charts(rows, days),
     }

@@ -23,12 +23,12 @@ def month_bounds(month: str) -> tuple[date, date]:
         year, number = (int(part) for part in month.split("-"))
         if not 1 <= number <= 12 or len(month) != 7:
             raise ValueError(month)
+        # Both dates inside the try: year 0 has no first day, December 9999 no day after.
+        first = date(year, number, 1)
+        after = date(year + (number == 12), number % 12 + 1, 1)
     except ValueError:
         raise Invalid(f"Not a month: {month!r} (use YYYY-MM).") from None
-    first = date(year, number, 1)
-    last_day = calendar.monthrange(year, number)[1]
-    after = date(year + (number == 12), number % 12 + 1, 1)
-    assert (after - first).days == last_day
+    assert (after - first).days == calendar.monthrange(year, number)[1]
     return first, after
 
 
@@ -140,7 +140,6 @@ def usage_series(
         select_columns(*keys, *_sums())
         .where(col(UsageRollup.day) >= start, col(UsageRollup.day) <= end)
         .group_by(*keys)
-        .order_by(*keys)
     )
     if account_id is not None:
         statement = statement.where(col(UsageRollup.account_id) == account_id)
@@ -166,7 +165,49 @@ def usage_series(
                 "characters": int(row.chars),
             }
         )
+    # Sorted here, not by the database: its collation would order the endpoints its own way.
+    series.sort(
+        key=lambda entry: (entry["bucket"], entry["account_id"], entry["endpoint"], entry["status"])
+    )
     return series
+
+
+def requests_by_status(session: Session, *, start: date, end: date) -> dict[int, int]:
+    """Requests per answer status over every account, `start` to `end` (inclusive days)."""
+    rows = session.connection().execute(
+        select_columns(col(UsageRollup.status), func.sum(UsageRollup.requests))
+        .where(col(UsageRollup.day) >= start, col(UsageRollup.day) <= end)
+        .group_by(col(UsageRollup.status))
+    )
+    return {int(status): int(requests) for status, requests in rows}
+
+
+def top_accounts(session: Session, *, start: date, end: date, limit: int) -> list[dict[str, Any]]:
+    """The `limit` accounts with the most billable requests from `start` to `end` (ties: more
+    requests, then the lower id), accounts that billed nothing left out; ranked by the
+    database, so the cost does not grow with the number of accounts."""
+    billable = func.sum(UsageRollup.billable_units)
+    requests = func.sum(UsageRollup.requests)
+    rows = session.connection().execute(
+        select_columns(col(Account.id), col(Account.name), col(Account.email), billable, requests)
+        .select_from(UsageRollup)
+        .join(Account, col(Account.id) == col(UsageRollup.account_id))
+        .where(col(UsageRollup.day) >= start, col(UsageRollup.day) <= end)
+        .group_by(col(Account.id), col(Account.name), col(Account.email))
+        .having(billable > 0)
+        .order_by(billable.desc(), requests.desc(), col(Account.id))
+        .limit(limit)
+    )
+    return [
+        {
+            "account_id": account_id,
+            "name": name,
+            "email": email,
+            "billable_requests": int(billed),
+            "requests": int(answered),
+        }
+        for account_id, name, email, billed, answered in rows
+    ]
 
 
 def invoice_amount(plan: Plan, billable: int) -> tuple[int, int, int]:

@@ -4,6 +4,7 @@ databases)."""
 
 import re
 import uuid
+from datetime import date
 from typing import Any
 
 import pytest
@@ -13,9 +14,10 @@ from starlette.routing import Route
 from saas.accounts import service as accounts
 from saas.accounts.schemas import AccountCreate
 from saas.dashboard import admin
-from saas.dashboard.admin_views import month_activity, outcome_rates, plan_fields, rank_accounts
+from saas.dashboard.admin_views import month_activity, outcome_rates, plan_fields
 from saas.errors import Invalid
-from saas.usage.service import current_month
+from saas.usage.models import UsageRollup
+from saas.usage.service import current_month, top_accounts
 from tests.conftest import MODEL, TEST_ACTOR, wait_for_events
 from tests.dashboard.test_sessions import csrf_of, signed_in
 
@@ -444,22 +446,8 @@ def test_the_months_rates_and_top_accounts_come_from_the_rollups(app_client, mak
     assert re.search(r"429 rate limited</th><td class=\"num\">[\d,]+</td>", page.text)
 
 
-def row(account_id: int, status: int, requests: int, billable: int = 0) -> dict[str, Any]:
-    return {
-        "bucket": "2026-11-01",
-        "account_id": account_id,
-        "endpoint": "entities",
-        "status": status,
-        "requests": requests,
-        "billable_requests": billable,
-        "characters": 0,
-    }
-
-
 def test_outcome_rates_share_every_request():  # type: ignore[no-untyped-def]
-    rates = outcome_rates(
-        [row(1, 200, 60), row(1, 429, 20), row(2, 402, 10), row(2, 404, 5), row(2, 503, 5)]
-    )
+    rates = outcome_rates({200: 60, 429: 20, 402: 10, 404: 5, 503: 5})
     assert rates["requests"] == 100
     assert [(o["label"], o["requests"], o["percent"]) for o in rates["outcomes"]] == [
         ("429 rate limited", 20, 20.0),
@@ -467,16 +455,40 @@ def test_outcome_rates_share_every_request():  # type: ignore[no-untyped-def]
         ("other 4xx", 5, 5.0),
         ("5xx", 5, 5.0),
     ]
-    assert all(o["percent"] is None for o in outcome_rates([])["outcomes"])
+    assert all(o["percent"] is None for o in outcome_rates({})["outcomes"])
 
 
-def test_top_accounts_rank_by_billable_requests():  # type: ignore[no-untyped-def]
-    rows = [row(1, 200, 5, 5), row(2, 200, 9, 9), row(3, 429, 50), row(1, 200, 5, 5)]
-    rows += [row(n, 200, 1, 1) for n in range(10, 30)]
-    ranked = rank_accounts(rows, 10)
-    assert [entry["account_id"] for entry in ranked[:3]] == [1, 2, 10]
-    assert ranked[0] == {"account_id": 1, "billable_requests": 10, "requests": 10}
-    assert len(ranked) == 10 and 3 not in {entry["account_id"] for entry in ranked}
+def test_top_accounts_rank_by_billable_requests(make_customer, db):  # type: ignore[no-untyped-def]
+    """Ranked by the database, on rollups of a month no other test writes to."""
+    ids = [make_customer().account_id for _ in range(4)]
+    day = date(2001, 1, 15)
+    # account: (requests, billable) in two hours; the last one billed nothing.
+    usage = {ids[0]: (5, 5), ids[1]: (9, 9), ids[2]: (7, 5), ids[3]: (50, 0)}
+    with db() as session:
+        for account_id, (requests, billable) in usage.items():
+            for hour in (3, 4):
+                session.add(
+                    UsageRollup(
+                        account_id=account_id,
+                        day=day,
+                        hour=hour,
+                        endpoint="entities",
+                        status=200 if billable else 429,
+                        requests=requests,
+                        units=requests,
+                        billable_units=billable,
+                        chars=0,
+                    )  # fmt: skip
+                )
+        session.commit()
+        ranked = top_accounts(session, start=day, end=day, limit=10)
+        assert [(e["account_id"], e["billable_requests"], e["requests"]) for e in ranked] == [
+            (ids[1], 18, 18),
+            (ids[2], 10, 14),  # a tie on billable: more requests first
+            (ids[0], 10, 10),
+        ]
+        assert ranked[0]["name"].startswith("acct-")
+        assert len(top_accounts(session, start=day, end=day, limit=2)) == 2
 
 
 def test_the_plan_form_becomes_the_schemas_input():  # type: ignore[no-untyped-def]
