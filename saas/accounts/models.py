@@ -12,7 +12,7 @@ def _timestamp() -> "Column[datetime]":
 
 
 class PlanBase(SQLModel):
-    name: str = Field(max_length=64, regex=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str = Field(max_length=64)  # its format: PlanCreate
     # One or more windows in the `limits` notation, e.g. "60/minute" or "5/second;100/minute".
     rate_limit: str = Field(default="60/minute", max_length=200)
     monthly_quota: int | None = Field(default=None, ge=0)

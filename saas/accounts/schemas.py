@@ -1,6 +1,7 @@
 """What the admin API, the CLI and the dashboard take and show for plans and accounts. Outputs
 are built from these, never from the table models, so no secret can leak through a listing."""
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -11,8 +12,20 @@ from saas.accounts.models import Account, Plan, PlanBase
 from saas.db import as_utc
 from saas.security import display_url
 
+PLAN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
 
 class PlanCreate(PlanBase):
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        # It goes into URLs and CLI arguments as it is.
+        if not PLAN_NAME.fullmatch(value):
+            raise ValueError(
+                "lowercase letters, digits, '-' and '_', starting with a letter or a digit"
+            )
+        return value
+
     @field_validator("rate_limit")
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:

@@ -5,7 +5,7 @@ via "dashboard") and renders the result; a rejected form comes back with the rea
 
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
@@ -164,6 +164,7 @@ def create_key(
             actor=visitor.actor,
             name=body.name,
             scopes=body.scopes,
+            caller=visitor.principal,
         )
     except REJECTED as exc:
         return rejected(request, visitor, session, account_id, exc)
@@ -204,7 +205,13 @@ def revoke_key(
     form: CheckedForm,
     session: DbSession,
 ) -> Response:
-    keys.revoke_key(session=session, key_id=key_id, actor=visitor.actor, account_id=account_id)
+    keys.revoke_key(
+        session=session,
+        key_id=key_id,
+        actor=visitor.actor,
+        account_id=account_id,
+        caller=visitor.principal,
+    )
     return see_other(admin_url(request, f"/accounts/{account_id}"))
 
 
@@ -225,7 +232,11 @@ def roll_key(
         except ValidationError as exc:
             raise invalid(exc) from None
         key, plaintext = keys.roll_key(
-            session=session, key_id=key_id, grace_seconds=body.grace_seconds, actor=visitor.actor
+            session=session,
+            key_id=key_id,
+            grace_seconds=body.grace_seconds,
+            actor=visitor.actor,
+            caller=visitor.principal,
         )
     except REJECTED as exc:
         return rejected(request, visitor, session, account_id, exc)
@@ -397,7 +408,7 @@ def update_plan(
         return plan_page(
             request, visitor, plan, status=exc.status_code, values=values, message=exc.detail
         )
-    return see_other(admin_url(request, f"/plans/{name}", saved="1"))
+    return see_other(admin_url(request, f"/plans/{quote(name, safe='')}", saved="1"))
 
 
 # The audit log

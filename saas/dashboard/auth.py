@@ -4,6 +4,7 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
@@ -67,6 +68,19 @@ def close(engine: Engine, session_id: str) -> None:
     with Session(engine) as session:
         sessions.close_session(session=session, session_id=session_id)
         session.commit()
+
+
+def posted_from_another_site(request: Request) -> bool:
+    """Whether a browser posted this from another site's page. The sign-in form has no session
+    yet, so no CSRF token: browsers name the form's site in Sec-Fetch-Site (since 2020-2023) or
+    in Origin (every browser that posts forms); a client without either is not a browser."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc != request.headers.get("host")  # "null" has no netloc
 
 
 async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:

@@ -30,9 +30,13 @@ def public(keys: list[ApiKey]) -> list[KeyPublic]:
     "/accounts/{account_id}/keys", status_code=status.HTTP_201_CREATED, response_model=KeyCreated
 )
 def create_key(
-    account_id: int, body: KeyCreate, session: DbSession, actor: RequestActor
+    account_id: int,
+    body: KeyCreate,
+    session: DbSession,
+    actor: RequestActor,
+    principal: CurrentPrincipal,
 ) -> KeyCreated:
-    """Create a key; the plaintext is in this answer only."""
+    """Create a key; the plaintext is in this answer only. A key being rolled may not (403)."""
     key, plaintext = service.create_key(
         session=session,
         account_id=account_id,
@@ -40,6 +44,7 @@ def create_key(
         name=body.name,
         scopes=body.scopes,
         expires_at=body.expires_at,
+        caller=principal,
     )
     return created(key, plaintext)
 
@@ -50,20 +55,33 @@ def list_keys(account_id: int, session: DbSession) -> list[KeyPublic]:
 
 
 @admin_router.delete("/keys/{key_id}", response_model=KeyPublic)
-def revoke_key(key_id: int, session: DbSession, actor: RequestActor) -> KeyPublic:
-    """Revoke a key: every worker refuses it within a second."""
-    key = service.revoke_key(session=session, key_id=key_id, actor=actor)
+def revoke_key(
+    key_id: int, session: DbSession, actor: RequestActor, principal: CurrentPrincipal
+) -> KeyPublic:
+    """Revoke a key: every worker refuses it within a second. A key being rolled may not."""
+    key = service.revoke_key(session=session, key_id=key_id, actor=actor, caller=principal)
     return KeyPublic.of(key, utcnow())
 
 
 @admin_router.post(
     "/keys/{key_id}/roll", status_code=status.HTTP_201_CREATED, response_model=KeyCreated
 )
-def roll_key(key_id: int, body: KeyRoll, session: DbSession, actor: RequestActor) -> KeyCreated:
+def roll_key(
+    key_id: int,
+    body: KeyRoll,
+    session: DbSession,
+    actor: RequestActor,
+    principal: CurrentPrincipal,
+) -> KeyCreated:
     """A new key at once; the old one keeps working for `grace_seconds` (status `grace`), then
-    stops. A revoked or expired key cannot be rolled (409)."""
+    stops. A revoked or expired key cannot be rolled (409); a key being rolled may not roll
+    (403)."""
     new_key, plaintext = service.roll_key(
-        session=session, key_id=key_id, grace_seconds=body.grace_seconds, actor=actor
+        session=session,
+        key_id=key_id,
+        grace_seconds=body.grace_seconds,
+        actor=actor,
+        caller=principal,
     )
     return created(new_key, plaintext)
 

@@ -89,8 +89,12 @@ def create_key(
     name: str = "",
     scopes: Iterable[str] = (),
     expires_at: datetime | None = None,
+    caller: Principal | None = None,
 ) -> tuple[ApiKey, str]:
-    """An operator's key for any account, with any known scope."""
+    """An operator's key for any account, with any known scope. `caller`: the key asking (the
+    admin API, the dashboard), which must not be one being rolled; the CLI has none."""
+    if caller is not None:
+        _check_caller(caller, utcnow())
     accounts.get_account(session, account_id)
     key, plaintext = _new_key(
         session, account_id=account_id, name=name, scopes=scopes, expires_at=expires_at
@@ -140,15 +144,24 @@ def create_own_key(
 
 def revoke_own_key(*, session: Session, key_id: int, caller: Principal, actor: Actor) -> ApiKey:
     """A customer revokes one of its account's keys (another account's is 404)."""
-    _check_caller(caller, utcnow())
-    return revoke_key(session=session, key_id=key_id, actor=actor, account_id=caller.account_id)
+    return revoke_key(
+        session=session, key_id=key_id, actor=actor, account_id=caller.account_id, caller=caller
+    )
 
 
 def revoke_key(
-    *, session: Session, key_id: int, actor: Actor, account_id: int | None = None
+    *,
+    session: Session,
+    key_id: int,
+    actor: Actor,
+    account_id: int | None = None,
+    caller: Principal | None = None,
 ) -> ApiKey:
     """Revoke a key (with `account_id`, only that account's): every worker refuses it within a
-    second. Revoking a revoked key changes nothing and records nothing."""
+    second. Revoking a revoked key changes nothing and records nothing. `caller`: as for
+    create_key."""
+    if caller is not None:
+        _check_caller(caller, utcnow())
     key = get_key(session, key_id, account_id=account_id)
     if key.revoked_at is not None:
         return key
@@ -168,12 +181,20 @@ def revoke_key(
 
 
 def roll_key(
-    *, session: Session, key_id: int, grace_seconds: int, actor: Actor
+    *,
+    session: Session,
+    key_id: int,
+    grace_seconds: int,
+    actor: Actor,
+    caller: Principal | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key with the same account, name, scopes and expiry, at once; the old one keeps
-    working for `grace_seconds` (its expiry is brought forward, never pushed back)."""
-    key = get_key(session, key_id)
+    working for `grace_seconds` (its expiry is brought forward, never pushed back). `caller`:
+    as for create_key."""
     now = utcnow()
+    if caller is not None:
+        _check_caller(caller, now)
+    key = get_key(session, key_id)
     status = key.status(now)
     if status is KeyStatus.grace:
         # Its expiry is now the grace deadline, which a successor must not inherit.

@@ -505,3 +505,32 @@ def test_the_plan_form_becomes_the_schemas_input():  # type: ignore[no-untyped-d
         "models": None,
         "max_keys": "1000",
     }
+
+
+def test_an_admin_key_being_rolled_manages_no_keys(app_client, make_customer):  # type: ignore[no-untyped-def]
+    """A roll contains a leaked key: during its grace period the old key must not mint a key
+    the roll does not cover, through the admin API or the dashboard."""
+    operator, browser = admin_browser(app_client, make_customer)
+    successor = make_customer(scopes=("admin",))
+    customer = make_customer()
+    rolled = app_client.post(
+        f"/admin/keys/{operator.key_id}/roll", headers=successor.headers, json={}
+    )
+    assert rolled.status_code == 201
+    minted = app_client.post(
+        f"/admin/accounts/{customer.account_id}/keys", headers=operator.headers, json={}
+    )
+    assert minted.status_code == 403 and "rolled" in minted.json()["detail"]
+    revoked = app_client.delete(f"/admin/keys/{customer.key_id}", headers=operator.headers)
+    assert revoked.status_code == 403
+    account = f"/dashboard/admin/accounts/{customer.account_id}"
+    token = csrf_of(browser.get(account).text)
+    page = browser.post(f"{account}/keys", data={"csrf_token": token, "admin": "on"})
+    assert page.status_code == 403 and "rolled" in page.text
+    page = browser.post(f"{account}/keys/{customer.key_id}/roll", data={"csrf_token": token})
+    assert page.status_code == 403
+    # The successor may.
+    assert (
+        app_client.delete(f"/admin/keys/{customer.key_id}", headers=successor.headers).status_code
+        == 200
+    )

@@ -212,3 +212,48 @@ def test_a_session_ends_when_it_expires_or_its_key_does(app_client, db, make_cus
 
     assert eventually(signed_out)
     assert "This API key has expired. Your session has ended." in pages[-1]
+
+
+def test_bad_input_gets_a_page_never_a_500(app_client, make_customer, customer):  # type: ignore[no-untyped-def]
+    browser = signed_in(app_client, customer.key)
+    operator = make_customer(scopes=("admin",))
+    for month in ("0000-01", "9999-12", "2026-13"):
+        page = browser.get("/dashboard/overview", params={"month": month})
+        assert page.status_code == 422 and "<html" in page.text, month
+        api = app_client.get("/admin/invoices", params={"month": month}, headers=operator.headers)
+        assert api.status_code == 422, month
+    for path in ("/dashboard/keys/99999999999/revoke", "/dashboard/keys/0/revoke"):
+        assert browser.get(path).status_code == 422
+    token = csrf_of(browser.get("/dashboard/keys").text)
+    refused = browser.post("/dashboard/keys/99999999999/revoke", data={"csrf_token": token})
+    assert refused.status_code == 422
+    long_key = TestClient(app_client.app).post("/dashboard", data={"api_key": "k" * 5000})
+    assert long_key.status_code == 401 and 'name="api_key"' in long_key.text
+
+
+def test_a_sign_in_posted_from_another_site_is_refused(app_client, customer):  # type: ignore[no-untyped-def]
+    """Login CSRF: no session yet, so the browser's word on where the form came from."""
+    browser = TestClient(app_client.app)
+    cases = [
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Origin": "https://evil.example"}, 403),  # a browser without Sec-Fetch-Site
+        ({"Origin": "null"}, 403),
+        ({"Sec-Fetch-Site": "same-origin"}, 303),
+        ({"Origin": "http://testserver"}, 303),
+        ({}, 303),  # not a browser
+    ]
+    for headers, status in cases:
+        response = browser.post(
+            "/dashboard", data={"api_key": customer.key}, headers=headers, follow_redirects=False
+        )
+        assert response.status_code == status, headers
+        assert ("set-cookie" in response.headers) == (status == 303), headers
+
+
+def test_signing_in_again_ends_the_previous_session(app_client, make_customer, customer):  # type: ignore[no-untyped-def]
+    browser = signed_in(app_client, customer.key)
+    first = browser.cookies["saas_session"]
+    browser.post("/dashboard", data={"api_key": make_customer().key})
+    assert browser.cookies["saas_session"] != first
+    stale = TestClient(app_client.app, cookies={"saas_session": first})
+    assert stale.get("/dashboard/overview").status_code == 401
