@@ -184,15 +184,21 @@ def maintain(
     with engine.connect() as connection:
         if not is_partitioned(connection):
             return Maintenance(partitioned=False)
+        has_default: bool = connection.execute(
+            text("SELECT to_regclass(:name) IS NOT NULL"), {"name": DEFAULT_PARTITION}
+        ).scalar_one()
     report = Maintenance(partitioned=True)
     current = month_start(today)
-    with engine.begin() as connection:
-        _lock(connection)
-        connection.execute(
-            text(
-                f'CREATE TABLE IF NOT EXISTS "{DEFAULT_PARTITION}" PARTITION OF "{PARENT}" DEFAULT'
+    if not has_default:  # only if someone dropped it: the migration makes it
+        with engine.begin() as connection:
+            _lock(connection)
+            connection.execute(
+                text(
+                    f'CREATE TABLE IF NOT EXISTS "{DEFAULT_PARTITION}"'
+                    f' PARTITION OF "{PARENT}" DEFAULT'
+                )
             )
-        )
+        report.created.append(DEFAULT_PARTITION)
     for offset in range(ahead + 1):
         first = add_months(current, offset)
         with engine.begin() as connection:

@@ -170,7 +170,10 @@ def test_migration_moves_every_row_into_its_month_and_back(schema_url: str, engi
     assert all_rows(engine) == before
     with engine.connect() as connection:
         index = connection.execute(
-            text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_usage_events_account_time'")
+            text(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+                " AND indexname = 'ix_usage_events_account_time'"
+            )
         ).scalar_one()
     assert "(account_id, occurred_at)" in index
 
@@ -263,15 +266,18 @@ def test_an_event_no_month_takes_is_stored_and_reported(engine: Engine, schema_u
     assert len(all_rows(engine)) == 2
 
 
-def test_the_app_makes_this_months_partition_at_start_up(engine: Engine, schema_url: str) -> None:
+def test_the_app_makes_this_months_partition_and_the_default_at_start_up(
+    engine: Engine, schema_url: str
+) -> None:
     upgrade(schema_url)
     current = partition_name(THIS_MONTH)
     with engine.begin() as connection:
         connection.execute(text(f'ALTER TABLE usage_events DETACH PARTITION "{current}"'))
         connection.execute(text(f'DROP TABLE "{current}"'))
+        connection.execute(text("DROP TABLE usage_events_default"))
     assert relkind(engine, current) is None
     asyncio.run(make_ledger_partitions(engine))
-    assert relkind(engine, current) == "r"
+    assert relkind(engine, current) == relkind(engine, "usage_events_default") == "r"
     with engine.connect() as connection:
         attached = partitions.month_partitions(connection)
     assert attached[THIS_MONTH] == current
