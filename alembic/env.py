@@ -6,6 +6,7 @@ import saas.models  # noqa: F401 - registers every table on SQLModel.metadata
 from alembic import context
 from saas.config import get_settings
 from saas.db import make_engine
+from saas.migrations import include_name
 
 target_metadata = SQLModel.metadata
 
@@ -16,6 +17,7 @@ def run_migrations(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying
         compare_type=True,
+        include_name=include_name,  # not the ledger's month partitions (see there)
     )
     with context.begin_transaction():
         context.run_migrations()

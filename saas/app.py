@@ -4,6 +4,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 import structlog
@@ -37,6 +38,7 @@ from saas.nlp.engine import Engine
 from saas.ratelimit.admission import Admission
 from saas.ratelimit.bruteforce import FailedAuthGuard
 from saas.responses import install_error_handlers
+from saas.usage import partitions
 from saas.usage import routes as usage_routes
 from saas.usage.alerts import QuotaAlerts
 from saas.usage.recorder import UsageRecorder
@@ -79,6 +81,22 @@ async def warn_about_plans(engine: DatabaseEngine, known_models: Collection[str]
             log.warning("plan_names_unknown_models", plan=plan, models=models)
     except Exception as exc:  # noqa: BLE001
         log.error("plan_check_failed", error=type(exc).__name__)
+
+
+async def make_ledger_partitions(engine: DatabaseEngine) -> None:
+    """This month's ledger partition and the next ones (PostgreSQL), so a missed `saas maintain`
+    never sends events to the default partition. Best effort, like warn_about_plans: inserts
+    never fail for want of a partition anyway (the default partition takes them)."""
+    try:
+        today = datetime.now(UTC).date()
+        report = await asyncio.to_thread(partitions.maintain, engine, today=today)
+    except Exception as exc:  # noqa: BLE001
+        log.error("ledger_partitions_failed", error=type(exc).__name__)
+        return
+    if report.created:
+        log.info("ledger_partitions_created", partitions=report.created, moved=report.moved)
+    if report.default_rows:
+        log.warning("ledger_default_partition_not_empty", events=report.default_rows)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -139,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recorder.start()
         await alerts.resume()
         await warn_about_plans(db_engine, settings.models)
+        await make_ledger_partitions(db_engine)
         try:
             yield
         finally:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
 
     # Record one usage event per customer request (off only to measure what metering costs).
     usage_metering: bool = True
+    # PostgreSQL: raw usage events are kept this many months before the current one, then
+    # dropped a whole month at a time by `saas maintain` (rollups, hence usage and invoices,
+    # are kept for every month). SQLite keeps everything.
+    usage_retention_months: int = Field(default=13, ge=1)
 
     log_level: str = "INFO"
     # JSON log lines (production) or human-readable ones (a terminal).

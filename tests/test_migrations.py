@@ -13,7 +13,7 @@ from sqlmodel import SQLModel
 import saas.models  # noqa: F401 - registers the tables
 from alembic import command
 from saas.db import make_engine
-from saas.migrations import alembic_config, upgrade
+from saas.migrations import alembic_config, include_name, upgrade
 from tests.conftest import POSTGRES_URL, postgres_schema_url
 
 TABLES = {"plans", "accounts", "api_keys", "alembic_version"}
@@ -24,7 +24,8 @@ def test_migrated_schema_matches_the_models(backend):  # type: ignore[no-untyped
     try:
         with engine.connect() as connection:
             assert set(inspect(connection).get_table_names()) >= TABLES
-            diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+            context = MigrationContext.configure(connection, opts={"include_name": include_name})
+            diff = compare_metadata(context, SQLModel.metadata)
         assert diff == []
     finally:
         engine.dispose()

@@ -8,8 +8,10 @@ from sqlmodel import Field, SQLModel
 
 
 class UsageEvent(SQLModel, table=True):
-    """Keyed by request id and time, so PostgreSQL can partition it by month when it grows; no
-    foreign keys, so the hot insert path checks nothing it does not need to."""
+    """Keyed by request id and time, so that on PostgreSQL the key includes the partition key:
+    the table is partitioned by month of `occurred_at` there (migration 0007, usage/partitions.py;
+    the partitions are not models). No foreign keys, so the hot insert path checks nothing it
+    does not need to, and a month can be detached whole."""
 
     __tablename__ = "usage_events"
     __table_args__ = (Index("ix_usage_events_account_time", "account_id", "occurred_at"),)

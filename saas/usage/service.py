@@ -1,5 +1,6 @@
-"""Usage queries for dashboards, invoices and reconciliation. All of them read the rollups except
-the reconciliation, which also counts the raw events."""
+"""Usage queries for dashboards, invoices and reconciliation. All of them read the rollups, which
+are kept for every month, except the reconciliation, which also counts the raw events (kept for
+SAAS_USAGE_RETENTION_MONTHS on PostgreSQL)."""
 
 import calendar
 import csv
@@ -249,7 +250,10 @@ def invoices(session: Session, month: str) -> list[dict[str, Any]]:
 
 
 def reconcile(session: Session, account_id: int, month: str) -> dict[str, int]:
-    """Billable quantity three ways; they must be equal: raw events, rollups, invoice."""
+    """Billable quantity three ways; they must be equal: raw events, rollups, invoice. Only for
+    a month whose raw events are kept: on PostgreSQL, months older than
+    SAAS_USAGE_RETENTION_MONTHS have been dropped (see usage/partitions.py), so `events` is 0
+    there while rollups and invoice still agree."""
     first, after = month_bounds(month)
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
     end = datetime(after.year, after.month, after.day, tzinfo=UTC)

@@ -122,6 +122,8 @@ def deployment() -> dict[str, Any]:
 
 
 def pod(workload: dict[str, Any]) -> dict[str, Any]:
+    if workload["kind"] == "CronJob":
+        workload = workload["spec"]["jobTemplate"]
     spec: dict[str, Any] = workload["spec"]["template"]["spec"]
     return spec
 
@@ -173,7 +175,7 @@ def test_resources_follow_the_memory_plan_and_the_workers() -> None:
     assert resources["requests"]["cpu"] == str(workers)  # a core per inference process
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+@pytest.mark.parametrize("kind", ["Deployment", "Job", "CronJob"])
 def test_runs_as_the_images_non_root_user_with_nothing_to_spare(kind: str) -> None:
     uid, gid = dockerfile_user()
     spec = pod(one(kind))
@@ -194,7 +196,7 @@ def test_runs_as_the_images_non_root_user_with_nothing_to_spare(kind: str) -> No
         assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+@pytest.mark.parametrize("kind", ["Deployment", "Job", "CronJob"])
 def test_settings_come_from_the_configmap_and_the_secret(kind: str) -> None:
     [container] = pod(one(kind))["containers"]
     sources = container["envFrom"]
@@ -273,3 +275,16 @@ def test_the_migration_job_runs_saas_migrate_from_the_same_image() -> None:
     assert container["image"] == api["image"] and not api["image"].endswith(":latest")
     assert container["command"] == ["saas", "migrate"]
     assert pod(job)["restartPolicy"] == "Never"
+
+
+def test_the_maintenance_cronjob_runs_saas_maintain_daily_one_at_a_time() -> None:
+    cronjob = one("CronJob", "saas-maintain")
+    [container] = pod(cronjob)["containers"]
+    [api] = pod(deployment())["containers"]
+    assert container["image"] == api["image"]
+    assert container["command"] == ["saas", "maintain"]
+    assert pod(cronjob)["restartPolicy"] == "Never"
+    spec = cronjob["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"  # two runs would only wait for each other
+    minute, hour, *every = spec["schedule"].split()
+    assert minute.isdigit() and hour.isdigit() and every == ["*", "*", "*"], "once a day"

@@ -1,0 +1,47 @@
+"""`saas maintain`: the database's daily upkeep (cron, or ops/k8s/jobs/maintain-cronjob.yaml)."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import OperationalError
+
+from saas.cli.output import JsonFlag, emit_json
+from saas.cli.session import fail
+from saas.config import get_settings
+from saas.db import make_engine
+from saas.usage import partitions
+
+
+def register(app: typer.Typer) -> None:
+    app.command("maintain")(maintain)
+
+
+def maintain(
+    ahead: Annotated[
+        int, typer.Option(min=0, help="Months made beyond the current one.")
+    ] = partitions.AHEAD_MONTHS,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ledger partitions (PostgreSQL): make this month's and the next ones, drop the months older
+    than SAAS_USAGE_RETENTION_MONTHS whole (rollups stay). Idempotent; run it daily."""
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        report = partitions.maintain(
+            engine,
+            today=datetime.now(UTC).date(),
+            ahead=ahead,
+            retention_months=settings.usage_retention_months,
+        )
+    except OperationalError as exc:
+        # A lock not granted in time (a long query on the ledger) ends here: run it again later.
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason"
+        fail(f"database error: {reason}")
+    finally:
+        engine.dispose()
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    for line in report.lines():
+        typer.echo(line, err=line.startswith("warning:"))

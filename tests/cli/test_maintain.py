@@ -1,0 +1,31 @@
+"""`saas maintain`: idempotent, a no-op on SQLite, and what it did said in plain words or JSON
+(the partitions themselves: tests/usage/test_partitions.py)."""
+
+import json
+from datetime import UTC, datetime
+
+from saas.usage.partitions import AHEAD_MONTHS, add_months, month_start
+
+
+def test_maintain_twice_changes_nothing_the_second_time(saas, backend):  # type: ignore[no-untyped-def]
+    first = saas("maintain")
+    if backend.startswith("sqlite"):
+        assert (
+            first.stdout.strip() == "usage_events is one plain table here (SQLite): nothing to do"
+        )
+        assert json.loads(saas("maintain", "--json").stdout)["partitioned"] is False
+        return
+    assert "month partitions:" in first.stdout
+    this_month = month_start(datetime.now(UTC).date())
+    report = json.loads(saas("maintain", "--json").stdout)
+    assert report["partitioned"] is True
+    assert (report["created"], report["moved"], report["dropped"]) == ([], {}, [])
+    wanted = [f"{add_months(this_month, n):%Y-%m}" for n in range(AHEAD_MONTHS + 1)]
+    assert set(wanted) <= set(report["months"])
+    # The default retention, 13 months: raw events kept from 13 months before this one.
+    assert report["raw_events_kept_from"] == f"{add_months(this_month, -13):%Y-%m}"
+
+
+def test_maintain_refuses_a_negative_ahead(saas):  # type: ignore[no-untyped-def]
+    result = saas("maintain", "--ahead", "-1", ok=False)
+    assert result.returncode == 2
