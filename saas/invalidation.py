@@ -39,6 +39,7 @@ class Invalidator:
         self.channel = ""
         self._listener: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        self.node_port: int | None = None  # of the node subscribed through (for tests, logs)
 
     async def publish(self, change: Change) -> None:
         """Call after the change is committed."""
@@ -65,9 +66,11 @@ class Invalidator:
             urls = redis_client.node_urls(redis_url, self.redis)
             client = Redis.from_url(urls[attempt % len(urls)], socket_connect_timeout=1.0)
             attempt += 1
+            self.node_port = None
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await asyncio.wait_for(pubsub.subscribe(self.channel), 2.0)
+                    self.node_port = int(client.connection_pool.connection_kwargs["port"])
                     if self.subscribed.is_set():  # a reconnect: we may have missed messages
                         self.apply(EVERYTHING)
                     self.subscribed.set()
