@@ -6,16 +6,12 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import Engine as DatabaseEngine
 from sqlmodel import Session
 
-from saas import health, metrics
+from saas import health, metrics, redis_client
 from saas.accounts import routes as admin_routes
 from saas.accounts import service as accounts_service
 from saas.audit import routes as audit_routes
@@ -48,24 +44,14 @@ REDIS_POOL_SIZE = 16
 log = structlog.get_logger(__name__)
 
 
-def connect_redis(settings: Settings) -> aioredis.Redis:
-    """Short timeouts and no retries: a slow Redis must not hold requests (the limiter decides
-    what happens instead)."""
+def connect_redis(settings: Settings) -> redis_client.Client:
+    """One Redis or a Redis Cluster (saas/redis_client.py): a bounded number of connections,
+    short timeouts and no retry after a timeout; a slow Redis must not hold requests (the
+    limiter decides what happens instead)."""
     assert settings.redis_url
-    # A bounded pool that waits for a free connection: a burst of requests reuses a few
-    # connections instead of opening one each (a connection storm is what made calls slow).
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=REDIS_POOL_SIZE,
-        timeout=settings.redis_timeout,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        # One immediate retry on a broken connection (a Redis restart leaves the pooled sockets
-        # dead), never on a timeout: the script may have run, and running it twice counts twice.
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        health_check_interval=30,
+    return redis_client.connect(
+        settings.redis_url, timeout=settings.redis_timeout, max_connections=REDIS_POOL_SIZE
     )
-    return aioredis.Redis(connection_pool=pool)
 
 
 async def warn_about_plans(engine: DatabaseEngine, known_models: Collection[str]) -> None:

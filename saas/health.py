@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import Engine, text
 from starlette.responses import JSONResponse, Response
 
-from saas import metrics
+from saas import metrics, redis_client
 
 router = APIRouter(tags=["health"])
 
@@ -34,7 +34,7 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = f"error: {type(exc).__name__}"
     if state.redis is not None:
         try:
-            await asyncio.wait_for(state.redis.ping(), 1.0)
+            await asyncio.wait_for(redis_client.ping(state.redis), 1.0)
             checks["redis"] = "ok"
         except Exception as exc:  # noqa: BLE001
             checks["redis"] = f"error: {type(exc).__name__}"

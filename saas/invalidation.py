@@ -11,16 +11,21 @@ messages may have been missed, so a worker that reconnects forgets everything. T
 """
 
 import asyncio
+import time
 from collections.abc import Callable
 
-import redis
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
-from saas import metrics
+from saas import metrics, redis_client
 from saas.changes import EVERYTHING, Change
 
 log = structlog.get_logger(__name__)
+# The subscribed node is PINGed after this many quiet seconds, and left for another after this
+# many without a word (a message or a PONG).
+PING_SECONDS = 2.0
+SILENT_NODE_SECONDS = 5.0
 
 
 def channel_name(prefix: str) -> str:
@@ -30,10 +35,11 @@ def channel_name(prefix: str) -> str:
 class Invalidator:
     def __init__(self, apply: Callable[[Change], None]) -> None:
         self.apply = apply  # forgets what a change makes stale in this worker's caches
-        self.redis: Redis | None = None
+        self.redis: redis_client.Client | None = None
         self.channel = ""
         self._listener: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        self.node_port: int | None = None  # of the node subscribed through (for tests, logs)
 
     async def publish(self, change: Change) -> None:
         """Call after the change is committed."""
@@ -47,23 +53,29 @@ class Invalidator:
             log.error("invalidation_publish_failed", kind=change.kind, error=type(exc).__name__)
 
     def start(self, redis_url: str, prefix: str) -> None:
-        self.redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        self.redis = redis_client.connect(redis_url, timeout=1.0, max_connections=4)
         self.channel = channel_name(prefix)
         self._listener = asyncio.create_task(self._listen(redis_url))
 
     async def _listen(self, redis_url: str) -> None:
+        """Subscribed through one node (on a cluster, every node hears every PUBLISH); when
+        that node fails or goes silent, through the next one."""
         delay = 0.2
+        attempt = 0
         while True:
-            client = Redis.from_url(redis_url, socket_connect_timeout=1.0)
+            urls = redis_client.node_urls(redis_url, self.redis)
+            client = Redis.from_url(urls[attempt % len(urls)], socket_connect_timeout=1.0)
+            attempt += 1
+            self.node_port = None
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.channel)
+                    await asyncio.wait_for(pubsub.subscribe(self.channel), 2.0)
+                    self.node_port = int(client.connection_pool.connection_kwargs["port"])
                     if self.subscribed.is_set():  # a reconnect: we may have missed messages
                         self.apply(EVERYTHING)
                     self.subscribed.set()
                     delay = 0.2
-                    async for message in pubsub.listen():
-                        self.apply(Change.decode(message["data"]))
+                    await self._receive(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reconnect with backoff
@@ -73,6 +85,25 @@ class Invalidator:
                 delay = min(delay * 2, 5.0)
             finally:
                 await client.aclose()
+
+    async def _receive(self, pubsub: PubSub) -> None:
+        """Apply what arrives; PING the node when it has been quiet, and give up on it when
+        it has not answered for a while (a stopped node does not close the connection)."""
+        heard = time.monotonic()
+        pinged = heard
+        while True:
+            message = await pubsub.get_message(timeout=0.5)
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+                if message["type"] == "message":
+                    self.apply(Change.decode(message["data"]))
+                continue
+            if now - heard > SILENT_NODE_SECONDS:
+                raise TimeoutError("the subscribed node stopped answering")
+            if now - pinged > PING_SECONDS:
+                await pubsub.ping()
+                pinged = now
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -84,9 +115,6 @@ class Invalidator:
 
 def publish_sync(redis_url: str, prefix: str, changes: list[Change]) -> None:
     """For the CLI, which has no event loop or caches of its own: tell the running workers."""
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
-    try:
-        for change in changes:
-            client.publish(channel_name(prefix), change.encode())
-    finally:
-        client.close()
+    redis_client.publish_sync(
+        redis_url, channel_name(prefix), [change.encode() for change in changes]
+    )

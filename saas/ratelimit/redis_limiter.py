@@ -7,8 +7,7 @@ trip (see admit.lua). Keys carry the account as a hash tag so the script runs on
 
 from importlib.resources import files
 
-from redis.asyncio import Redis
-
+from saas import redis_client
 from saas.ratelimit.windows import Decision, Outcome, Window, WindowState, seconds_to_month_end
 
 _ADMIT = files("saas.ratelimit").joinpath("admit.lua").read_text()
@@ -22,7 +21,7 @@ _OUTCOMES: tuple[Outcome, ...] = ("admitted", "rate_limited", "quota_exhausted",
 
 
 class RedisLimiter:
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    def __init__(self, redis: redis_client.Client, *, prefix: str) -> None:
         self.prefix = prefix
         self.redis = redis
         self._admit = redis.register_script(_ADMIT)

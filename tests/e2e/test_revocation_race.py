@@ -12,10 +12,12 @@ from tests.conftest import two_workers_on_redis
 
 
 @pytest.fixture
-def two_workers(backend, settings):  # type: ignore[no-untyped-def]
+def two_workers(backend, settings, request, redis_for):  # type: ignore[no-untyped-def]
+    kind = getattr(request, "param", "single")
     with two_workers_on_redis(
         backend,
         settings,
+        redis=redis_for(kind),
         SAAS_KEY_CACHE_TTL="60",  # so only the broadcast can explain a fast refusal
         SAAS_AUTH_FAILURES_PER_IP="100000/minute",  # the loop keeps presenting a dead key
     ) as base:
@@ -71,6 +73,18 @@ CHANGES = {
 
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_change_reaches_both_workers_within_a_second(two_workers, make_customer, change):  # type: ignore[no-untyped-def]
+    check_change(two_workers, make_customer, change)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+@pytest.mark.parametrize("two_workers", ["cluster"], indirect=True)
+@pytest.mark.parametrize("change", ["revoke key", "change plan"])
+def test_change_reaches_both_workers_on_a_redis_cluster(two_workers, make_customer, change):  # type: ignore[no-untyped-def]
+    """Published through the cluster client, heard by workers subscribed to any node."""
+    check_change(two_workers, make_customer, change)
+
+
+def check_change(two_workers, make_customer, change):  # type: ignore[no-untyped-def]
     request_for, expected = CHANGES[change]
     admin, customer = make_customer(scopes=("admin",)), make_customer()
     method, path, body = request_for(customer)
