@@ -25,8 +25,9 @@ class MemoryLimiter:
         quota: int | None,
         cost: int = 1,
     ) -> Decision:
-        now = self.clock()
-        now_us = round(now * 1_000_000)
+        # Whole microseconds, as Redis's TIME: bucket edges and resets then add up exactly.
+        now_us = round(self.clock() * 1_000_000)
+        now = now_us / 1e6
         retry_us = 0
         for window in windows:
             live = self._live(account_id, window, now_us)

@@ -9,7 +9,6 @@ from typing import Literal
 
 from limits import parse_many
 
-
 # Sub-buckets per window. A window's state is at most BUCKETS + 1 counters whatever its limit;
 # the price is that a request may be refused up to one bucket (1/BUCKETS of the window, 1 s of a
 # minute) before an exact moving window would admit it. Never admitted early.
