@@ -66,34 +66,40 @@ for i = 1, n do
   -- the oldest bucket that overlaps (now - period, now]; any before it has left the window
   local first = bucket_of(now - period, width)
   local fields = redis.call('HGETALL', KEYS[i])
-  local live, expired, count = {}, {}, 0
+  -- units by bucket offset from `first` (0 .. current - first <= B): in time order, unsorted
+  local units, expired, count = {}, {}, 0
   for j = 1, #fields, 2 do
-    local index = tonumber(fields[j])
-    if index < first then
+    local offset = tonumber(fields[j]) - first
+    if offset < 0 then
       expired[#expired + 1] = fields[j]
     else
-      local units = tonumber(fields[j + 1])
-      live[#live + 1] = {index, units}
-      count = count + units
+      local value = tonumber(fields[j + 1])
+      units[offset] = value
+      count = count + value
     end
   end
   if #expired > 0 then redis.call('HDEL', KEYS[i], unpack(expired)) end
-  table.sort(live, function(a, b) return a[1] < b[1] end)
   counts[i] = count
-  oldest[i] = live[1] and live[1][1] or -1
-  if count + cost > limit then
-    -- room for `cost` more once the oldest buckets holding (count + cost - limit) units have
-    -- stopped counting: bucket k stops when (k + 1) * width <= now - period
-    local wait = period
-    local freed = 0
-    for _, bucket in ipairs(live) do
-      freed = freed + bucket[2]
+  oldest[i] = -1
+  local freed = 0
+  for offset = 0, current[i] - first do
+    local value = units[offset]
+    if value then
+      if oldest[i] < 0 then oldest[i] = first + offset end
+      if count + cost <= limit then break end
+      -- room for `cost` more once the oldest buckets holding (count + cost - limit) units have
+      -- stopped counting: bucket k stops when (k + 1) * width <= now - period
+      freed = freed + value
       if freed >= count + cost - limit then
-        wait = (bucket[1] + 1) * width + period - now
+        local wait = (first + offset + 1) * width + period - now
+        if wait > retry then retry = wait end
         break
       end
     end
-    if wait > retry then retry = wait end
+  end
+  -- more than the limit even with every bucket gone (cost > limit): a whole window
+  if count + cost > limit and freed < count + cost - limit and period > retry then
+    retry = period
   end
 end
 
