@@ -1,11 +1,23 @@
 -- Admission in one round trip: every moving window of the plan, then the monthly quota.
 -- Atomic: if any check denies, no counter moves. Time comes from Redis, never from a server.
--- KEYS[1..n]  one sorted set per window (member = request sequence number, score = time in us)
--- KEYS[n+1]   the account's quota hash: field "YYYY-MM" = billable requests reserved, "seq"
+--
+-- Each window of length W is a hash of at most B + 1 sub-bucket counters (B = BUCKETS in
+-- windows.py, 60): field = bucket index (floor(time / width), width = ceil(W / B) us), value =
+-- units admitted in that bucket. Its size does not depend on the limit, and a request of any
+-- cost is one HINCRBY. The window counts every bucket that overlaps (now - W, now], the oldest
+-- one in full: the count can only over-estimate usage (never more than the limit is admitted in
+-- any interval of length W), and a request is refused at most one bucket width (W / B) before
+-- an exact moving window would admit it.
+--
+-- KEYS[1..n]  one hash per window (field = bucket index, value = units admitted in it)
+-- KEYS[n+1]   the account's quota hash: field "YYYY-MM" = billable requests reserved
 -- ARGV[1]     cost (units this request takes)
 -- ARGV[2]     monthly quota, or -1 when this request is not billable or the plan has none
--- ARGV[3..]   limit, window length in microseconds; one pair per window
--- Returns {outcome, now_us, retry_us, month, quota_used, count_1, oldest_1, count_2, oldest_2...}
+-- ARGV[3..]   limit, window length in us, bucket width in us; one triple per window
+-- Returns {outcome, now_us, retry_us, month, quota_used, count_1, reset_us_1, count_2, ...}
+-- count_i: units counted in window i (after this request if admitted); reset_us_i: time until
+-- its oldest counted bucket stops counting (0 when empty); retry_us: time until enough of the
+-- oldest counted buckets stop counting for this request to fit in every window.
 -- outcome: 0 admitted, 1 rate limited, 2 quota exhausted, 3 quota of this month unknown here
 -- (Redis restarted or a new month): the caller seeds it from the database and asks again.
 
@@ -23,6 +35,15 @@ local function year_month(seconds)
   return string.format('%04d-%02d', year, month)
 end
 
+-- floor(t / width) for integers held in doubles (exact below 2^53 us, the year 2255): the
+-- division may round up across an integer, the products below cannot.
+local function bucket_of(t, width)
+  local index = math.floor(t / width)
+  if index * width > t then index = index - 1 end
+  if (index + 1) * width <= t then index = index + 1 end
+  return index
+end
+
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local cost = tonumber(ARGV[1])
@@ -35,34 +56,51 @@ if quota >= 0 and redis.call('HEXISTS', quota_key, month) == 0 then
   return {3, now, 0, month, 0}
 end
 
-local counts = {}
+local counts, oldest, current = {}, {}, {}
 local retry = 0
 for i = 1, n do
-  local limit = tonumber(ARGV[1 + 2 * i])
-  local period = tonumber(ARGV[2 + 2 * i])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - period)
-  local count = redis.call('ZCARD', KEYS[i])
-  counts[i] = count
-  if count + cost > limit then
-    -- room for `cost` more once the (count + cost - limit)-th oldest entry leaves the window
-    local wait = period
-    local index = count + cost - limit - 1
-    if index < count then
-      local entry = redis.call('ZRANGE', KEYS[i], index, index, 'WITHSCORES')
-      wait = tonumber(entry[2]) + period - now
+  local limit = tonumber(ARGV[3 * i])
+  local period = tonumber(ARGV[3 * i + 1])
+  local width = tonumber(ARGV[3 * i + 2])
+  current[i] = bucket_of(now, width)
+  -- the oldest bucket that overlaps (now - period, now]; any before it has left the window
+  local first = bucket_of(now - period, width)
+  local fields = redis.call('HGETALL', KEYS[i])
+  -- units by bucket offset from `first` (0 .. current - first <= B): in time order, unsorted
+  local units, expired, count = {}, {}, 0
+  for j = 1, #fields, 2 do
+    local offset = tonumber(fields[j]) - first
+    if offset < 0 then
+      expired[#expired + 1] = fields[j]
+    else
+      local value = tonumber(fields[j + 1])
+      units[offset] = value
+      count = count + value
     end
-    if wait > retry then retry = wait end
   end
-end
-
-local function window_states()
-  local out = {}
-  for i = 1, n do
-    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-    out[#out + 1] = counts[i]
-    out[#out + 1] = oldest[2] and tonumber(oldest[2]) or -1
+  if #expired > 0 then redis.call('HDEL', KEYS[i], unpack(expired)) end
+  counts[i] = count
+  oldest[i] = -1
+  local freed = 0
+  for offset = 0, current[i] - first do
+    local value = units[offset]
+    if value then
+      if oldest[i] < 0 then oldest[i] = first + offset end
+      if count + cost <= limit then break end
+      -- room for `cost` more once the oldest buckets holding (count + cost - limit) units have
+      -- stopped counting: bucket k stops when (k + 1) * width <= now - period
+      freed = freed + value
+      if freed >= count + cost - limit then
+        local wait = (first + offset + 1) * width + period - now
+        if wait > retry then retry = wait end
+        break
+      end
+    end
   end
-  return out
+  -- more than the limit even with every bucket gone (cost > limit): a whole window
+  if count + cost > limit and freed < count + cost - limit and period > retry then
+    retry = period
+  end
 end
 
 local used = tonumber(redis.call('HGET', quota_key, month) or '0')
@@ -74,14 +112,14 @@ elseif quota >= 0 and used + cost > quota then
 end
 
 if outcome == 0 then
-  local last = redis.call('HINCRBY', quota_key, 'seq', cost)
   for i = 1, n do
-    local period = tonumber(ARGV[2 + 2 * i])
-    for seq = last - cost + 1, last do
-      redis.call('ZADD', KEYS[i], now, seq)
-    end
+    local period = tonumber(ARGV[3 * i + 1])
+    local width = tonumber(ARGV[3 * i + 2])
+    redis.call('HINCRBY', KEYS[i], string.format('%.0f', current[i]), cost)
     counts[i] = counts[i] + cost
-    redis.call('PEXPIRE', KEYS[i], math.ceil(period / 1000) + 1000)
+    if oldest[i] < 0 then oldest[i] = current[i] end
+    -- gone once its newest bucket has left the window
+    redis.call('PEXPIRE', KEYS[i], math.ceil((period + width) / 1000) + 1000)
   end
   if quota >= 0 then
     used = redis.call('HINCRBY', quota_key, month, cost)
@@ -91,5 +129,10 @@ if outcome == 0 then
 end
 
 local result = {outcome, now, retry, month, used}
-for _, value in ipairs(window_states()) do result[#result + 1] = value end
+for i = 1, n do
+  local width = tonumber(ARGV[3 * i + 2])
+  local period = tonumber(ARGV[3 * i + 1])
+  result[#result + 1] = counts[i]
+  result[#result + 1] = oldest[i] >= 0 and (oldest[i] + 1) * width + period - now or 0
+end
 return result

@@ -3,12 +3,23 @@
 Hand-written Lua rather than the `limits` library: `limits` checks one window per call, and a
 plan's windows plus its quota must be checked and counted together, atomically, in one round
 trip (see admit.lua). Keys carry the account as a hash tag so the script runs on Redis Cluster.
+
+Each window is a hash of at most BUCKETS + 1 sub-bucket counters (a few hundred bytes whatever
+the limit); its key names BUCKETS, so a change of it (or the sorted sets of earlier versions)
+starts from fresh keys instead of misreading old ones.
 """
 
 from importlib.resources import files
 
 from saas import redis_client
-from saas.ratelimit.windows import Decision, Outcome, Window, WindowState, seconds_to_month_end
+from saas.ratelimit.windows import (
+    BUCKETS,
+    Decision,
+    Outcome,
+    Window,
+    WindowState,
+    seconds_to_month_end,
+)
 
 _ADMIT = files("saas.ratelimit").joinpath("admit.lua").read_text()
 _REFUND = """
@@ -32,6 +43,9 @@ class RedisLimiter:
         await self.redis.script_load(_ADMIT)
         await self.redis.script_load(_REFUND)
 
+    def window_key(self, account_id: int, window: Window) -> str:
+        return f"{self.prefix}:rl:{{acct_{account_id}}}:{window.seconds}:b{BUCKETS}"
+
     def _quota_key(self, account_id: int) -> str:
         return f"{self.prefix}:q:{{acct_{account_id}}}"
 
@@ -43,11 +57,11 @@ class RedisLimiter:
         quota: int | None,
         cost: int = 1,
     ) -> Decision:
-        keys = [f"{self.prefix}:rl:{{acct_{account_id}}}:{w.seconds}" for w in windows]
+        keys = [self.window_key(account_id, window) for window in windows]
         keys.append(self._quota_key(account_id))
         args: list[int] = [cost, -1 if quota is None else quota]
         for window in windows:
-            args += [window.limit, window.seconds * 1_000_000]
+            args += [window.limit, window.micros, window.bucket_micros]
         raw = await self._admit(keys=keys, args=args)
         outcome = _OUTCOMES[int(raw[0])]
         now = int(raw[1]) / 1e6
@@ -57,9 +71,10 @@ class RedisLimiter:
         used = int(raw[4])
         states = []
         for index, window in enumerate(windows):
-            count, oldest = int(raw[5 + 2 * index]), int(raw[6 + 2 * index])
-            reset = (oldest / 1e6 + window.seconds - now) if oldest >= 0 else 0.0
-            states.append(WindowState(window, max(0, window.limit - count), max(0.0, reset)))
+            count, reset_us = int(raw[5 + 2 * index]), int(raw[6 + 2 * index])
+            states.append(
+                WindowState(window, max(0, window.limit - count), max(0.0, reset_us / 1e6))
+            )
         retry_after = int(raw[2]) / 1e6
         if outcome == "quota_exhausted":
             retry_after = seconds_to_month_end(now)

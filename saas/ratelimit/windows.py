@@ -9,12 +9,26 @@ from typing import Literal
 
 from limits import parse_many
 
+# Sub-buckets per window. A window's state is at most BUCKETS + 1 counters whatever its limit;
+# the price is that a request may be refused up to one bucket (1/BUCKETS of the window, 1 s of a
+# minute) before an exact moving window would admit it. Never admitted early.
+BUCKETS = 60
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
     name: str  # "minute", "2second": the IETF draft's policy name
     limit: int
     seconds: int
+
+    @property
+    def micros(self) -> int:
+        return self.seconds * 1_000_000
+
+    @property
+    def bucket_micros(self) -> int:
+        """Width of one sub-bucket: the window / BUCKETS, rounded up to the microsecond."""
+        return -(-self.micros // BUCKETS)
 
 
 @lru_cache(maxsize=1024)
@@ -32,7 +46,7 @@ def parse_windows(rate_limit: str) -> tuple[Window, ...]:
 class WindowState:
     window: Window
     remaining: int
-    reset: float  # seconds until the oldest request in the window leaves it
+    reset: float  # seconds until the oldest counted bucket of the window stops counting
 
 
 Outcome = Literal["admitted", "rate_limited", "quota_exhausted", "unseeded"]

@@ -66,7 +66,7 @@ def test_each_text_is_one_unit_of_the_rate_limit(client, make_customer):  # type
     assert first.headers["x-ratelimit-remaining"] == "1"
     second = batch(client, customer, ["Rome is in Italy.", "Madrid is in Spain."])
     assert second.status_code == 429
-    assert 55 <= int(second.headers["retry-after"]) <= 60
+    assert 55 <= int(second.headers["retry-after"]) <= 61  # a minute and one bucket at most
     # One text still fits: the refused batch neither counted nor blocks smaller requests.
     assert single(client, customer, "Oslo is in Norway.").status_code == 200
     last = single(client, customer, "Oslo is in Norway.")

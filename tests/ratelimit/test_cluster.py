@@ -12,6 +12,7 @@ import redis
 from saas import security
 from saas.changes import Change
 from saas.invalidation import Invalidator, publish_sync
+from saas.ratelimit.windows import BUCKETS
 from tests.conftest import MODEL, dedicated_client, eventually, metric
 
 ENTITIES = f"/v1/{MODEL}/entities"
@@ -20,7 +21,7 @@ POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 
 def window_key(settings, account_id: int, seconds: int = 60) -> str:  # type: ignore[no-untyped-def]
-    return f"{settings.redis_prefix}:rl:{{acct_{account_id}}}:{seconds}"
+    return f"{settings.redis_prefix}:rl:{{acct_{account_id}}}:{seconds}:b{BUCKETS}"
 
 
 @pytest.fixture(scope="module")

@@ -79,5 +79,5 @@ def test_rejections_are_answered_locally_without_redis(settings, own_redis, make
         # Fail-closed would say 503 if Redis were asked: the local "blocked until" answers.
         again = client.post(ENTITIES, headers=customer.headers, json=BODY)
         assert again.status_code == 429
-        assert 50 <= int(again.headers["retry-after"]) <= 60
+        assert 50 <= int(again.headers["retry-after"]) <= 61  # a minute and one bucket at most
         assert again.headers["x-ratelimit-remaining"] == "0"

@@ -18,6 +18,7 @@ from saas.ratelimit.windows import (
     seconds_to_month_end,
 )
 from tests.conftest import redis_url
+from tests.ratelimit.buckets import age_buckets
 
 
 def test_parse_windows_shortest_first():
@@ -48,14 +49,17 @@ def test_memory_limiter_moving_window_and_headers():
 
     first, second, third, other = asyncio.run(scenario())
     assert first.admitted and second.admitted and other.admitted
-    assert third.outcome == "rate_limited" and 0 < third.retry_after <= 1
+    # One bucket (1/60 of the window) later at most than an exact window would say.
+    assert third.outcome == "rate_limited" and 0 < third.retry_after <= 1 + 1 / 60
     headers = dict(rate_limit_headers(second))
     assert headers[b"x-ratelimit-limit"] == b"2" and headers[b"x-ratelimit-remaining"] == b"0"
     assert headers[b"ratelimit-policy"] == b'"second";q=2;w=1, "minute";q=3;w=60'
-    assert headers[b"ratelimit"].startswith(b'"second";r=0;t=1, "minute";r=1;t=')
+    # t: until the oldest counted bucket stops counting, just over the window: 1 s + 1/60 s.
+    assert headers[b"ratelimit"].startswith(b'"second";r=0;t=2, "minute";r=1;t=')
     assert int(headers[b"x-ratelimit-reset"]) >= int(time.time())
     assert b"retry-after" not in headers
-    assert dict(rate_limit_headers(third))[b"retry-after"] == b"1"
+    # Whole seconds, never early: just over a second is 2.
+    assert dict(rate_limit_headers(third))[b"retry-after"] == b"2"
 
 
 def test_memory_limiter_quota_is_exact_and_refundable():
@@ -130,7 +134,7 @@ def test_memory_window_slides_on_its_clock():
 
 def test_redis_window_slides_the_same():
     """The script reads Redis's own clock, which a test cannot move: it ages the stored
-    admissions instead (every score moved back), which is what the passing of time does."""
+    admissions instead (every bucket moved back), which is what the passing of time does."""
     windows = parse_windows("3/2second")
     prefix = f"test-slide-{uuid.uuid4().hex[:8]}"
 
@@ -139,12 +143,7 @@ def test_redis_window_slides_the_same():
         limiter = RedisLimiter(client, prefix=prefix)
 
         async def advance(seconds: float) -> None:
-            for key in await client.keys(f"{prefix}:rl:*"):
-                aged = {
-                    member: score - seconds * 1_000_000
-                    for member, score in await client.zrange(key, 0, -1, withscores=True)
-                }
-                await client.zadd(key, aged)
+            await age_buckets(client, limiter, 1, windows, seconds)
 
         try:
             return await slide(lambda: limiter.admit(1, windows, quota=None), advance)
@@ -154,7 +153,8 @@ def test_redis_window_slides_the_same():
                 await client.delete(*keys)
             await client.aclose()
 
-    # Redis's clock moves on between the calls too: allow for a few milliseconds of it.
+    # Redis's clock moves on between the calls too, and ages are whole buckets (1/60 of the
+    # window): allow for a few hundredths of a second.
     got = asyncio.run(scenario())
     assert [outcome for outcome, _ in got] == [outcome for outcome, _ in SLID]
     assert all(abs(a - b) <= 0.1 for (_, a), (_, b) in zip(got, SLID, strict=True))
