@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 # many without a word (a message or a PONG).
 PING_SECONDS = 2.0
 SILENT_NODE_SECONDS = 5.0
+STOP_SECONDS = 2.0  # the most stop() waits for the listener, then for the client
 
 
 def channel_name(prefix: str) -> str:
@@ -106,11 +107,18 @@ class Invalidator:
                 pinged = now
 
     async def stop(self) -> None:
+        """Bounded: closing a subscription to a Redis that went away can wait on a socket for
+        good (seen once in a test run), and a worker must still exit."""
         if self._listener is not None:
             self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+            done, _ = await asyncio.wait({self._listener}, timeout=STOP_SECONDS)
+            if not done:
+                log.warning("invalidation_listener_stop_timed_out")
         if self.redis is not None:
-            await self.redis.aclose()
+            try:
+                await asyncio.wait_for(self.redis.aclose(), STOP_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - shutting down: nothing left to do about it
+                log.warning("invalidation_close_failed", error=type(exc).__name__)
 
 
 def publish_sync(redis_url: str, prefix: str, changes: list[Change]) -> None:
