@@ -11,6 +11,7 @@ messages may have been missed, so a worker that reconnects forgets everything. T
 """
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -64,11 +65,15 @@ class Invalidator:
         delay = 0.2
         attempt = 0
         while True:
-            urls = redis_client.node_urls(redis_url, self.redis)
-            client = Redis.from_url(urls[attempt % len(urls)], socket_connect_timeout=1.0)
-            attempt += 1
+            client: Redis | None = None
             self.node_port = None
+            # Everything inside the try: whatever goes wrong, the listener reconnects rather
+            # than ending (a worker that stops hearing changes would only learn of them from
+            # its caches' TTL).
             try:
+                urls = redis_client.node_urls(redis_url, self.redis)
+                client = Redis.from_url(urls[attempt % len(urls)], socket_connect_timeout=1.0)
+                attempt += 1
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await asyncio.wait_for(pubsub.subscribe(self.channel), 2.0)
                     self.node_port = int(client.connection_pool.connection_kwargs["port"])
@@ -85,7 +90,9 @@ class Invalidator:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                await client.aclose()
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
 
     async def _receive(self, pubsub: PubSub) -> None:
         """Apply what arrives; PING the node when it has been quiet, and give up on it when

@@ -17,8 +17,18 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, SlotNotCoveredError
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+# Everything a Redis or Redis Cluster call can raise when the server side is unreachable or
+# failing over: the cluster client's own errors (no node reachable, a slot without a master) are
+# not RedisErrors.
+ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 Client = Redis | RedisCluster
@@ -123,7 +133,12 @@ def node_urls(url: str, client: Client | None = None) -> list[str]:
     if isinstance(client, RedisCluster) and client.get_nodes():
         known = [(node.host, int(node.port)) for node in client.get_nodes()]
         nodes = known + [node for node in nodes if node not in known]
-    return [f"{scheme}://{auth}{host}:{port}/0" for host, port in nodes]
+    return [f"{scheme}://{auth}{_host(host)}:{port}/0" for host, port in nodes]
+
+
+def _host(host: str) -> str:
+    """An IPv6 address in brackets, as URLs want it."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def publish_sync(url: str, channel: str, messages: list[bytes | str]) -> None:

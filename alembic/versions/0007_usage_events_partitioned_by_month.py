@@ -57,31 +57,43 @@ def _count(table: str) -> int:
     return int(op.get_bind().execute(sa.text(f'SELECT count(*) FROM "{table}"')).scalar_one())
 
 
+def _hold_writes() -> None:
+    """New events wait until the migration commits (reads go on): one committed between the
+    copy and the DROP would go with the old table, billed to nobody. So run it while the API is
+    stopped or quiet: its writes wait for the copy (README, Operating)."""
+    op.execute("LOCK TABLE usage_events IN EXCLUSIVE MODE")
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite: one plain table (one host)
     bind = op.get_bind()
-    first_at, last_at = bind.execute(
-        sa.text("SELECT min(occurred_at), max(occurred_at) FROM usage_events")
-    ).one()
+    _hold_writes()
+    # A partition per month that has events (not every month between the oldest and newest:
+    # one stray timestamp would make hundreds), and this month and the next ones.
+    months = {
+        _month(row[0])
+        for row in bind.execute(
+            sa.text(
+                "SELECT DISTINCT date_trunc('month', occurred_at AT TIME ZONE 'UTC')"
+                " AT TIME ZONE 'UTC' FROM usage_events"
+            )
+        )
+    }
     this_month = _month(datetime.now(UTC))
-    first = _month(first_at) if first_at is not None else this_month
-    last = max(_month(last_at) if last_at is not None else this_month, this_month)
+    months |= {_add_months(this_month, ahead) for ahead in range(AHEAD_MONTHS + 1)}
     op.execute(
         f"CREATE TABLE usage_events_partitioned ({COLUMNS},"
         " CONSTRAINT usage_events_partitioned_pkey PRIMARY KEY (request_id, occurred_at))"
         " PARTITION BY RANGE (occurred_at)"
     )
     op.execute("CREATE TABLE usage_events_default PARTITION OF usage_events_partitioned DEFAULT")
-    month = first
-    while month <= _add_months(last, AHEAD_MONTHS):
-        after = _add_months(month, 1)
+    for month in sorted(months):
         op.execute(
             f"CREATE TABLE usage_events_{month.year:04d}_{month.month:02d}"
             " PARTITION OF usage_events_partitioned"
-            f" FOR VALUES FROM ({_bound(month)}) TO ({_bound(after)})"
+            f" FOR VALUES FROM ({_bound(month)}) TO ({_bound(_add_months(month, 1))})"
         )
-        month = after
     op.execute(f"INSERT INTO usage_events_partitioned ({NAMES}) SELECT {NAMES} FROM usage_events")
     moved, kept = _count("usage_events_partitioned"), _count("usage_events")
     if moved != kept:  # cannot happen (same key, same rows); checked before anything is dropped
@@ -100,6 +112,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
+    _hold_writes()
     op.execute(
         f"CREATE TABLE usage_events_plain ({COLUMNS},"
         " CONSTRAINT usage_events_plain_pkey PRIMARY KEY (request_id, occurred_at))"

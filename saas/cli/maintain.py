@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from saas.cli.output import JsonFlag, emit_json
 from saas.cli.session import fail
@@ -34,8 +34,9 @@ def maintain(
             ahead=ahead,
             retention_months=settings.usage_retention_months,
         )
-    except OperationalError as exc:
-        # A lock not granted in time (a long query on the ledger) ends here: run it again later.
+    except DBAPIError as exc:
+        # A lock not granted in time (a long query on the ledger), or a run that met another:
+        # nothing half-done stays (each step is one transaction); run it again later.
         reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason"
         fail(f"database error: {reason}")
     finally:

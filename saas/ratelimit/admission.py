@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import structlog
 from cachetools import TLRUCache
-from redis.exceptions import RedisError
 
 from saas import metrics, redis_client
 from saas.ratelimit.memory_limiter import MemoryLimiter
@@ -90,7 +89,7 @@ class Admission:
             return
         try:
             await asyncio.wait_for(self.shared.load_scripts(), 5.0)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except redis_client.ERRORS as exc:
             metrics.REDIS_ERRORS_LIMITER.inc()
             log.error("limiter_redis_unavailable_at_start", error=type(exc).__name__)
 
@@ -111,7 +110,10 @@ class Admission:
         is None (not billable, or no quota), against the month's quota."""
         windows = parse_windows(rate_limit)
         decision = await self._decide(account_id, windows, quota, cost)
-        if decision.outcome == "unseeded":
+        # Seeded where it was decided; once more if Redis failed meanwhile (then in memory).
+        for _ in range(2):
+            if decision.outcome != "unseeded":
+                break
             assert decision.quota_month is not None
             used = 0
             if self.quota_used is not None:
@@ -119,7 +121,11 @@ class Admission:
             limiter: RedisLimiter | MemoryLimiter = (
                 self.shared if decision.shared and self.shared else self.local
             )
-            await limiter.seed(account_id, decision.quota_month, used)
+            try:
+                await limiter.seed(account_id, decision.quota_month, used)
+            except redis_client.ERRORS as exc:
+                metrics.REDIS_ERRORS_LIMITER.inc()
+                self._break(type(exc).__name__)
             decision = await self._decide(account_id, windows, quota, cost)
         if not decision.admitted:
             self._remember_rejection(account_id, decision, cost)
@@ -138,7 +144,7 @@ class Admission:
             await asyncio.wait_for(
                 self.shared.refund(account_id, decision.quota_month, cost), self.redis_timeout
             )
-        except (RedisError, OSError, TimeoutError):
+        except redis_client.ERRORS:
             metrics.REDIS_ERRORS_LIMITER.inc()
             log.warning("quota_refund_failed", account_id=account_id, month=decision.quota_month)
 
@@ -162,7 +168,7 @@ class Admission:
                 self._timeouts_in_a_row += 1
                 if self._timeouts_in_a_row >= TIMEOUTS_BEFORE_BREAKING:
                     self._break("TimeoutError")
-            except (RedisError, OSError) as exc:
+            except redis_client.ERRORS as exc:
                 metrics.REDIS_ERRORS_LIMITER.inc()
                 self._break(type(exc).__name__)
         if not self.fail_open:

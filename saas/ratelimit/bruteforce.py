@@ -6,6 +6,7 @@ are counted, so a request with a good key costs no extra Redis call; a blocked I
 from a local cache until its block lapses.
 """
 
+import asyncio
 import time
 
 import structlog
@@ -23,6 +24,7 @@ class FailedAuthGuard:
     def __init__(self, limit: str) -> None:
         self.item = parse(limit)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._deadline: float | None = None  # in process: nothing to wait for
         self._blocked: TLRUCache[str, float] = TLRUCache(
             maxsize=100_000, ttu=lambda _ip, until, _now: until, timer=time.monotonic
         )
@@ -38,6 +40,9 @@ class FailedAuthGuard:
             socket_connect_timeout=timeout,
         )
         self._limiter = MovingWindowRateLimiter(storage)
+        # The cluster client retries with backoff on its own: a bad key's 401 must not wait
+        # through a failover for a count that only guards against guessing.
+        self._deadline = 2 * timeout
 
     def blocked_for(self, ip: str) -> float | None:
         """Seconds this IP stays blocked, or None."""
@@ -47,9 +52,10 @@ class FailedAuthGuard:
     async def record_failure(self, ip: str) -> float | None:
         """Count a failed attempt; returns the block length when this one crossed the limit."""
         try:
-            if await self._limiter.hit(self.item, ip):
-                return None
-            stats = await self._limiter.get_window_stats(self.item, ip)
+            async with asyncio.timeout(self._deadline):
+                if await self._limiter.hit(self.item, ip):
+                    return None
+                stats = await self._limiter.get_window_stats(self.item, ip)
         except Exception as exc:  # noqa: BLE001 - the 401 stands; only the counting is lost
             metrics.REDIS_ERRORS_AUTH_GUARD.inc()
             log.warning("auth_failure_count_failed", error=type(exc).__name__)

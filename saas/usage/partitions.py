@@ -148,6 +148,10 @@ def _make_month(connection: Connection, first: date) -> int:
     name, after = partition_name(first), add_months(first, 1)
     values = f"FROM ({bound(first)}) TO ({bound(after)})"
     in_month = f"occurred_at >= {bound(first)} AND occurred_at < {bound(after)}"
+    # Inserts that would land in the default partition wait until this commits: one of the
+    # month arriving after the count (or the move) would make the CREATE (or ATTACH) fail.
+    # Inserts into the month partitions go on.
+    connection.execute(text(f'LOCK TABLE "{DEFAULT_PARTITION}" IN SHARE ROW EXCLUSIVE MODE'))
     waiting: int = connection.execute(
         text(f'SELECT count(*) FROM "{DEFAULT_PARTITION}" WHERE {in_month}')
     ).scalar_one()
@@ -220,6 +224,8 @@ def maintain(
         for name in expired:
             with engine.begin() as connection:
                 _lock(connection)
+                if name not in month_partitions(connection).values():
+                    continue  # another run dropped it meanwhile
                 connection.execute(text(f'ALTER TABLE "{PARENT}" DETACH PARTITION "{name}"'))
                 connection.execute(text(f'DROP TABLE "{name}"'))
             report.dropped.append(name)

@@ -1,0 +1,40 @@
+"""One Redis or a Redis Cluster behind one set of rules: what the limiter does when no cluster
+node answers, and node URLs for the invalidation listener."""
+
+import asyncio
+
+import pytest
+
+from saas import redis_client
+from saas.ratelimit.admission import Admission, LimiterUnavailable
+from tests.conftest import free_port
+
+
+def test_node_urls_keep_ipv6_hosts_in_brackets():  # type: ignore[no-untyped-def]
+    urls = redis_client.node_urls("redis+cluster://[::1]:7000,127.0.0.1:7001")
+    assert urls == ["redis://[::1]:7000/0", "redis://127.0.0.1:7001/0"]
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_no_cluster_node_answering_is_an_outage_not_a_crash(fail_open):  # type: ignore[no-untyped-def]
+    """The cluster client's own errors (no node reachable) are not RedisErrors: the limiter
+    must treat them like any Redis outage."""
+
+    async def scenario() -> None:
+        url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+        client = redis_client.connect(url, timeout=0.5, max_connections=4)
+        admission = Admission(fail_open=fail_open, redis_timeout=0.5)
+        admission.use_redis(client, "test-no-cluster")
+        try:
+            await admission.warm_up()  # logged, not raised: workers start without Redis
+            if fail_open:
+                decision = await admission.admit(1, "5/minute", quota=100)
+                assert decision.admitted and not decision.shared
+                assert admission.fallback_admissions >= 1
+            else:
+                with pytest.raises(LimiterUnavailable):
+                    await admission.admit(1, "5/minute", quota=100)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
