@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix_without_braces(cls, value: str) -> str:
+        # Braces would make the prefix the hash tag: every account's keys on one cluster slot.
+        if "{" in value or "}" in value:
+            raise ValueError("SAAS_REDIS_PREFIX must not contain '{' or '}'")
+        return value
+
     @field_validator("models")
     @classmethod
     def _models_not_empty(cls, value: dict[str, str]) -> dict[str, str]:

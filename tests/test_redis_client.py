@@ -38,3 +38,13 @@ def test_no_cluster_node_answering_is_an_outage_not_a_crash(fail_open):  # type:
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_prefix_with_braces_is_refused():  # type: ignore[no-untyped-def]
+    """Its braces would become the keys' hash tag: every account on one cluster slot."""
+    from pydantic import ValidationError
+
+    from saas.config import Settings
+
+    with pytest.raises(ValidationError, match="must not contain"):
+        Settings(redis_prefix="saas{x}", _env_file=None)
