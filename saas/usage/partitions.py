@@ -14,18 +14,23 @@ the cron job take turns) and a lock timeout (DETACH waits for the parent's exclu
 must not queue the request path behind a long query: it gives up and the next run retries).
 """
 
+import random
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 
 PARENT = "usage_events"
 DEFAULT_PARTITION = "usage_events_default"
 AHEAD_MONTHS = 2  # months made beyond the current one
 LOCK_TIMEOUT = "5s"
+DETACH_LOCK_TIMEOUT = "500ms"
+DETACH_ATTEMPTS = 5
 _MONTHLY = re.compile(r"usage_events_(\d{4})_(\d{2})")
 
 
@@ -142,37 +147,56 @@ def _lock(connection: Connection) -> None:
 
 
 def _make_month(connection: Connection, first: date) -> int:
-    """Make the month's partition; rows of that month already in the default partition are
-    moved into it first (a partition cannot be attached while the default holds its rows).
-    Returns how many were moved."""
+    """Make the month's partition, moving in the rows of that month already in the default
+    partition. Made apart and then attached, with a CHECK that spares the attach a scan: ATTACH
+    takes a lock on the ledger that inserts and queries pass (SHARE UPDATE EXCLUSIVE), where
+    CREATE TABLE ... PARTITION OF would stop them all (ACCESS EXCLUSIVE). Returns how many rows
+    were moved."""
     name, after = partition_name(first), add_months(first, 1)
     values = f"FROM ({bound(first)}) TO ({bound(after)})"
     in_month = f"occurred_at >= {bound(first)} AND occurred_at < {bound(after)}"
     # Inserts that would land in the default partition wait until this commits: one of the
-    # month arriving after the count (or the move) would make the CREATE (or ATTACH) fail.
-    # Inserts into the month partitions go on.
+    # month arriving after the move would make the ATTACH fail. Inserts into the month
+    # partitions go on.
     connection.execute(text(f'LOCK TABLE "{DEFAULT_PARTITION}" IN SHARE ROW EXCLUSIVE MODE'))
-    waiting: int = connection.execute(
-        text(f'SELECT count(*) FROM "{DEFAULT_PARTITION}" WHERE {in_month}')
-    ).scalar_one()
-    if not waiting:
-        connection.execute(
-            text(f'CREATE TABLE "{name}" PARTITION OF "{PARENT}" FOR VALUES {values}')
-        )
-        return 0
     connection.execute(
         text(f'CREATE TABLE "{name}" (LIKE "{PARENT}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)')
     )
     connection.execute(
+        text(f'ALTER TABLE "{name}" ADD CONSTRAINT "{name}_bounds" CHECK ({in_month})')
+    )
+    moved = connection.execute(
         text(
             f'WITH moved AS (DELETE FROM "{DEFAULT_PARTITION}" WHERE {in_month} RETURNING *)'
             f' INSERT INTO "{name}" SELECT * FROM moved'
         )
-    )
+    ).rowcount
     connection.execute(
         text(f'ALTER TABLE "{PARENT}" ATTACH PARTITION "{name}" FOR VALUES {values}')
     )
-    return int(waiting)
+    connection.execute(text(f'ALTER TABLE "{name}" DROP CONSTRAINT "{name}_bounds"'))
+    return int(moved)
+
+
+def _drop_month(engine: Engine, name: str) -> bool:
+    """Detach and drop a month's partition; False if another run dropped it meanwhile. DETACH
+    stops the ledger's inserts and queries while it waits for its lock (CONCURRENTLY is not
+    allowed beside a default partition), so it waits briefly, and tries again a little later."""
+    for attempt in range(DETACH_ATTEMPTS):
+        try:
+            with engine.begin() as connection:
+                _lock(connection)
+                if name not in month_partitions(connection).values():
+                    return False
+                connection.execute(text(f"SET LOCAL lock_timeout = '{DETACH_LOCK_TIMEOUT}'"))
+                connection.execute(text(f'ALTER TABLE "{PARENT}" DETACH PARTITION "{name}"'))
+                connection.execute(text(f'DROP TABLE "{name}"'))
+            return True
+        except OperationalError:
+            if attempt == DETACH_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.5, 2.0))  # a cron job: let the long query finish
+    raise AssertionError("unreachable")
 
 
 def maintain(
@@ -222,13 +246,8 @@ def maintain(
                 if first < report.cutoff
             )
         for name in expired:
-            with engine.begin() as connection:
-                _lock(connection)
-                if name not in month_partitions(connection).values():
-                    continue  # another run dropped it meanwhile
-                connection.execute(text(f'ALTER TABLE "{PARENT}" DETACH PARTITION "{name}"'))
-                connection.execute(text(f'DROP TABLE "{name}"'))
-            report.dropped.append(name)
+            if _drop_month(engine, name):
+                report.dropped.append(name)
     with engine.connect() as connection:
         report.months = [f"{first:%Y-%m}" for first in sorted(month_partitions(connection))]
         row = connection.execute(

@@ -325,3 +325,28 @@ def test_an_event_committed_during_the_migration_is_kept(schema_url: str, engine
         writes.dispose()
     assert relkind(engine, "usage_events") == "p"
     assert in_flight.request_id in partition_of(engine)
+
+
+def test_making_a_month_lets_the_ledger_take_events_meanwhile(
+    schema_url: str, engine: Engine
+) -> None:
+    """A partition is made apart and attached: the request path's inserts into the other months
+    go on while it happens (CREATE TABLE ... PARTITION OF would stop them). Reads of the raw
+    events (reconciliation only: the pages read rollups) wait for the default partition."""
+    upgrade(schema_url)
+    account = make_account(engine)
+    with engine.connect() as making:
+        transaction = making.begin()
+        making.execute(text("SET LOCAL lock_timeout = '5s'"))
+        partitions._make_month(making, add_months(THIS_MONTH, 12))
+        # Still uncommitted: another connection commits this month's event meanwhile.
+        writes = make_engine(schema_url)
+        with writes.connect() as other:
+            other.execute(text("SET lock_timeout = '1s'"))
+            other.execute(text(EVENT_INSERT), event_row(event(account, datetime.now(UTC))))
+            other.commit()
+        writes.dispose()
+        transaction.commit()
+    with engine.connect() as connection:
+        assert add_months(THIS_MONTH, 12) in partitions.month_partitions(connection)
+        assert connection.execute(text("SELECT count(*) FROM usage_events")).scalar_one() == 1
