@@ -5,11 +5,11 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from limits import parse_many
 from pydantic import AnyHttpUrl, BaseModel, EmailStr, Field, field_validator
 
 from saas.accounts.models import Account, Plan, PlanBase
 from saas.db import as_utc
+from saas.ratelimit.windows import parse_windows
 from saas.security import display_url
 
 PLAN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -30,9 +30,13 @@ class PlanCreate(PlanBase):
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
         try:
-            parse_many(value)
+            windows = parse_windows(value)
         except ValueError as exc:
             raise ValueError(f"not a rate limit in the limits notation: {value!r}") from exc
+        lengths = [window.seconds for window in windows]
+        if len(set(lengths)) != len(lengths):
+            # The limiter keeps one counter per window length.
+            raise ValueError(f"two windows of the same length in {value!r}")
         return value
 
 

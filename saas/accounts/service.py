@@ -95,7 +95,8 @@ def update_plan(
     if "models" in fields:
         check_models(fields["models"], known_models)
     try:
-        PlanCreate.model_validate({**plan.model_dump(), **fields})
+        # The name never changes (it was checked when the plan was made).
+        PlanCreate.model_validate({**plan.model_dump(), **fields, "name": "unchanged"})
     except ValidationError as exc:
         raise invalid(exc) from None
     before = {field: getattr(plan, field) for field in fields}
