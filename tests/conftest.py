@@ -322,10 +322,11 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    """The run's Redis Cluster (3 masters, one replica each), started on first use."""
-    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+@contextmanager
+def started_cluster(workdir: Path) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster (3 masters, one replica each) in `workdir`, stopped afterwards; a test
+    fails, never skips, when it cannot start."""
+    cluster = RedisClusterServers(workdir)
     try:
         cluster.start()
     except ServerUnavailable as error:
@@ -334,20 +335,20 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """The run's Redis Cluster, started on first use."""
+    with started_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
     """A Redis Cluster of the test's own, which it may break."""
-    cluster = RedisClusterServers(tmp_path)
-    try:
-        cluster.start()
-    except ServerUnavailable as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
+    with started_cluster(tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 # Tests that run on one Redis for both databases and on the Redis Cluster with PostgreSQL (the
