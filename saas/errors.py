@@ -2,9 +2,9 @@
 `{"detail": ...}`). No web framework here: services and the CLI raise these too."""
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 
 
@@ -76,6 +76,13 @@ def describe_errors(errors: Sequence[Any]) -> str:
     return "; ".join(messages) or "Invalid request."
 
 
-def invalid(exc: ValidationError) -> Invalid:
-    """A pydantic validation error raised inside a service, as the 422 the caller sees."""
-    return Invalid(describe_errors(exc.errors()))
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], data: Mapping[str, Any]) -> Model:
+    """`data` as `model`, or the 422 (Invalid) its errors make: for input that does not arrive
+    as a request body (a form, an update merged with what is stored)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Invalid(describe_errors(exc.errors())) from None

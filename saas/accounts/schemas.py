@@ -15,16 +15,9 @@ from saas.security import display_url
 PLAN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
-class PlanCreate(PlanBase):
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        # It goes into URLs and CLI arguments as it is.
-        if not PLAN_NAME.fullmatch(value):
-            raise ValueError(
-                "lowercase letters, digits, '-' and '_', starting with a letter or a digit"
-            )
-        return value
+class PlanRules(PlanBase):
+    """What every plan must be, made or changed (its name apart: checked once, in PlanCreate,
+    since it never changes)."""
 
     @field_validator("rate_limit")
     @classmethod
@@ -37,6 +30,18 @@ class PlanCreate(PlanBase):
         if len(set(lengths)) != len(lengths):
             # The limiter keeps one counter per window length.
             raise ValueError(f"two windows of the same length in {value!r}")
+        return value
+
+
+class PlanCreate(PlanRules):
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        # It goes into URLs and CLI arguments as it is.
+        if not PLAN_NAME.fullmatch(value):
+            raise ValueError(
+                "lowercase letters, digits, '-' and '_', starting with a letter or a digit"
+            )
         return value
 
 

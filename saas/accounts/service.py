@@ -7,14 +7,13 @@ import secrets
 from collections.abc import Collection
 from typing import Any
 
-from pydantic import ValidationError
 from sqlmodel import Session, col, func, select
 
 from saas.accounts.models import Account, AccountStatus, Plan
-from saas.accounts.schemas import AccountCreate, AccountUpdate, PlanCreate, PlanUpdate
+from saas.accounts.schemas import AccountCreate, AccountUpdate, PlanCreate, PlanRules, PlanUpdate
 from saas.audit import service as audit
 from saas.changes import Change, announce
-from saas.errors import Conflict, Invalid, NotFound, invalid
+from saas.errors import Conflict, Invalid, NotFound, validated
 from saas.principal import Actor
 from saas.security import display_url
 
@@ -94,11 +93,7 @@ def update_plan(
         return plan  # nothing changes: nothing to record or announce
     if "models" in fields:
         check_models(fields["models"], known_models)
-    try:
-        # The name never changes (it was checked when the plan was made).
-        PlanCreate.model_validate({**plan.model_dump(), **fields, "name": "unchanged"})
-    except ValidationError as exc:
-        raise invalid(exc) from None
+    validated(PlanRules, {**plan.model_dump(), **fields})
     before = {field: getattr(plan, field) for field in fields}
     for field, value in fields.items():
         setattr(plan, field, value)

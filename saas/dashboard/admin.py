@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
-from pydantic import ValidationError
 from starlette.responses import Response
 
 from saas.accounts import service as accounts
@@ -21,7 +20,7 @@ from saas.dashboard.auth import AdminVisitor, CheckedForm, Visitor
 from saas.dashboard.pages import Id, Month, field, see_other
 from saas.db import utcnow
 from saas.deps import DbSession, known_models
-from saas.errors import AppError, Conflict, Invalid, NotFound, invalid
+from saas.errors import AppError, Conflict, Invalid, NotFound, validated
 from saas.keys import service as keys
 from saas.keys.schemas import KeyCreate, KeyPublic, KeyRoll
 from saas.usage import service as usage
@@ -152,12 +151,10 @@ def create_key(
     request: Request, account_id: Id, visitor: AdminVisitor, form: CheckedForm, session: DbSession
 ) -> Response:
     try:
-        try:
-            body = KeyCreate.model_validate(
-                {"name": field(form, "name"), "scopes": ["admin"] if form.get("admin") else []}
-            )
-        except ValidationError as exc:
-            raise invalid(exc) from None
+        body = validated(
+            KeyCreate,
+            {"name": field(form, "name"), "scopes": ["admin"] if form.get("admin") else []},
+        )
         key, plaintext = keys.create_key(
             session=session,
             account_id=account_id,
@@ -227,10 +224,7 @@ def roll_key(
     keys.get_key(session, key_id, account_id=account_id)  # 404 for another account's key
     grace = field(form, "grace_seconds")
     try:
-        try:
-            body = KeyRoll.model_validate({"grace_seconds": grace} if grace else {})
-        except ValidationError as exc:
-            raise invalid(exc) from None
+        body = validated(KeyRoll, {"grace_seconds": grace} if grace else {})
         key, plaintext = keys.roll_key(
             session=session,
             key_id=key_id,
@@ -260,10 +254,7 @@ def change_account(
 ) -> Response:
     accounts.get_account(session, account_id)  # 404 before anything else
     try:
-        try:
-            update = AccountUpdate.model_validate(changes)
-        except ValidationError as exc:
-            raise invalid(exc) from None
+        update = validated(AccountUpdate, changes)
         try:
             accounts.update_account(
                 session=session, account_id=account_id, changes=update, actor=visitor.actor
@@ -338,10 +329,7 @@ def create_plan(
     request: Request, visitor: AdminVisitor, form: CheckedForm, session: DbSession
 ) -> Response:
     try:
-        try:
-            data = PlanCreate.model_validate(admin_views.plan_fields(form, with_name=True))
-        except ValidationError as exc:
-            raise invalid(exc) from None
+        data = validated(PlanCreate, admin_views.plan_fields(form, with_name=True))
         accounts.create_plan(
             session=session, data=data, actor=visitor.actor, known_models=known_models(request)
         )
@@ -390,10 +378,7 @@ def update_plan(
 ) -> Response:
     plan = accounts.get_plan(session, name)
     try:
-        try:
-            changes = PlanUpdate.model_validate(admin_views.plan_fields(form, with_name=False))
-        except ValidationError as exc:
-            raise invalid(exc) from None
+        changes = validated(PlanUpdate, admin_views.plan_fields(form, with_name=False))
         accounts.update_plan(
             session=session,
             name=name,
