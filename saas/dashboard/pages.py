@@ -81,11 +81,17 @@ def static_url(request: Request, name: str) -> str:
     return f"{base_path(request)}/static/{name}?v={digest}"
 
 
+def money(cents: int) -> str:
+    """Cents as a plain amount (the plans name no currency)."""
+    return f"{cents // 100:,}.{cents % 100:02d}"
+
+
 templates = Jinja2Templates(
     env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
 )
 templates.env.globals["static_url"] = static_url
 templates.env.globals["base_path"] = base_path
+templates.env.globals["money"] = money
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:

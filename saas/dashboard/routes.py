@@ -69,9 +69,7 @@ def overview(
     account = accounts.get_account(session, visitor.principal.account_id)
     today = datetime.now(UTC).date()
     data = views.account_overview(session, account, month or current_month(), today)
-    return pages.render(
-        request, "overview.html", visitor=visitor, account=account, money=views.money, **data
-    )
+    return pages.render(request, "overview.html", visitor=visitor, account=account, **data)
 
 
 @router.get("/usage.csv")

@@ -125,8 +125,3 @@ def usage_csv(session: Session, account_id: int, month: str) -> str:
     writer.writeheader()
     writer.writerows(lines[key] for key in sorted(lines))
     return buffer.getvalue()
-
-
-def money(cents: int) -> str:
-    """Cents as a plain amount (the plans name no currency)."""
-    return f"{cents // 100:,}.{cents % 100:02d}"
