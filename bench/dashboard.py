@@ -24,7 +24,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import psycopg
 
 from bench import harness
 
@@ -43,10 +42,7 @@ def fill(url: str, account_id: int, key_id: int, first: date, days: int, per_day
     """Insert the events with generate_series, then their rollups; returns the event count."""
     total = days * per_day
     step = 86400 / per_day
-    schema = url.rsplit("%3D", 1)[1]
-    with psycopg.connect(harness.POSTGRES, autocommit=True) as connection:
-        connection.execute(f'SET search_path TO "{schema}"')
-        connection.execute("SET TIME ZONE 'UTC'")
+    with harness.connect(url) as connection:
         connection.execute(
             """
             INSERT INTO usage_events (request_id, occurred_at, account_id, key_id, endpoint,
@@ -67,16 +63,7 @@ def fill(url: str, account_id: int, key_id: int, first: date, days: int, per_day
                 "total": total,
             },
         )
-        connection.execute(
-            """
-            INSERT INTO usage_rollups (account_id, day, hour, endpoint, status, requests, units,
-                billable_units, chars)
-            SELECT account_id, occurred_at::date, extract(hour FROM occurred_at)::int, endpoint,
-                status, count(*), sum(units), sum(CASE WHEN billable THEN units ELSE 0 END),
-                sum(chars)
-            FROM usage_events GROUP BY 1, 2, 3, 4, 5
-            """
-        )
+        connection.execute(harness.ROLL_UP)
         connection.execute("ANALYZE")
     return total
 

@@ -16,8 +16,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 
 SAAS = str(Path(sys.executable).parent / "saas")
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -65,8 +67,6 @@ def write_bodies(path: Path, bodies: list[dict]) -> Path:
 @contextlib.contextmanager
 def postgres_schema() -> Iterator[str]:
     """A database URL on a schema of its own, dropped afterwards."""
-    import psycopg
-
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
@@ -75,6 +75,25 @@ def postgres_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES, autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """An autocommit connection to a postgres_schema() URL (its schema first on the search
+    path, from the URL's options), in UTC: days and hours as the ledger counts them."""
+    connection = psycopg.connect(url, autocommit=True)
+    connection.execute("SET TIME ZONE 'UTC'")
+    return connection
+
+
+# The hourly rollups of whatever usage_events holds, as the ledger keeps them (saas/usage/
+# ledger.py), for benchmarks that fill the raw table directly.
+ROLL_UP = """
+    INSERT INTO usage_rollups (account_id, day, hour, endpoint, status, requests, units,
+        billable_units, chars)
+    SELECT account_id, occurred_at::date, extract(hour FROM occurred_at)::int, endpoint, status,
+        count(*), sum(units), sum(CASE WHEN billable THEN units ELSE 0 END), sum(chars)
+    FROM usage_events GROUP BY 1, 2, 3, 4, 5
+"""
 
 
 def saas(env: dict[str, str], *args: str) -> str:

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import redis
 
 from bench import harness
@@ -130,11 +129,8 @@ def commits(url: str, seconds: float) -> list[dict[str, Any]]:
 def fill(url: str, total: int, first: datetime, hours: int) -> None:
     """`total` events over `hours` hours from `first`, cycling through ACTIVE accounts and the 5
     endpoints within every hour; 1 in 40 is a 429."""
-    schema = url.rsplit("%3D", 1)[1]
     step = hours * 3600 / total
-    with psycopg.connect(harness.POSTGRES, autocommit=True) as connection:
-        connection.execute(f'SET search_path TO "{schema}"')
-        connection.execute("SET TIME ZONE 'UTC'")
+    with harness.connect(url) as connection:
         connection.execute("TRUNCATE usage_events, usage_rollups")
         connection.execute(
             """
@@ -154,33 +150,21 @@ def fill(url: str, total: int, first: datetime, hours: int) -> None:
                 "total": total,
             },
         )
-        connection.execute(
-            """
-            INSERT INTO usage_rollups (account_id, day, hour, endpoint, status, requests, units,
-                billable_units, chars)
-            SELECT account_id, occurred_at::date, extract(hour FROM occurred_at)::int, endpoint,
-                status, count(*), sum(units), sum(CASE WHEN billable THEN units ELSE 0 END),
-                sum(chars)
-            FROM usage_events GROUP BY 1, 2, 3, 4, 5
-            """
-        )
+        connection.execute(harness.ROLL_UP)
         connection.execute("VACUUM ANALYZE")
 
 
 def sizes(url: str) -> dict[str, int]:
-    schema = url.rsplit("%3D", 1)[1]
-    with psycopg.connect(harness.POSTGRES, autocommit=True) as connection:
+    with harness.connect(url) as connection:
         rows = connection.execute(
             """
             SELECT c.relname, pg_total_relation_size(c.oid)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = %s AND c.relkind IN ('r', 'p')
-            """,
-            (schema,),
+            WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+            """
         ).fetchall()
         counts = connection.execute(
-            f'SELECT (SELECT count(*) FROM "{schema}".usage_events),'
-            f' (SELECT count(*) FROM "{schema}".usage_rollups)'
+            "SELECT (SELECT count(*) FROM usage_events), (SELECT count(*) FROM usage_rollups)"
         ).fetchone()
     assert counts is not None
     events_bytes = sum(size for name, size in rows if name.startswith("usage_events"))
@@ -213,9 +197,7 @@ def make_accounts(url: str, env: dict[str, str]) -> None:
     listed = json.loads(harness.saas(env, "accounts", "list", "--json"))
     # Accounts 1..ACCOUNTS, as the events name them (the bootstrap's keep their ids), so that
     # invoices list every account that has events.
-    with psycopg.connect(harness.POSTGRES, autocommit=True) as connection:
-        schema = url.rsplit("%3D", 1)[1]
-        connection.execute(f'SET search_path TO "{schema}"')
+    with harness.connect(url) as connection:
         plan_id = connection.execute("SELECT id FROM plans WHERE name = 'ledger'").fetchone()
         assert plan_id is not None
         taken = {account["id"] for account in listed}
