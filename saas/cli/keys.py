@@ -65,8 +65,7 @@ def list_(account: AccountArgument, as_json: JsonFlag = False) -> None:
     with db_session() as session:
         owner = accounts.find_account(session, account)
         assert owner.id is not None
-        now = utcnow()
-        keys = [KeyPublic.of(key, now) for key in service.list_keys(session, owner.id)]
+        keys = KeyPublic.listing(service.list_keys(session, owner.id))
     listing(keys, COLUMNS, as_json)
 
 

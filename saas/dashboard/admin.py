@@ -108,8 +108,7 @@ def account_page(
     account = accounts.get_account(session, account_id)
     today = datetime.now(UTC).date()
     data = views.account_overview(session, account, month or usage.current_month(), today)
-    now = utcnow()
-    listed = [KeyPublic.of(key, now) for key in keys.list_keys(session, account_id)]
+    listed = KeyPublic.listing(keys.list_keys(session, account_id))
     return pages.render(
         request,
         "admin/account.html",

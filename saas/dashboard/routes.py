@@ -86,10 +86,7 @@ def usage_csv(visitor: CurrentVisitor, session: DbSession, month: Month = None) 
 def keys_page(
     request: Request, visitor: auth.Visitor, session: DbSession, **extra: Any
 ) -> Response:
-    now = utcnow()
-    listed = [
-        KeyPublic.of(key, now) for key in keys.list_keys(session, visitor.principal.account_id)
-    ]
+    listed = KeyPublic.listing(keys.list_keys(session, visitor.principal.account_id))
     return pages.render(request, "keys.html", visitor=visitor, keys=listed, **extra)
 
 

@@ -21,11 +21,6 @@ def created(key: ApiKey, plaintext: str) -> KeyCreated:
     return KeyCreated.of_new(key, plaintext, utcnow())
 
 
-def public(keys: list[ApiKey]) -> list[KeyPublic]:
-    now = utcnow()
-    return [KeyPublic.of(key, now) for key in keys]
-
-
 @admin_router.post(
     "/accounts/{account_id}/keys", status_code=status.HTTP_201_CREATED, response_model=KeyCreated
 )
@@ -51,7 +46,7 @@ def create_key(
 
 @admin_router.get("/accounts/{account_id}/keys", response_model=list[KeyPublic])
 def list_keys(account_id: int, session: DbSession) -> list[KeyPublic]:
-    return public(service.list_keys(session, account_id))
+    return KeyPublic.listing(service.list_keys(session, account_id))
 
 
 @admin_router.delete("/keys/{key_id}", response_model=KeyPublic)
@@ -89,7 +84,7 @@ def roll_key(
 @customer_router.get("", response_model=list[KeyPublic])
 def my_keys(principal: CurrentPrincipal, session: DbSession) -> list[KeyPublic]:
     """Your account's keys (never their secrets)."""
-    return public(service.list_keys(session, principal.account_id))
+    return KeyPublic.listing(service.list_keys(session, principal.account_id))
 
 
 @customer_router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)

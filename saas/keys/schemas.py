@@ -1,8 +1,9 @@
+from collections.abc import Iterable
 from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from saas.db import as_utc
+from saas.db import as_utc, utcnow
 from saas.keys.models import ApiKey
 from saas.principal import KeyStatus
 
@@ -34,6 +35,12 @@ class KeyPublic(BaseModel):
     status: KeyStatus = Field(
         description="active; grace (rolled, works until expires_at); expired; revoked"
     )
+
+    @classmethod
+    def listing(cls, keys: Iterable[ApiKey]) -> list["KeyPublic"]:
+        """Every key's public view, their status read at one moment."""
+        now = utcnow()
+        return [cls.of(key, now) for key in keys]
 
     @classmethod
     def of(cls, key: ApiKey, now: datetime) -> "KeyPublic":
