@@ -3,7 +3,8 @@
 A steady stream of requests with one key costs no database work until its cache entry expires;
 misses (unknown keys) are cached too, in their own smaller cache, so a flood of made-up keys can
 neither hammer the database nor push real keys out of the cache. Concurrent misses for the same
-key share one query.
+key share one query. Keys that authenticated recently are remembered for longer (`vouches_for`),
+so an address the failed-key guard blocks does not shut out the good keys used from it.
 """
 
 import asyncio
@@ -33,6 +34,7 @@ class KeyAuthenticator:
         max_size: int,
         flush_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        vouch_seconds: float = 3600.0,
     ) -> None:
         self.engine = engine
         self.flush_seconds = flush_seconds
@@ -40,6 +42,11 @@ class KeyAuthenticator:
         self._hits: TTLCache[str, Principal] = TTLCache(maxsize=max_size, ttl=ttl, timer=clock)
         self._misses: TTLCache[str, bool] = TTLCache(
             maxsize=max(max_size // 4, 1), ttl=ttl, timer=clock
+        )
+        # Hashes of keys that were usable when last looked up; outlives the principal cache so
+        # a good key keeps passing a blocked address after its cached principal expired.
+        self._vouched: TTLCache[str, bool] = TTLCache(
+            maxsize=max_size, ttl=vouch_seconds, timer=clock
         )
         self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
         self._last_used: dict[int, datetime] = {}
@@ -81,6 +88,19 @@ class KeyAuthenticator:
         else:
             self._hits[key_hash] = principal
         return principal
+
+    def vouch(self, key_hash: str, authenticated: bool) -> None:
+        """Remember whether the key just authenticated (usable key, active account)."""
+        if authenticated:
+            self._vouched[key_hash] = True
+        else:
+            self._vouched.pop(key_hash, None)
+
+    def vouches_for(self, key_hash: str) -> bool:
+        """Whether this worker saw the key authenticate within the last `vouch_seconds`: then
+        it is worth a lookup even from an address the failed-key guard blocks (no database
+        work to decide; the lookup still checks the key as usual)."""
+        return key_hash in self._vouched
 
     def forget(self, key_hash: str) -> None:
         self._hits.pop(key_hash, None)

@@ -1,7 +1,9 @@
 """API-key authentication for every route under /v1 and /admin, as middleware so that no new
 route can forget it. Order of checks (each with its reason): missing, malformed, unknown, revoked,
 expired (401); suspended account, missing scope (403). Public paths (health, docs) pass through.
-An address that presents too many bad keys is refused with 429 for a while (FailedAuthGuard)."""
+An address that presents too many bad keys is refused with 429 for a while (FailedAuthGuard),
+without a database lookup, except for keys this worker saw authenticate recently: one
+misconfigured client must not shut out every customer behind the same NAT or proxy."""
 
 import structlog
 from starlette.responses import Response
@@ -62,23 +64,27 @@ class AuthMiddleware:
             return
 
         client_ip = scope["client"][0] if scope.get("client") else "unknown"
+        key = extract_key(scope["headers"])
+        # Only a well-formed key is hashed (and looked up): the rest is refused locally.
+        key_hash = security.hash_key(key) if key and security.is_well_formed(key) else None
         blocked = self.guard.blocked_for(client_ip)
-        if blocked is not None:
+        if blocked is not None and not (key_hash and self.authenticator.vouches_for(key_hash)):
             await too_many_failures(blocked)(scope, receive, send)
             return
-        key = extract_key(scope["headers"])
         if key is None:
             detail = "Missing API key: send 'Authorization: Token <key>' or 'X-API-Key: <key>'."
             await json_error(401, detail, _CHALLENGE)(scope, receive, send)
             return
         try:
-            principal, failure = await self._check(key)
+            principal, failure = await self._check(key_hash)
         except Exception:
             # Never fail open: without the database no key can be checked.
             log.exception("key_lookup_failed")
             detail = "Authentication is temporarily unavailable; retry shortly."
             await json_error(503, detail, {"Retry-After": "1"})(scope, receive, send)
             return
+        if key_hash is not None:
+            self.authenticator.vouch(key_hash, principal is not None and principal.account_active)
         if principal is None:
             block = await self.guard.record_failure(client_ip)
             response = too_many_failures(block) if block else json_error(401, failure, _CHALLENGE)
@@ -95,11 +101,12 @@ class AuthMiddleware:
         context.principal = principal
         await self.app(scope, receive, send)
 
-    async def _check(self, key: str) -> tuple[Principal | None, str]:
-        """The key's principal, or why it is refused (401)."""
-        if not security.is_well_formed(key):
+    async def _check(self, key_hash: str | None) -> tuple[Principal | None, str]:
+        """The key's principal, or why it is refused (401); `key_hash` is None for a key that
+        is not well-formed."""
+        if key_hash is None:
             return None, "Malformed API key."
-        principal = await self.authenticator.lookup(key)
+        principal = await self.authenticator.lookup_hash(key_hash)
         if principal is None:
             return None, "Invalid API key."
         status = principal.status(utcnow())

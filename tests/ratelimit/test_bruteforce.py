@@ -1,21 +1,79 @@
 """Failed authentication attempts are limited per client address."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
 from saas import security
-from tests.conftest import MODEL, dedicated_client
+from saas.keys import service as keys
+from tests.conftest import MODEL, TEST_ACTOR, dedicated_client
 
 
-def test_too_many_bad_keys_block_the_address(settings, customer):  # type: ignore[no-untyped-def]
+@contextmanager
+def key_lookups(client: TestClient) -> Iterator[list[str]]:
+    """The key lookups (queries by key hash) the app's database answers meanwhile."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, _params, _context, _many):  # type: ignore[no-untyped-def]
+        if "key_hash" in statement and "api_keys" in statement:
+            seen.append(statement)
+
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_too_many_bad_keys_block_the_address_not_its_good_keys(  # type: ignore[no-untyped-def]
+    settings, customer, make_customer
+):
+    other = make_customer()  # a customer behind the same address who never called before
     with dedicated_client(settings, auth_failures_per_ip="5/minute") as client:
+        # The customer has called from this address before the misconfigured client starts.
+        assert client.get("/v1/models", headers=customer.headers).status_code == 200
         statuses = []
         for _ in range(6):
             bad = {"X-API-Key": security.generate_key()}
             statuses.append(client.get("/v1/models", headers=bad).status_code)
         assert statuses == [401] * 5 + [429]
-        blocked = client.get("/v1/models", headers=customer.headers)  # even a good key
-        assert blocked.status_code == 429
-        assert 1 <= int(blocked.headers["retry-after"]) <= 60
-        assert "failed authentication" in blocked.json()["detail"]
+
+        # A key this worker saw authenticate keeps working (its own plan limits it)...
+        for _ in range(3):
+            assert client.get("/v1/models", headers=customer.headers).status_code == 200
+        # ...while a new bad key, and a key this worker has not seen, are refused without a
+        # lookup: a blocked address costs the database nothing.
+        with key_lookups(client) as lookups:
+            bad = {"X-API-Key": security.generate_key()}
+            refused = [client.get("/v1/models", headers=h) for h in (bad, other.headers)]
+            malformed = client.get("/v1/models", headers={"X-API-Key": "not-a-key"})
+        assert lookups == []
+        for blocked in [*refused, malformed]:
+            assert blocked.status_code == 429
+            assert 1 <= int(blocked.headers["retry-after"]) <= 60
+            assert "failed authentication" in blocked.json()["detail"]
         assert client.get("/healthz").status_code == 200  # public routes stay open
+
+
+def test_a_vouched_key_is_checked_again_while_blocked(  # type: ignore[no-untyped-def]
+    settings, make_customer, db
+):
+    """Vouching only earns a lookup: a key revoked meanwhile is refused as usual."""
+    customer = make_customer()
+    with dedicated_client(settings, auth_failures_per_ip="3/minute") as client:
+        assert client.get("/v1/models", headers=customer.headers).status_code == 200
+        for _ in range(4):
+            client.get("/v1/models", headers={"X-API-Key": security.generate_key()})
+        with db() as session:
+            keys.revoke_key(session=session, key_id=customer.key_id, actor=TEST_ACTOR)
+            session.commit()
+        client.app.state.authenticator.forget(security.hash_key(customer.key))  # type: ignore[attr-defined]
+        refused = client.get("/v1/models", headers=customer.headers)
+        assert refused.status_code in (401, 429)  # revoked, and counted as another failure
+        assert client.get("/v1/models", headers=customer.headers).status_code == 429
 
 
 def test_good_keys_are_never_counted(settings, customer):  # type: ignore[no-untyped-def]
