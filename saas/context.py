@@ -8,7 +8,7 @@ whether the usage could be committed. One object with named fields instead of lo
 """
 
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -52,10 +52,13 @@ class RequestContext:
     area: Area
     metering: Metering = UNROUTED
     model: str | None = None  # a model the service runs, named by the URL or chosen by the route
+    named_model: str | None = None  # the model the URL names, as typed (known or not)
     principal: Principal | None = None
     cost: int = 1  # units admission charged: 1, or the number of texts of a batch
     chars: int = 0  # characters the route analysed
     billing_failed: bool = False  # the usage event could not be committed: refund the quota
+    # The rate-limit headers admission sent (or would have): metering's own 503 carries them too.
+    rate_limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 def app_path(scope: MutableMapping[str, Any]) -> str:

@@ -2,24 +2,41 @@
 every request, the monthly quota for billable ones (the route's Metering says which, and whether
 it costs one unit per text). Admin requests (/admin): a fixed limit of their own. Adds the
 rate-limit headers to every answer, and gives back the reserved quota when the answer is not
-2xx or its usage could not be committed (only what is billed uses quota). A batch larger than
-the plan allows is refused with 413 before any counter moves."""
+2xx or its usage could not be committed (only what is billed uses quota). A batch for a model
+the service does not run (404) or the plan does not include (403), or larger than the plan
+allows (413), is refused before any counter moves, with the rate-limit headers as they stand."""
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from saas.context import Area, context_of
+from saas.context import Area, RequestContext, context_of
 from saas.middleware.batch_body import count_texts, read_body
 from saas.middleware.body_limit import BodyTooLarge
-from saas.nlp.tasks import batch_too_large
+from saas.nlp.tasks import batch_too_large, model_not_in_plan, unknown_model
+from saas.principal import Principal
 from saas.ratelimit.admission import Admission, LimiterUnavailable
-from saas.ratelimit.headers import rate_limit_headers
+from saas.ratelimit.headers import as_strings, rate_limit_headers
 from saas.ratelimit.windows import Decision, ceil_seconds
 from saas.responses import json_error
 
 
+def without_retry_after(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Retry-After belongs to 429s (and 503s): a 404 or 413 does not go away by waiting."""
+    return [(name, value) for name, value in headers if name != b"retry-after"]
+
+
+def model_refusal(context: RequestContext, principal: Principal) -> tuple[int, str] | None:
+    """404 for a model the URL names that the service does not run, 403 for one the plan
+    does not include (the route says the same, for requests that get that far)."""
+    if context.named_model is not None and context.model is None:
+        return 404, unknown_model(context.named_model)
+    if context.model is not None and not principal.may_use_model(context.model):
+        return 403, model_not_in_plan(context.model)
+    return None
+
+
 def rejection(decision: Decision) -> Response:
-    headers = {k.decode(): v.decode() for k, v in rate_limit_headers(decision)}
+    headers = as_strings(rate_limit_headers(decision))
     if decision.outcome == "rate_limited":
         wait = max(1, ceil_seconds(decision.retry_after))
         detail = f"Rate limit exceeded; retry in {wait} s."
@@ -52,17 +69,28 @@ class AdmissionMiddleware:
             quota = principal.monthly_quota if context.metering.billable else None
 
         if context.metering.per_text:
-            try:
-                body, receive = await read_body(receive)
-            except BodyTooLarge as exc:  # a chunked body over the limit, found while reading
-                await json_error(413, exc.detail)(scope, receive, send)
+            # Who may not use the model learns that first, whatever the body holds.
+            refusal = model_refusal(context, principal)
+            if refusal is None:
+                try:
+                    body, receive = await read_body(receive)
+                except BodyTooLarge as exc:  # a chunked body over the limit, found reading it
+                    refusal = 413, exc.detail
+                else:
+                    # Not JSON, or no list of texts: cost 1, and the route answers 422.
+                    count = count_texts(body)
+                    if count is not None and count > principal.batch_limit:
+                        refusal = 413, batch_too_large(principal, count)
+                    context.cost = max(1, count or 0)  # an empty list is still a request (422)
+            if refusal is not None:
+                status, detail = refusal
+                peeked = await self.admission.peek(subject, rate_limit)
+                headers = rate_limit_headers(peeked) if peeked is not None else []
+                context.rate_limit_headers = without_retry_after(headers)
+                await json_error(status, detail, as_strings(context.rate_limit_headers))(
+                    scope, receive, send
+                )
                 return
-            # Not JSON, or no list of texts: cost 1, and the route answers 422.
-            count = count_texts(body)
-            if count is not None and count > principal.batch_limit:
-                await json_error(413, batch_too_large(principal, count))(scope, receive, send)
-                return
-            context.cost = max(1, count or 0)  # an empty list is still a request (422)
         cost = context.cost
 
         cached = self.admission.cached_rejection(subject, quota is not None, cost)
@@ -79,7 +107,7 @@ class AdmissionMiddleware:
             await rejection(decision)(scope, receive, send)
             return
 
-        headers = rate_limit_headers(decision)
+        headers = context.rate_limit_headers = rate_limit_headers(decision)
         status = 0
 
         async def send_with_headers(message: Message) -> None:

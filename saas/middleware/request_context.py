@@ -78,19 +78,23 @@ class Endpoints:
 
     def match(self, scope: Scope) -> tuple[APIRoute | None, Metering, str | None]:
         """The customer route that matches, what it costs (UNROUTED when none matches: 404,
-        405, as the router will decide), and the model the URL names if the service runs it
-        (usage counts rejections per model too; any other name would be whatever a client
-        typed)."""
+        405, as the router will decide), and the model the URL names, as typed (None for a
+        route without one)."""
         for route in self.routes:
             match, child = route.matches(scope)
             if match is Match.FULL:
                 model = child.get("path_params", {}).get("model")
-                return route, self.metering[route.name], model if model in self.models else None
+                return route, self.metering[route.name], model
         return None, UNROUTED, None
+
+    def known(self, model: str | None) -> str | None:
+        """`model` if the service runs it. Usage counts rejections per model too, but only of
+        these: any other name would be whatever a client typed."""
+        return model if model in self.models else None
 
     def resolve(self, scope: Scope) -> tuple[Metering, str | None]:
         _, metering, model = self.match(scope)
-        return metering, model
+        return metering, self.known(model)
 
     def template(self, scope: Scope) -> str:
         """The path template of the /v1 or /admin route the router would pick (a full match,
@@ -127,7 +131,8 @@ class RequestContextMiddleware:
         context = RequestContext(request_id=request_id, area=area_of(app_path(scope)))
         customer_route: APIRoute | None = None
         if context.area is Area.customer and self.endpoints is not None:
-            customer_route, context.metering, context.model = self.endpoints.match(scope)
+            customer_route, context.metering, context.named_model = self.endpoints.match(scope)
+            context.model = self.endpoints.known(context.named_model)
         set_context(scope, context)
         started = time.perf_counter()
         status = 500

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saas.context import Area, context_of
 from saas.db import utcnow
+from saas.ratelimit.headers import as_strings
 from saas.responses import json_error
 from saas.usage.ledger import Event
 from saas.usage.recorder import UsageRecorder, UsageWriteFailed
@@ -56,7 +57,8 @@ class UsageMiddleware:
             except UsageWriteFailed:
                 context.billing_failed = True  # the admission step gives the quota back
                 detail = "Usage could not be recorded, so nothing was billed; retry shortly."
-                await json_error(503, detail, {"Retry-After": "1"})(scope, receive, send)
+                headers = {**as_strings(context.rate_limit_headers), "Retry-After": "1"}
+                await json_error(503, detail, headers)(scope, receive, send)
                 return
             for message in held:
                 await send(message)

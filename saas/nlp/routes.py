@@ -29,7 +29,12 @@ from saas.nlp.schemas import (
     TokensOut,
     VersionsOut,
 )
-from saas.nlp.tasks import BATCH_TASKS, batch_too_large
+from saas.nlp.tasks import (
+    BATCH_TASKS,
+    batch_too_large,
+    model_not_in_plan,
+    unknown_model,
+)
 from saas.principal import Principal
 
 router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["nlp"])
@@ -101,9 +106,9 @@ async def require_json(request: Request) -> None:
 
 def check_model(model: str, principal: Principal, engine: Engine, context: RequestContext) -> str:
     if model not in engine.models:
-        raise NotFound(f"Model '{model}' not found. GET /v1/models lists the available models.")
+        raise NotFound(unknown_model(model))
     if not principal.may_use_model(model):
-        raise Forbidden(f"Your plan does not include the model '{model}'.")
+        raise Forbidden(model_not_in_plan(model))
     context.model = model  # for the usage event: only models the service runs
     return model
 

@@ -43,6 +43,16 @@ def serialize(task: str, doc: Doc, options: dict[str, Any] | None) -> dict[str, 
 BATCH_TASKS = ("entities", "tokens", "dependencies", "sentence-dependencies")
 
 
+def unknown_model(model: str) -> str:
+    """The 404 message, the same from the admission step and from the route."""
+    return f"Model '{model}' not found. GET /v1/models lists the available models."
+
+
+def model_not_in_plan(model: str) -> str:
+    """The 403 message, the same from the admission step and from the route."""
+    return f"Your plan does not include the model '{model}'."
+
+
 def batch_too_large(principal: Principal, count: int) -> str:
     """The 413 message, the same from the admission step and from the route."""
     limit = principal.batch_limit

@@ -133,6 +133,15 @@ class Admission:
         count_outcome(decision, fallback=self.shared is not None and not decision.shared)
         return decision
 
+    async def peek(self, account_id: int, rate_limit: str) -> Decision | None:
+        """The rate-limit windows as they stand, counting nothing: the headers of an answer
+        refused before admission (a batch over the plan's size...). None when the limiter
+        cannot say (Redis down and failing closed)."""
+        try:
+            return await self._decide(account_id, parse_windows(rate_limit), None, 0)
+        except LimiterUnavailable:
+            return None
+
     async def refund(self, account_id: int, decision: Decision, cost: int = 1) -> None:
         """Give back the quota a request reserved when it did not end 2xx."""
         if decision.quota_month is None:

@@ -111,7 +111,8 @@ elseif quota >= 0 and used + cost > quota then
   outcome = 2
 end
 
-if outcome == 0 then
+-- cost 0 reads the windows without writing (the headers of an answer refused before admission)
+if outcome == 0 and cost > 0 then
   for i = 1, n do
     local period = tonumber(ARGV[3 * i + 1])
     local width = tonumber(ARGV[3 * i + 2])

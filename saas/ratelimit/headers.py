@@ -6,6 +6,11 @@ import math
 from saas.ratelimit.windows import Decision, ceil_seconds
 
 
+def as_strings(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """ASGI's header pairs as the dict `json_error` takes."""
+    return {name.decode(): value.decode() for name, value in headers}
+
+
 def rate_limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
     if not decision.windows:
         return []

@@ -57,7 +57,7 @@ class MemoryLimiter:
                 states = self._states(account_id, windows, now_us)
                 return Decision("quota_exhausted", states, wait_s, now, quota_remaining=0)
             self._quota_used[(account_id, month)] = used + cost
-        for window in windows:
+        for window in windows if cost else ():  # cost 0 only reads (Admission.peek)
             buckets = self._buckets[(account_id, window.seconds)]
             index = now_us // window.bucket_micros
             buckets[index] = buckets.get(index, 0) + cost

@@ -120,6 +120,11 @@ def test_over_the_effective_maximum_is_413_and_counts_nothing(client, make_custo
     assert refused.status_code == 413
     detail = refused.json()["detail"]
     assert "4 texts" in detail and "at most 3" in detail and "3/minute" in detail
+    # The plan is known: the rate-limit headers say where the account stands (nothing used).
+    assert refused.headers["x-ratelimit-limit"] == "3"
+    assert refused.headers["x-ratelimit-remaining"] == "3"
+    assert refused.headers["ratelimit"].startswith('"minute";r=3;')
+    assert "retry-after" not in refused.headers  # waiting does not make it fit
     full = batch(client, windowed, four[:3])  # the whole window and quota are still there
     assert full.status_code == 200 and full.headers["x-ratelimit-remaining"] == "0"
 
@@ -224,6 +229,20 @@ def test_french_batch(client, make_customer, nlp_fr, texts_fr):  # type: ignore[
         assert [(e["start"], e["end"], e["type"]) for e in result["entities"]] == expected
 
 
+def test_the_model_is_refused_before_the_batch_size(client, make_customer):  # type: ignore[no-untyped-def]
+    customer = make_customer(rate_limit="5/minute", max_batch_texts=2, models=[MODEL])
+    too_many = {"texts": ["Paris.", "Rome.", "Oslo."]}
+    unknown = client.post(
+        "/v1/no_such_model/entities/batch", headers=customer.headers, json=too_many
+    )
+    assert unknown.status_code == 404 and "no_such_model" in unknown.json()["detail"]
+    not_in_plan = client.post(f"/v1/{FRENCH}/tokens/batch", headers=customer.headers, json=too_many)
+    assert not_in_plan.status_code == 403 and FRENCH in not_in_plan.json()["detail"]
+    for refused in (unknown, not_in_plan):
+        assert refused.headers["x-ratelimit-remaining"] == "5"  # counted nothing
+    assert batch(client, customer, ["Paris.", "Rome."]).headers["x-ratelimit-remaining"] == "3"
+
+
 @SQLITE_ONLY
 def test_chunked_body_over_max_bytes_is_413(client, customer, settings):  # type: ignore[no-untyped-def]
     def chunks():  # type: ignore[no-untyped-def]
@@ -238,6 +257,7 @@ def test_chunked_body_over_max_bytes_is_413(client, customer, settings):  # type
         content=chunks(),
     )
     assert response.status_code == 413 and "bytes" in response.json()["detail"]
+    assert response.headers["x-ratelimit-limit"]  # read after authentication: the plan is known
 
 
 @SQLITE_ONLY
