@@ -1,5 +1,6 @@
-"""Soak: the deployment stack at 80% of its measured capacity for 10 minutes, with zero errors,
-flat memory and every 2xx billed.
+"""Soak: the deployment stack at 80% of its measured capacity for 10 minutes, open loop.
+
+Zero errors, flat memory and every 2xx billed, or exit 1.
 
     python -m bench.soak [--seconds 600] [--capacity-seconds 30] [--load 0.8]
     python -m bench.soak --seconds 60 --capacity-seconds 10      # a short check
@@ -268,8 +269,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--capacity-seconds", type=float, default=30)
     parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity")
-    parser.add_argument("--concurrency", type=int, default=64, help="of the capacity run")
-    parser.add_argument("--connections", type=int, default=256, help="most of the soak's")
+    parser.add_argument("--concurrency", type=int, default=64, help="capacity run connections")
+    parser.add_argument("--connections", type=int, default=256, help="most the soak's client opens")
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--sample-every", type=float, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -384,6 +385,7 @@ def main() -> int:
             "at_start": {str(pid): group for pid, group in sorted(before.items())},
             "same_at_end": before == after,
             "stack_exit_code": exit_code,
+            "stack_log_lines_once_ready": len(log_lines),
         },
     }
     verdict = criteria(result)
