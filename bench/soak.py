@@ -194,7 +194,22 @@ def memory_figures(samples: list[dict[str, Any]], seconds: float) -> dict[str, A
                 "max_mb": round(peak / 1024, 1),
                 "change": None if not first or last is None else round(last / first - 1, 4),
             }
-    return {"window_seconds": window, "samples": len(samples), "figures": figures}
+    # The trend of each group, for the eye: growth that levels off or keeps going.
+    trend = [
+        {"at": at}
+        | {
+            name: round(values["pss_kib"] / 1024, 1)
+            for name, values in series.items()
+            if " pid " not in name
+        }
+        for at, series in timeline
+    ]
+    return {
+        "window_seconds": window,
+        "samples": len(samples),
+        "figures": figures,
+        "pss_mb_over_time": trend,
+    }
 
 
 def criteria(result: dict[str, Any]) -> dict[str, bool]:
