@@ -41,3 +41,12 @@ def test_hash_is_sha256_hex_and_prefix_is_short():
     assert digest != key and key not in digest
     assert security.display_prefix(key) == key[:14]
     assert security.hash_key(key) == digest != security.hash_key(security.generate_key())
+
+
+def test_keys_are_redacted_from_text_bound_for_the_logs():
+    key = security.generate_key()
+    assert security.redact_keys(f"/v1/keys/{key}/x") == "/v1/keys/sk_live_[redacted]/x"
+    assert security.redact_keys(f"{key[:20]} and {key}") == (
+        "sk_live_[redacted] and sk_live_[redacted]"
+    )
+    assert security.redact_keys("/v1/en_core_web_sm/entities") == "/v1/en_core_web_sm/entities"
