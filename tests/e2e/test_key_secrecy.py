@@ -249,8 +249,11 @@ def test_no_key_is_emitted_after_its_creation(served, make_customer, saas, saas_
     last_id = metrics.headers["x-request-id"]
     assert eventually(lambda: last_id in log.read_text(encoding="utf-8"), timeout=10)
     server_output = log.read_text(encoding="utf-8")
-    levels = {json.loads(line)["level"] for line in server_output.splitlines()}
-    assert "debug" in levels  # DEBUG lines were written (Redis's client writes some)
+    # What was captured is the server's whole story: its refusals were logged too (and at
+    # DEBUG, whatever the libraries say at that level).
+    records = [json.loads(line) for line in server_output.splitlines()]
+    logged = {r["status"] for r in records if r.get("event") == "request"}
+    assert {200, 401, 403, 413, 422, 429} <= logged, logged
 
     creations = call.creations + browser.creations + operator_browser.creations
     creations.append(created.stdout)
