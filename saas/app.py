@@ -27,6 +27,7 @@ from saas.logging import configure_logging
 from saas.middleware.admission import AdmissionMiddleware
 from saas.middleware.auth import AuthMiddleware
 from saas.middleware.body_limit import BodyLimitMiddleware
+from saas.middleware.cors import add_cors
 from saas.middleware.request_context import Endpoints, RequestContextMiddleware
 from saas.middleware.usage import UsageMiddleware
 from saas.nlp import routes as nlp_routes
@@ -206,5 +207,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(UsageMiddleware, recorder=recorder)
     app.add_middleware(AuthMiddleware, authenticator=authenticator, guard=guard)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # CORS, when configured: outside authentication (a preflight carries no key) and the body
+    # limit (its 413 stays readable), inside the request context (answers keep a request id).
+    add_cors(app, settings.cors_allow_origins)
     app.add_middleware(RequestContextMiddleware, endpoints=endpoints)
     return app

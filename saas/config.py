@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Failed key attempts allowed per client address (moving window, `limits` notation).
     auth_failures_per_ip: str = "20/minute"
     max_body_bytes: int = 1_000_000
+    # Browser origins allowed to call the API (JSON list, e.g. '["https://app.example.com"]').
+    # Empty: no CORS headers at all, so browsers on other sites cannot read any answer.
+    cors_allow_origins: list[str] = Field(default_factory=list)
 
     # NLP engine: a request waits for whatever has queued, up to this many texts per nlp.pipe call.
     engine_max_batch: int = 64

@@ -8,6 +8,7 @@ store them: there is nothing to brute-force, and a hash can be looked up through
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 import zlib
@@ -21,6 +22,7 @@ KEY_LENGTH = len(KEY_PREFIX) + RANDOM_CHARS + CHECKSUM_CHARS
 
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _BASE62_SET = frozenset(_BASE62)
+_KEY_SHAPED = re.compile(re.escape(KEY_PREFIX) + "[0-9A-Za-z]*")
 
 
 def _base62(number: int, width: int) -> str:
@@ -35,9 +37,13 @@ def _checksum(body: str) -> str:
     return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_CHARS)
 
 
-def generate_key() -> str:
-    body = KEY_PREFIX + "".join(secrets.choice(_BASE62) for _ in range(RANDOM_CHARS))
+def with_checksum(body: str) -> str:
+    """`body` (prefix and random characters) with its checksum appended."""
     return body + _checksum(body)
+
+
+def generate_key() -> str:
+    return with_checksum(KEY_PREFIX + "".join(secrets.choice(_BASE62) for _ in range(RANDOM_CHARS)))
 
 
 def is_well_formed(key: str) -> bool:
@@ -57,6 +63,14 @@ def hash_key(key: str) -> str:
 
 def display_prefix(key: str) -> str:
     return key[: len(KEY_PREFIX) + DISPLAY_CHARS]
+
+
+def redact_keys(text: str) -> str:
+    """`text` with whatever follows a key prefix cut out: a client that puts its key in a URL
+    path must not get it written to the logs (the access line keeps the rest of the path)."""
+    if KEY_PREFIX not in text:  # the usual case, at no regex cost
+        return text
+    return _KEY_SHAPED.sub(f"{KEY_PREFIX}[redacted]", text)
 
 
 def display_url(url: str) -> str:

@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from saas import metrics
+from saas import metrics, security
 from saas.context import (
     UNROUTED,
     Area,
@@ -153,7 +153,9 @@ class RequestContextMiddleware:
             # A real bug. Answered here, not by Starlette's outermost error middleware, so the
             # 500 carries X-Request-ID and the log line names the request; never a traceback
             # in the body.
-            log.exception("unhandled_error", path=scope["path"], request_id=request_id)
+            log.exception(
+                "unhandled_error", path=security.redact_keys(scope["path"]), request_id=request_id
+            )
             if answered:
                 raise  # too late for another answer: the server closes the connection
             await json_error(500, "Internal server error.")(scope, receive, send_with_id)
@@ -168,7 +170,7 @@ class RequestContextMiddleware:
                     "request",
                     method=scope["method"],
                     route=route,
-                    path=scope["path"],
+                    path=security.redact_keys(scope["path"]),
                     status=status,
                     duration_ms=round(seconds * 1000, 2),
                     request_id=request_id,
