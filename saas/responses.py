@@ -25,6 +25,13 @@ def json_error(status_code: int, detail: str, headers: Mapping[str, str] | None 
     )
 
 
+def route_of(request: Request) -> str | None:
+    """The route template, for logs: never the raw path, which may hold a key a client put
+    in the URL (the access line names the request, with the path redacted)."""
+    path = getattr(request.scope.get("route"), "path", None)
+    return path if isinstance(path, str) else None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> Response:
@@ -39,7 +46,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if is_unique_violation(exc):
             # Two writes raced past a service's uniqueness check; the database kept one.
             return json_error(409, CONFLICTING_WRITE)
-        log.exception("unhandled_error", path=request.url.path)  # any other constraint: a bug
+        log.exception("unhandled_error", route=route_of(request))  # another constraint: a bug
         return json_error(500, "Internal server error.")
 
     @app.exception_handler(StarletteHTTPException)
@@ -50,5 +57,5 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         # A real bug: log it with the request id, never send the traceback to the client.
-        log.exception("unhandled_error", path=request.url.path)
+        log.exception("unhandled_error", route=route_of(request))
         return json_error(500, "Internal server error.")
