@@ -385,6 +385,8 @@ def test_postgres_stopped_mid_load(fault_stack: Stack) -> None:
         fault_at = time.monotonic()
         stack.postgres.halt(signal.SIGQUIT)  # pg_ctl stop -m immediate
         hold_fault(load, fault_at)
+        # A route that reads the database itself (was a 500).
+        usage = httpx.get(f"{stack.gunicorn.base}/v1/usage", headers=customer.headers)
         repaired_at = time.monotonic()
         stack.postgres.launch()
         restarted = time.monotonic() - repaired_at
@@ -395,6 +397,8 @@ def test_postgres_stopped_mid_load(fault_stack: Stack) -> None:
     check(figures, stack, customer.account_id)
     assert "no answer" not in load.statuses()
     assert "503" in load.statuses()  # the fault was seen
+    assert usage.status_code == 503 and usage.headers["retry-after"] == "1"
+    assert usage.json() == {"detail": "The database is temporarily unavailable; retry shortly."}
 
 
 def test_postgres_and_redis_down_together(fault_stack: Stack) -> None:
