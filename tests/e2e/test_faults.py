@@ -5,6 +5,7 @@ posting through the fault and the recovery:
 - Redis SIGKILLed and started again, empty, on the same port (fail open, the default, and fail
   closed);
 - PostgreSQL stopped as `pg_ctl stop -m immediate` does, and started again;
+- both stopped at once (a host outage), Redis back first;
 - one Gunicorn worker SIGKILLed.
 
 For each: every request answered 2xx is billed (its X-Request-ID is a billable event), nothing is
