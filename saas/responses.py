@@ -4,10 +4,11 @@ handlers that renders every error as `{"detail": ...}` with its status."""
 from collections.abc import Mapping
 
 import orjson
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -48,6 +49,18 @@ def install_error_handlers(app: FastAPI) -> None:
             return json_error(409, CONFLICTING_WRITE)
         log.exception("unhandled_error", route=route_of(request))  # another constraint: a bug
         return json_error(500, "Internal server error.")
+
+    @app.exception_handler(OperationalError)
+    async def _operational_error(request: Request, exc: OperationalError) -> Response:
+        # PostgreSQL down or restarting under a route that reads it (usage, admin pages): an
+        # outage, answered as one (was a 500, tests/e2e/test_faults.py). SQLite's
+        # OperationalError also covers SQL mistakes, so there it stays a bug.
+        if not isinstance(exc.orig, psycopg.OperationalError):
+            log.exception("unhandled_error", path=request.url.path)
+            return json_error(500, "Internal server error.")
+        log.warning("database_unavailable", path=request.url.path, error=type(exc.orig).__name__)
+        detail = "The database is temporarily unavailable; retry shortly."
+        return json_error(503, detail, {"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:

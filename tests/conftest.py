@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -169,48 +169,55 @@ class Customer:
 TEST_ACTOR = Actor(via="system", name="tests")
 
 
+def new_customer(
+    db: Callable[[], Session],
+    known_models: Mapping[str, str],
+    *,
+    scopes: tuple[str, ...] = (),
+    expires_at: datetime | None = None,
+    status: str = AccountStatus.active,
+    **plan_fields: object,
+) -> Customer:
+    """A new plan, account and key in the database `db` opens sessions on."""
+    suffix = uuid.uuid4().hex[:10]
+    with db() as session:
+        plan = accounts.create_plan(
+            session=session,
+            data=PlanCreate.model_validate(
+                {"name": f"plan-{suffix}", "rate_limit": "1000/second", **plan_fields}
+            ),
+            actor=TEST_ACTOR,
+            known_models=known_models,
+        )
+        account = accounts.create_account(
+            session=session,
+            data=AccountCreate(
+                name=f"acct-{suffix}", email=f"{suffix}@example.com", plan=plan.name
+            ),
+            actor=TEST_ACTOR,
+        )
+        account.status = status
+        assert account.id is not None
+        key, plaintext = keys.create_key(
+            session=session,
+            account_id=account.id,
+            actor=TEST_ACTOR,
+            name="test",
+            scopes=scopes,
+            expires_at=expires_at,
+        )
+        assert key.id is not None
+        customer = Customer(plaintext, key.id, account.id, account.name, plan.name)
+        session.commit()
+    return customer
+
+
 @pytest.fixture
 def make_customer(db: Callable[[], Session], settings: Settings) -> Callable[..., Customer]:
     """A new plan, account and key per call, so tests never share state."""
 
-    def _make(
-        *,
-        scopes: tuple[str, ...] = (),
-        expires_at: datetime | None = None,
-        status: str = AccountStatus.active,
-        **plan_fields: object,
-    ) -> Customer:
-        suffix = uuid.uuid4().hex[:10]
-        with db() as session:
-            plan = accounts.create_plan(
-                session=session,
-                data=PlanCreate.model_validate(
-                    {"name": f"plan-{suffix}", "rate_limit": "1000/second", **plan_fields}
-                ),
-                actor=TEST_ACTOR,
-                known_models=settings.models,
-            )
-            account = accounts.create_account(
-                session=session,
-                data=AccountCreate(
-                    name=f"acct-{suffix}", email=f"{suffix}@example.com", plan=plan.name
-                ),
-                actor=TEST_ACTOR,
-            )
-            account.status = status
-            assert account.id is not None
-            key, plaintext = keys.create_key(
-                session=session,
-                account_id=account.id,
-                actor=TEST_ACTOR,
-                name="test",
-                scopes=scopes,
-                expires_at=expires_at,
-            )
-            assert key.id is not None
-            customer = Customer(plaintext, key.id, account.id, account.name, plan.name)
-            session.commit()
-        return customer
+    def _make(**fields: object) -> Customer:
+        return new_customer(db, settings.models, **fields)
 
     return _make
 

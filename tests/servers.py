@@ -191,6 +191,14 @@ class RedisServer:
         finally:
             client.close()
 
+    def kill(self) -> None:
+        """SIGKILL (by its pid): a crash, nothing saved; `start` brings it back on the same
+        port, empty."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+        self.process = None
+
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process, timeout=10)
@@ -295,10 +303,7 @@ class RedisClusterServers:
 
     def kill(self, node: RedisServer) -> None:
         """SIGKILL one node (by its pid): a crash, no goodbye to the cluster."""
-        assert node.process is not None
-        node.process.kill()
-        node.process.wait(10)
-        node.process = None
+        node.kill()
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -367,10 +372,9 @@ class PostgresServer:
         try:
             if as_user:
                 os.chown(self.workdir, as_user["user"], as_user["group"])
-            data = self.workdir / "data"
             initdb = subprocess.run(
-                [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
-                + ["-E", "UTF8", "--no-locale", "--no-sync"],
+                [str(bindir / "initdb"), "-D", str(self.workdir / "data"), "-U", "postgres"]
+                + ["--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"],
                 cwd=self.workdir,
                 capture_output=True,
                 text=True,
@@ -379,47 +383,62 @@ class PostgresServer:
             if initdb.returncode != 0:
                 raise ServerUnavailable(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
             self.port = free_port()
-            log = self.workdir / "postgres.log"
-            with log.open("ab") as output:
-                self.process = subprocess.Popen(
-                    [str(bindir / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1"]
-                    + ["-c", f"port={self.port}", "-c", f"unix_socket_directories={self.workdir}"]
-                    + ["-c", "fsync=off"],
-                    cwd=self.workdir,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients.
-                    preexec_fn=_die_with_parent(signal.SIGINT),
-                    **as_user,
-                )
-            self._create_database(log)
+            self.launch()
+            with self._connect() as connection:
+                connection.execute("CREATE DATABASE test")
         except BaseException:
             self.stop()
             raise
 
-    def _create_database(self, log: Path) -> None:
-        """Wait until a connection succeeds, then create the `test` database."""
+    def launch(self) -> None:
+        """Start the server on the cluster made by `start`, on the same port (also after
+        `halt`), and return once it accepts connections."""
+        assert self.workdir is not None
+        with (self.workdir / "postgres.log").open("ab") as output:
+            self.process = subprocess.Popen(
+                [str(postgres_bindir() / "postgres"), "-D", str(self.workdir / "data")]
+                + ["-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}"]
+                + ["-c", f"unix_socket_directories={self.workdir}", "-c", "fsync=off"],
+                cwd=self.workdir,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients.
+                preexec_fn=_die_with_parent(signal.SIGINT),
+                **_unprivileged_user(),
+            )
+        self._connect().close()
+
+    def halt(self, sig: int = signal.SIGQUIT) -> None:
+        """Stop the server and keep its cluster, for `launch` to start it again: SIGQUIT is
+        `pg_ctl stop -m immediate` (no checkpoint; crash recovery at the next start), SIGINT
+        `-m fast`. Sent to the postmaster, which we started: pg_ctl refuses to run as root."""
         assert self.process is not None
+        stop_process(self.process, sig=sig)
+        self.process = None
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A connection to the `postgres` database, once the server accepts one."""
+        assert self.process is not None and self.workdir is not None
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if self.process.poll() is not None:
-                raise ServerUnavailable(f"postgres exited at start:\n{_log_tail(log)}")
+                log = _log_tail(self.workdir / "postgres.log")
+                raise ServerUnavailable(f"postgres exited at start:\n{log}")
             try:
-                with psycopg.connect(
+                return psycopg.connect(
                     host="127.0.0.1",
                     port=self.port,
                     user="postgres",
                     dbname="postgres",
                     connect_timeout=2,
                     autocommit=True,
-                ) as connection:
-                    connection.execute("CREATE DATABASE test")
-                    return
+                )
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
+                    log = _log_tail(self.workdir / "postgres.log")
                     raise ServerUnavailable(
-                        f"postgres did not accept connections:\n{_log_tail(log)}"
+                        f"postgres did not accept connections:\n{log}"
                     ) from None
                 time.sleep(0.05)
 

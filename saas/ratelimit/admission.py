@@ -117,7 +117,15 @@ class Admission:
             assert decision.quota_month is not None
             used = 0
             if self.quota_used is not None:
-                used = await self.quota_used(account_id, decision.quota_month)
+                try:
+                    used = await self.quota_used(account_id, decision.quota_month)
+                except Exception as exc:  # noqa: BLE001 - whatever the ledger's failure, 503
+                    # The database is unreachable (Redis lost its counts meanwhile, or this
+                    # worker's memory never had them): the month's use is unknown, and the
+                    # request could not be billed anyway. Was a 500 (tests/e2e/test_faults.py).
+                    metrics.LIMITER_UNAVAILABLE.inc()
+                    log.error("quota_count_unavailable", error=type(exc).__name__)
+                    raise LimiterUnavailable from exc
             limiter: RedisLimiter | MemoryLimiter = (
                 self.shared if decision.shared and self.shared else self.local
             )

