@@ -56,9 +56,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # outage, answered as one (was a 500, tests/e2e/test_faults.py). SQLite's
         # OperationalError also covers SQL mistakes, so there it stays a bug.
         if not isinstance(exc.orig, psycopg.OperationalError):
-            log.exception("unhandled_error", path=request.url.path)
+            log.exception("unhandled_error", route=route_of(request))
             return json_error(500, "Internal server error.")
-        log.warning("database_unavailable", path=request.url.path, error=type(exc.orig).__name__)
+        log.warning("database_unavailable", route=route_of(request), error=type(exc.orig).__name__)
         detail = "The database is temporarily unavailable; retry shortly."
         return json_error(503, detail, {"Retry-After": "1"})
 
