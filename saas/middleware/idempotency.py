@@ -139,10 +139,11 @@ class IdempotencyMiddleware:
             if found.answer is not None:
                 return replay(found.answer)
             # Another worker or host runs it: look again until it ends or its lease does.
-            if time.monotonic() + pause > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 lease_left = (found.expires_at - now).total_seconds()
                 return still_running(key, max(1, min(int(lease_left) + 1, 60)))
-            await asyncio.sleep(pause)
+            await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, LAST_POLL)
 
     async def _run(
