@@ -114,3 +114,13 @@ def test_concurrent_duplicates_wait_for_the_first(client, customer, db):  # type
     assert {a.content for a in answers} == {answers[0].content}
     assert sorted(a.headers.get("idempotent-replayed", "") for a in answers) == [""] + ["true"] * 7
     assert billed(db, customer.account_id) == 1
+
+
+def test_the_header_is_declared_on_every_nlp_post(client):  # type: ignore[no-untyped-def]
+    paths = client.get("/openapi.json").json()["paths"]
+    posts = {path: item["post"] for path, item in paths.items() if "post" in item}
+    nlp = [path for path in posts if path.startswith("/v1/") and path != "/v1/keys"]
+    assert len(nlp) == 9
+    for path in nlp:
+        headers = [p for p in posts[path]["parameters"] if p["in"] == "header"]
+        assert [p["name"] for p in headers] == ["Idempotency-Key"], path
