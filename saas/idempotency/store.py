@@ -70,8 +70,16 @@ class Completion:
 
 @functools.cache
 def _claim_statement(dialect: str) -> Any:
+    """Insert a claim, or take over an expired row of the same key, in one statement (both
+    databases speak ON CONFLICT .. DO UPDATE .. WHERE); returns a row only when it claimed."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(RECORDS).on_conflict_do_nothing().returning(RECORDS.c.request_id)
+    statement = insert(RECORDS)
+    fresh = ("fingerprint", "request_id", "status", "content_type", "body", "created_at")
+    return statement.on_conflict_do_update(
+        index_elements=["account_id", "key"],
+        set_={name: statement.excluded[name] for name in (*fresh, "expires_at")},
+        where=RECORDS.c.expires_at <= statement.excluded.created_at,
+    ).returning(RECORDS.c.request_id)
 
 
 def claim(
@@ -84,20 +92,22 @@ def claim(
     now: datetime,
     lease: timedelta,
 ) -> Found | None:
-    """None when `request_id` now holds the key; else what holds it (an expired row is deleted
-    first, as if it were not there)."""
+    """None when `request_id` now holds the key; else what holds it (an expired row counts as
+    absent: it is taken over)."""
     this = (RECORDS.c.account_id == account_id) & (RECORDS.c.key == key)
     row = {
         "account_id": account_id,
         "key": key,
         "fingerprint": fingerprint,
         "request_id": request_id,
+        "status": None,
+        "content_type": None,
+        "body": None,
         "created_at": now,
         "expires_at": now + lease,
     }
     with engine.begin() as connection:
-        connection.execute(delete(RECORDS).where(this, RECORDS.c.expires_at <= now))
-        if connection.execute(_claim_statement(engine.dialect.name), [row]).first() is not None:
+        if connection.execute(_claim_statement(engine.dialect.name), row).first() is not None:
             return None
         held = connection.execute(
             select(
