@@ -124,3 +124,15 @@ def test_the_header_is_declared_on_every_nlp_post(client):  # type: ignore[no-un
     for path in nlp:
         headers = [p for p in posts[path]["parameters"] if p["in"] == "header"]
         assert [p["name"] for p in headers] == ["Idempotency-Key"], path
+
+
+def test_a_replay_uses_no_rate_limit_and_no_quota(client, make_customer, db):  # type: ignore[no-untyped-def]
+    customer = make_customer(rate_limit="2/minute", monthly_quota=1)
+    headers = with_key(customer, "limited")
+    answers = [client.post(ENTITIES, headers=headers, json=BODY) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200] * 4
+    assert [a.headers.get("idempotent-replayed") for a in answers] == [None] + ["true"] * 3
+    # The one request that ran used the month's only unit and one place in the window.
+    other = client.post(ENTITIES, headers=customer.headers, json=BODY)
+    assert other.status_code == 402
+    assert billed(db, customer.account_id) == 1
