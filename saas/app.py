@@ -28,6 +28,7 @@ from saas.middleware.admission import AdmissionMiddleware
 from saas.middleware.auth import AuthMiddleware
 from saas.middleware.body_limit import BodyLimitMiddleware
 from saas.middleware.cors import add_cors
+from saas.middleware.idempotency import IdempotencyMiddleware
 from saas.middleware.request_context import Endpoints, RequestContextMiddleware
 from saas.middleware.usage import UsageMiddleware
 from saas.nlp import routes as nlp_routes
@@ -199,12 +200,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     # Added innermost first. Request order: request context -> body limit -> authentication ->
-    # usage metering (it must see the admission step's rejections too) -> admission -> routes.
+    # idempotency keys (a replay is neither metered nor admitted) -> usage metering (it must
+    # see the admission step's rejections too) -> admission -> routes.
     app.add_middleware(
         AdmissionMiddleware, admission=admission, admin_rate_limit=settings.admin_rate_limit
     )
-    if settings.usage_metering:
+    if settings.usage_metering:  # metering stores the answers idempotency keys replay
         app.add_middleware(UsageMiddleware, recorder=recorder)
+        app.add_middleware(
+            IdempotencyMiddleware,
+            engine=db_engine,
+            lease=settings.idempotency_lease_seconds,
+            wait=settings.idempotency_wait_seconds,
+        )
     app.add_middleware(AuthMiddleware, authenticator=authenticator, guard=guard)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # CORS, when configured: outside authentication (a preflight carries no key) and the body

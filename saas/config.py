@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     # dropped a whole month at a time by `saas maintain` (rollups, hence usage and invoices,
     # are kept for every month). SQLite keeps everything.
     usage_retention_months: int = Field(default=13, ge=1)
+    # Idempotency-Key: how long a claim holds when its worker dies before answering (longer
+    # than any request runs), and how long a duplicate waits for a running first request
+    # before it gets 409.
+    idempotency_lease_seconds: float = Field(default=60.0, gt=0)
+    idempotency_wait_seconds: float = Field(default=10.0, ge=0)
 
     log_level: str = "INFO"
     # JSON log lines (production) or human-readable ones (a terminal).

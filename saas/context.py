@@ -56,6 +56,9 @@ class RequestContext:
     principal: Principal | None = None
     cost: int = 1  # units admission charged: 1, or the number of texts of a batch
     chars: int = 0  # characters the route analysed
+    # The Idempotency-Key this request holds the claim of: metering stores its 2xx answer with
+    # the usage event (saas/middleware/idempotency.py).
+    idempotency_key: str | None = None
     billing_failed: bool = False  # the usage event could not be committed: refund the quota
     # The rate-limit headers admission sent (or would have): metering's own 503 carries them too.
     rate_limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)

@@ -8,7 +8,7 @@ thread pool, and thread hops per request cost ~15% of the event loop at 32 conne
 from collections.abc import AsyncIterator, Collection
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -62,3 +62,18 @@ def known_models(request: Request) -> Collection[str]:
     """The public model names this deployment runs (SAAS_MODELS)."""
     models: dict[str, str] = request.app.state.settings.models
     return models.keys()
+
+
+async def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=r"^[ -~]{1,255}$",
+            description="Send a retry with the same key and body within 24 h to get the first"
+            " answer again (header `Idempotent-Replayed: true`), billed once. Another request"
+            " under a used key: 422; the first still running: 409 with Retry-After.",
+        ),
+    ] = None,
+) -> None:
+    """Declares the header in OpenAPI; saas/middleware/idempotency.py does the work."""

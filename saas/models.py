@@ -3,6 +3,7 @@
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.audit.models import AuditEntry
 from saas.dashboard.models import DashboardSession
+from saas.idempotency.models import IdempotencyRecord
 from saas.keys.models import ApiKey
 from saas.usage.models import QuotaAlert, UsageEvent, UsageRollup
 
@@ -12,6 +13,7 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "DashboardSession",
+    "IdempotencyRecord",
     "Plan",
     "QuotaAlert",
     "UsageEvent",

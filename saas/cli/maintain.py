@@ -10,6 +10,7 @@ from saas.cli.output import JsonFlag, emit_json
 from saas.cli.session import fail
 from saas.config import get_settings
 from saas.db import make_engine
+from saas.idempotency import store as idempotency
 from saas.usage import partitions
 
 
@@ -24,16 +25,19 @@ def maintain(
     as_json: JsonFlag = False,
 ) -> None:
     """Ledger partitions (PostgreSQL): make this month's and the next ones, drop the months older
-    than SAAS_USAGE_RETENTION_MONTHS whole (rollups stay). Idempotent; run it daily."""
+    than SAAS_USAGE_RETENTION_MONTHS whole (rollups stay). Delete expired Idempotency-Key
+    answers and claims (both databases). Idempotent; run it daily."""
     settings = get_settings()
     engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
     try:
         report = partitions.maintain(
             engine,
-            today=datetime.now(UTC).date(),
+            today=now.date(),
             ahead=ahead,
             retention_months=settings.usage_retention_months,
         )
+        expired_keys = idempotency.delete_expired(engine, now=now)
     except DBAPIError as exc:
         # A lock not granted in time (a long query on the ledger), or a run that met another:
         # nothing half-done stays (each step is one transaction); run it again later.
@@ -42,7 +46,8 @@ def maintain(
     finally:
         engine.dispose()
     if as_json:
-        emit_json(report.as_dict())
+        emit_json(report.as_dict() | {"idempotency_keys_deleted": expired_keys})
         return
     for line in report.lines():
         typer.echo(line, err=line.startswith("warning:"))
+    typer.echo(f"idempotency keys: {expired_keys} expired deleted")

@@ -4,10 +4,12 @@ committed; if the commit fails the client gets 503 instead, and nothing is bille
 
 import time
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saas.context import Area, context_of
 from saas.db import utcnow
+from saas.idempotency.store import KEEP_ANSWERS, Answer, Completion
 from saas.ratelimit.headers import as_strings
 from saas.responses import json_error
 from saas.usage.ledger import Event
@@ -52,8 +54,11 @@ class UsageMiddleware:
             if not answer:  # the app failed before answering: count it, send nothing
                 await self.recorder.record(event, durable=False)
                 return
+            kept = self._kept_answer(context.idempotency_key, event, held) if billable else None
             try:
-                await self.recorder.record(event, durable=billable, watch=principal.quota_alerts)
+                await self.recorder.record(
+                    event, durable=billable, watch=principal.quota_alerts, answer=kept
+                )
             except UsageWriteFailed:
                 context.billing_failed = True  # the admission step gives the quota back
                 detail = "Usage could not be recorded, so nothing was billed; retry shortly."
@@ -76,3 +81,17 @@ class UsageMiddleware:
         finally:
             if not finished:
                 await finish(answer=False)
+
+    @staticmethod
+    def _kept_answer(key: str | None, event: Event, held: list[Message]) -> Completion | None:
+        """The answer to keep for the request's Idempotency-Key, committed with its event:
+        status, content type and body. Not the other headers: the rate-limit ones would be
+        stale on a replay, and the request id is the new request's."""
+        if key is None:
+            return None
+        start = held[0]
+        body = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
+        content_type = Headers(raw=start.get("headers", [])).get("content-type")
+        answer = Answer(event.status, content_type, body)
+        expires_at = utcnow() + KEEP_ANSWERS
+        return Completion(event.account_id, key, event.request_id, answer, expires_at)

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from saas.context import CUSTOMER_PREFIX, Metering, RequestContext
-from saas.deps import Context, CurrentPrincipal
+from saas.deps import Context, CurrentPrincipal, idempotency_key
 from saas.errors import AppError, Forbidden, NotFound
 from saas.nlp.engine import Engine
 from saas.nlp.schemas import (
@@ -139,7 +139,7 @@ def check_text(text: str, principal: Principal, field: str = "text") -> None:
 
 ModelName = Annotated[str, Depends(resolve_model)]
 NlpEngine = Annotated[Engine, Depends(get_engine)]
-_JSON_BODY = [Depends(require_json)]
+_JSON_BODY = [Depends(require_json), Depends(idempotency_key)]
 
 
 async def _annotate(

@@ -1,9 +1,10 @@
-"""Writes batches of usage events: raw rows inserted idempotently on the request id, and the
-hourly rollups of exactly the rows that were new, in one transaction."""
+"""Writes batches of usage events: raw rows inserted idempotently on the request id, the hourly
+rollups of exactly the rows that were new, and the answers kept for Idempotency-Keys, in one
+transaction (an answer billed is an answer a retry can replay)."""
 
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from saas.db import table_of
+from saas.idempotency.store import Completion, save_answers
 from saas.usage.models import UsageEvent, UsageRollup
 
 EVENTS: Table = table_of(UsageEvent)
@@ -76,8 +78,11 @@ def rollup_rows(events: Iterable[Event]) -> list[dict[str, Any]]:
     ]
 
 
-def write_events(engine: Engine, events: list[Event]) -> list[Event]:
-    """Returns the events that were new; replays of events already stored change nothing."""
+def write_events(
+    engine: Engine, events: list[Event], answers: Sequence[Completion] = ()
+) -> list[Event]:
+    """Returns the events that were new; replays of events already stored change nothing.
+    `answers` are the Idempotency-Key answers of these events' requests."""
     unique = list({event.request_id: event for event in events}.values())
     if not unique:
         return []
@@ -89,4 +94,6 @@ def write_events(engine: Engine, events: list[Event]) -> list[Event]:
         rows = rollup_rows(new)
         if rows:
             connection.execute(add_to_rollups, rows)
+        if answers:
+            save_answers(connection, answers)
     return new

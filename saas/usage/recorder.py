@@ -16,6 +16,7 @@ import structlog
 from sqlalchemy import Engine
 
 from saas import metrics
+from saas.idempotency.store import Completion
 from saas.usage.ledger import Event, write_events
 
 log = structlog.get_logger(__name__)
@@ -23,6 +24,11 @@ log = structlog.get_logger(__name__)
 
 class UsageWriteFailed(Exception):
     """The event could not be committed: the request must not be answered as a success."""
+
+
+# An event, the future its request waits on (durable only), whether it is watched for quota
+# alerts, and the Idempotency-Key answer committed with it.
+Pending = tuple[Event, asyncio.Future[None] | None, bool, Completion | None]
 
 
 class UsageRecorder:
@@ -38,7 +44,7 @@ class UsageRecorder:
         self.on_committed = on_committed
         self.dropped = 0  # non-billable events lost to database errors
         self.commits = 0
-        self._pending: list[tuple[Event, asyncio.Future[None] | None, bool]] = []
+        self._pending: list[Pending] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -47,11 +53,19 @@ class UsageRecorder:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
-    async def record(self, event: Event, *, durable: bool, watch: bool = False) -> None:
+    async def record(
+        self,
+        event: Event,
+        *,
+        durable: bool,
+        watch: bool = False,
+        answer: Completion | None = None,
+    ) -> None:
         """Queue the event; with `durable`, return only once it is committed. With `watch`, the
-        event goes to `on_committed` once committed (if it was new)."""
+        event goes to `on_committed` once committed (if it was new). `answer` (durable events
+        only) is stored in the same transaction."""
         future = asyncio.get_running_loop().create_future() if durable else None
-        self._pending.append((event, future, watch))
+        self._pending.append((event, future, watch, answer))
         metrics.USAGE_EVENTS_QUEUED.inc()
         self._wakeup.set()
         if future is not None:
@@ -67,15 +81,16 @@ class UsageRecorder:
             del self._pending[: self.max_batch]
             await self._commit(batch)
 
-    async def _commit(self, batch: list[tuple[Event, asyncio.Future[None] | None, bool]]) -> None:
-        events = [event for event, _, _ in batch]
+    async def _commit(self, batch: list[Pending]) -> None:
+        events = [event for event, _, _, _ in batch]
+        answers = [answer for _, _, _, answer in batch if answer is not None]
         started = time.perf_counter()
         try:
-            new = await asyncio.to_thread(write_events, self.engine, events)
+            new = await asyncio.to_thread(write_events, self.engine, events, answers)
         except Exception as exc:  # noqa: BLE001 - every waiter learns of it
             metrics.DATABASE_ERRORS_USAGE.inc()
             log.error("usage_write_failed", events=len(events), error=type(exc).__name__)
-            for _, future, _ in batch:
+            for _, future, _, _ in batch:
                 if future is None:
                     self.dropped += 1
                     metrics.USAGE_EVENTS_DROPPED.inc()
@@ -84,10 +99,10 @@ class UsageRecorder:
             return
         metrics.USAGE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         self.commits += 1
-        for _, future, _ in batch:
+        for _, future, _, _ in batch:
             if future is not None and not future.done():
                 future.set_result(None)
-        watched = {event.request_id for event, _, watch in batch if watch}
+        watched = {event.request_id for event, _, watch, _ in batch if watch}
         new = [event for event in new if event.request_id in watched]
         if self.on_committed is not None and new:
             # In its own task: quota alerts must never hold up the next commit.

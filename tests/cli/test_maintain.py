@@ -2,16 +2,22 @@
 (the partitions themselves: tests/usage/test_partitions.py)."""
 
 import json
-from datetime import UTC, datetime
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
 
+from sqlmodel import select
+
+from saas.idempotency import store
+from saas.idempotency.models import IdempotencyRecord
 from saas.usage.partitions import AHEAD_MONTHS, add_months, month_start
 
 
 def test_maintain_twice_changes_nothing_the_second_time(saas, backend):  # type: ignore[no-untyped-def]
     first = saas("maintain")
     if backend.startswith("sqlite"):
-        assert (
-            first.stdout.strip() == "usage_events is one plain table here (SQLite): nothing to do"
+        assert first.stdout.splitlines()[0] == (
+            "usage_events is one plain table here (SQLite): nothing to do"
         )
         assert json.loads(saas("maintain", "--json").stdout)["partitioned"] is False
         return
@@ -29,3 +35,28 @@ def test_maintain_twice_changes_nothing_the_second_time(saas, backend):  # type:
 def test_maintain_refuses_a_negative_ahead(saas):  # type: ignore[no-untyped-def]
     result = saas("maintain", "--ahead", "-1", ok=False)
     assert result.returncode == 2
+
+
+def test_maintain_deletes_expired_idempotency_keys(saas, db, customer):  # type: ignore[no-untyped-def]
+    engine = db().get_bind()
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    keys = {"expired": yesterday, "running": datetime.now(UTC)}
+    for key, now in keys.items():
+        found = store.claim(
+            engine,
+            account_id=customer.account_id,
+            key=key,
+            fingerprint="f",
+            request_id=uuid.uuid4().hex,
+            now=now,
+            lease=timedelta(minutes=10),
+        )
+        assert found is None
+    report = json.loads(saas("maintain", "--json").stdout)
+    assert report["idempotency_keys_deleted"] >= 1
+    with db() as session:
+        left = session.exec(
+            select(IdempotencyRecord.key).where(IdempotencyRecord.account_id == customer.account_id)
+        ).all()
+    assert left == ["running"]
+    assert re.search(r"^idempotency keys: \d+ expired deleted$", saas("maintain").stdout, re.M)

@@ -1,0 +1,108 @@
+"""A key held by a request in another worker or host (its claim row, written here directly):
+the duplicate waits and replays its answer, takes the key over when that worker died (the
+claim's lease ran out), or gets 409 with Retry-After after waiting its bound (both databases)."""
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import httpx
+
+from saas.context import Area, Metering, RequestContext, set_context
+from saas.idempotency import store
+from saas.idempotency.store import Answer, Completion
+from saas.middleware.idempotency import IdempotencyMiddleware
+from saas.usage.ledger import Event, write_events
+from tests.conftest import MODEL
+
+ENTITIES = f"/v1/{MODEL}/entities"
+BODY = json.dumps({"text": "Paris is in France."}).encode()
+
+
+def fingerprint(path: str = ENTITIES) -> str:
+    return store.fingerprint("POST", path, b"", BODY)
+
+
+def claim_elsewhere(engine, account_id: int, key: str, lease: timedelta) -> str:  # type: ignore[no-untyped-def]
+    request_id = uuid.uuid4().hex
+    found = store.claim(
+        engine,
+        account_id=account_id,
+        key=key,
+        fingerprint=fingerprint(),
+        request_id=request_id,
+        now=datetime.now(UTC),
+        lease=lease,
+    )
+    assert found is None
+    return request_id
+
+
+def post(client, customer, key: str):  # type: ignore[no-untyped-def]
+    headers = {**customer.headers, "Idempotency-Key": key, "Content-Type": "application/json"}
+    return client.post(ENTITIES, headers=headers, content=BODY)
+
+
+def test_a_duplicate_waits_for_the_other_worker_and_replays_its_answer(client, customer, db):  # type: ignore[no-untyped-def]
+    engine = db().get_bind()
+    request_id = claim_elsewhere(engine, customer.account_id, "elsewhere", timedelta(minutes=1))
+    answer = Answer(200, "application/json", b'{"entities":["from the other worker"]}')
+
+    def other_worker_answers() -> None:
+        time.sleep(0.3)  # the other worker's request is still running meanwhile
+        now = datetime.now(UTC)
+        account = customer.account_id
+        event = Event(request_id, now, account, None, "entities", MODEL, 200, 19, 1, 1.0, True)
+        kept = Completion(account, "elsewhere", request_id, answer, now + timedelta(hours=1))
+        write_events(engine, [event], [kept])
+
+    other = threading.Thread(target=other_worker_answers)
+    other.start()
+    replayed = post(client, customer, "elsewhere")
+    other.join()
+    assert replayed.status_code == 200 and replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.content == answer.body
+
+
+def test_the_claim_of_a_dead_worker_ends_with_its_lease(client, customer):  # type: ignore[no-untyped-def]
+    claim_elsewhere(db_engine(client), customer.account_id, "dead", timedelta(seconds=1))
+    answer = post(client, customer, "dead")
+    assert answer.status_code == 200 and "idempotent-replayed" not in answer.headers
+
+
+def db_engine(client):  # type: ignore[no-untyped-def]
+    return client.app.state.engine
+
+
+def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer):  # type: ignore[no-untyped-def]
+    engine = db().get_bind()
+    claim_elsewhere(engine, customer.account_id, "slow", timedelta(seconds=30))
+    ran = []
+
+    async def route(scope, receive, send):  # type: ignore[no-untyped-def]
+        ran.append(scope["path"])
+
+    middleware = IdempotencyMiddleware(route, engine=engine, lease=60, wait=0.3)
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        context = RequestContext(uuid.uuid4().hex, Area.customer, Metering("entities", True))
+        context.principal = SimpleNamespace(account_id=customer.account_id)  # type: ignore[assignment]
+        set_context(scope, context)
+        await middleware(scope, receive, send)
+
+    async def duplicate() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            headers = {"Idempotency-Key": "slow", "Content-Type": "application/json"}
+            return await http.post(ENTITIES, headers=headers, content=BODY)
+
+    started = time.monotonic()
+    answer = asyncio.run(duplicate())
+    assert answer.status_code == 409 and ran == []
+    assert 0.3 <= time.monotonic() - started < 5
+    assert 1 <= int(answer.headers["retry-after"]) <= 31
+    assert "still running" in answer.json()["detail"]
