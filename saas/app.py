@@ -210,6 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             IdempotencyMiddleware,
             engine=db_engine,
+            admission=admission,
             lease=settings.idempotency_lease_seconds,
             wait=settings.idempotency_wait_seconds,
         )

@@ -2,8 +2,11 @@
 stored answer again (`Idempotent-Replayed: true`) instead of running and being billed twice.
 
 Runs after authentication (keys belong to an account) and before metering and admission, so a
-replay uses no rate limit, no quota and is not billed again (it is not a usage event either:
-it ran nothing). Only 2xx answers are kept, written with the usage event in one transaction
+replay uses no quota and is not billed again (it is not a usage event either: it ran nothing).
+It does count as one request of the plan's rate limit, with its headers: a replay costs a
+database read, which a client must not be able to repeat without bound.
+
+Only 2xx answers are kept, written with the usage event in one transaction
 (saas/middleware/usage.py): an error is not billed and not kept, so its retry runs again.
 
 Duplicates running at once: in one worker they wait for the first request's outcome (a future
@@ -24,8 +27,12 @@ from saas.context import UNROUTED, Area, RequestContext, context_of
 from saas.db import utcnow
 from saas.idempotency import store
 from saas.idempotency.store import Answer
+from saas.middleware.admission import rejection
 from saas.middleware.batch_body import read_body
 from saas.middleware.body_limit import BodyTooLarge
+from saas.principal import Principal
+from saas.ratelimit.admission import Admission, LimiterUnavailable
+from saas.ratelimit.headers import rate_limit_headers
 from saas.responses import json_error
 
 log = structlog.get_logger(__name__)
@@ -40,6 +47,19 @@ def replay(answer: Answer) -> Response:
     return Response(answer.body, answer.status, headers, media_type=answer.content_type)
 
 
+async def admitted_replay(admission: Admission, principal: Principal, answer: Answer) -> Response:
+    """The stored answer, as one request of the plan's rate limit (never of its quota)."""
+    try:
+        decision = await admission.admit(principal.account_id, principal.rate_limit, quota=None)
+    except LimiterUnavailable:  # failing closed; what is stored was billed already
+        return replay(answer)
+    if not decision.admitted:
+        return rejection(decision)
+    response = replay(answer)
+    response.raw_headers.extend(rate_limit_headers(decision))
+    return response
+
+
 def mismatch(key: str) -> Response:
     detail = (
         f"Idempotency-Key {key!r} was already used with another request (a different body,"
@@ -49,9 +69,12 @@ def mismatch(key: str) -> Response:
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp, *, engine: Engine, lease: float, wait: float) -> None:
+    def __init__(
+        self, app: ASGIApp, *, engine: Engine, admission: Admission, lease: float, wait: float
+    ) -> None:
         self.app = app
         self.engine = engine
+        self.admission = admission
         self.lease = timedelta(seconds=lease)  # how long a claim holds if its worker dies
         self.wait = wait
         self.in_flight: dict[tuple[int, str], InFlight] = {}
@@ -77,6 +100,10 @@ class IdempotencyMiddleware:
             # POST /v1/keys: its answer holds a key shown once, which must not be stored.
             detail = "Idempotency-Key is only accepted on the NLP endpoints."
             await json_error(400, detail)(scope, receive, send)
+            return
+        blocked = self.admission.cached_rejection(context.principal.account_id, with_quota=False)
+        if blocked is not None:  # rate limited: a replay would be refused too, without a read
+            await rejection(blocked)(scope, receive, send)
             return
         try:
             body, receive = await read_body(receive)
@@ -113,7 +140,7 @@ class IdempotencyMiddleware:
                 except TimeoutError:
                     return still_running(key, 1)
                 if answer is not None:
-                    return replay(answer)
+                    return await admitted_replay(self.admission, context.principal, answer)
                 continue  # it ended without an answer: try to claim the key
             now = utcnow()
             try:
@@ -137,7 +164,7 @@ class IdempotencyMiddleware:
             if found.fingerprint != fingerprint:
                 return mismatch(key)
             if found.answer is not None:
-                return replay(found.answer)
+                return await admitted_replay(self.admission, context.principal, found.answer)
             # Another worker or host runs it: look again until it ends or its lease does.
             remaining = deadline - time.monotonic()
             if remaining <= 0:

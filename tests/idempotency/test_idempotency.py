@@ -126,13 +126,24 @@ def test_the_header_is_declared_on_every_nlp_post(client):  # type: ignore[no-un
         assert [p["name"] for p in headers] == ["Idempotency-Key"], path
 
 
-def test_a_replay_uses_no_rate_limit_and_no_quota(client, make_customer, db):  # type: ignore[no-untyped-def]
-    customer = make_customer(rate_limit="2/minute", monthly_quota=1)
-    headers = with_key(customer, "limited")
+def test_a_replay_uses_no_quota(client, make_customer, db):  # type: ignore[no-untyped-def]
+    customer = make_customer(monthly_quota=1)
+    headers = with_key(customer, "quota")
     answers = [client.post(ENTITIES, headers=headers, json=BODY) for _ in range(4)]
     assert [a.status_code for a in answers] == [200] * 4
     assert [a.headers.get("idempotent-replayed") for a in answers] == [None] + ["true"] * 3
-    # The one request that ran used the month's only unit and one place in the window.
-    other = client.post(ENTITIES, headers=customer.headers, json=BODY)
-    assert other.status_code == 402
+    # The one request that ran used the month's only unit.
+    assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 402
+    assert billed(db, customer.account_id) == 1
+
+
+def test_a_replay_is_one_request_of_the_rate_limit(client, make_customer, db):  # type: ignore[no-untyped-def]
+    """A replay reads the database: a client may not repeat it without bound."""
+    customer = make_customer(rate_limit="3/minute")
+    headers = with_key(customer, "limited")
+    answers = [client.post(ENTITIES, headers=headers, json=BODY) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers.get("x-ratelimit-remaining") for a in answers[:3]] == ["2", "1", "0"]
+    assert answers[0].json() == answers[2].json()
+    assert int(answers[3].headers["retry-after"]) >= 1
     assert billed(db, customer.account_id) == 1

@@ -16,6 +16,7 @@ from saas.context import Area, Metering, RequestContext, set_context
 from saas.idempotency import store
 from saas.idempotency.store import Answer, Completion
 from saas.middleware.idempotency import IdempotencyMiddleware
+from saas.ratelimit.admission import Admission
 from saas.usage.ledger import Event, write_events
 from tests.conftest import MODEL
 
@@ -86,7 +87,10 @@ def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer)
     async def route(scope, receive, send):  # type: ignore[no-untyped-def]
         ran.append(scope["path"])
 
-    middleware = IdempotencyMiddleware(route, engine=engine, lease=60, wait=0.3)
+    admission = Admission(fail_open=True)  # in memory: this test never reaches a replay
+    middleware = IdempotencyMiddleware(
+        route, engine=engine, admission=admission, lease=60, wait=0.3
+    )
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         context = RequestContext(uuid.uuid4().hex, Area.customer, Metering("entities", True))
