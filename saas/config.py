@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     key_cache_size: int = 10_000
     # How often batched `last_used_at` updates are written.
     last_used_flush_seconds: float = 5.0
-    # Redis unreachable: true = each worker limits on its own (quotas unchecked meanwhile),
+    # Redis unreachable: true = each worker limits on its own (its quota count seeded from the
+    # ledger: up to workers x the limits get through meanwhile),
     # false = customer requests get 503. Key authentication never fails open.
     limiter_fail_open: bool = True
     # Requests per admin key on /admin (the plans' limits do not apply there).
