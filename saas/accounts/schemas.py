@@ -5,10 +5,11 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, EmailStr, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from saas.accounts.models import Account, Plan, PlanBase
 from saas.db import as_utc
+from saas.openapi import without_null
 from saas.ratelimit.windows import parse_windows
 from saas.security import display_url
 
@@ -34,6 +35,9 @@ class PlanRules(PlanBase):
 
 
 class PlanCreate(PlanRules):
+    # The validator below gives the readable message; the schema states the same rule.
+    name: str = Field(max_length=64, json_schema_extra={"pattern": f"^{PLAN_NAME.pattern}$"})
+
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
@@ -78,6 +82,7 @@ class AccountCreate(BaseModel):
 class AccountUpdate(BaseModel):
     """Only the fields sent change; none of them can be null."""
 
+    model_config = ConfigDict(json_schema_extra=without_null)
     email: EmailStr | None = None
     plan: str | None = None
     status: Literal["active", "suspended"] | None = None

@@ -6,19 +6,20 @@ from saas.audit import service
 from saas.audit.schemas import AuditPublic
 from saas.context import ADMIN_PREFIX
 from saas.deps import DbSession
+from saas.openapi import ADMIN, Offset, QueryId
 
-router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"])
+router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"], responses=ADMIN)
 
 
 @router.get("/audit", response_model=list[AuditPublic])
 def audit_log(
     session: DbSession,
-    actor_key_id: int | None = None,
+    actor_key_id: QueryId = None,
     action: str | None = None,
     object_type: str | None = None,
     object_id: str | None = None,
     via: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditPublic]:
     """Every admin write, newest first: who (admin key or CLI user), what, which object, when,

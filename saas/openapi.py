@@ -1,0 +1,148 @@
+"""What the OpenAPI schema promises beyond what FastAPI derives from the routes: every error has
+one shape, `{"detail": str}` (saas/responses.py renders them all), each area of the API declares
+the errors its middleware answers with, ids have their real bounds, and `model` is an enum of the
+models this deployment runs. tests/test_contract.py fuzzes the app against this schema."""
+
+import re
+from collections.abc import Callable, Collection, Mapping
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Query
+from pydantic import BaseModel, BeforeValidator
+
+# Ids are INTEGER columns: 32 bits in PostgreSQL (SQLite's go to 2**63 - 1), so no row has a
+# larger one, and a larger one in a query would fail in the database instead of finding nothing.
+MAX_ID = 2**31 - 1
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+# How far a listing may skip (SQLite refuses an OFFSET beyond 64 bits).
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+
+
+# A text with something to analyse, as the schema's `pattern` (a character str.strip() keeps):
+# the server refuses a blank one with 400 itself, so the pattern only documents the rule. Each
+# character escaped, so that every regex engine reads the class alike.
+_BLANK = "".join(f"\\u{c:04x}" for c in range(0x10000) if chr(c).isspace())
+NOT_BLANK = f"[^{_BLANK}]"
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date(value: object) -> object:
+    # Pydantic also reads a number as a Unix time ("0" is 1970-01-01): not a `format: date`.
+    if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
+        raise ValueError("a date as YYYY-MM-DD")
+    return value
+
+
+def _no_number(value: object) -> object:
+    # Pydantic reads a number as a Unix time: not a `format: date-time`.
+    if isinstance(value, int | float):
+        raise ValueError("a date and time as ISO 8601 text")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_no_number)]
+
+
+def without_null(schema: dict[str, Any]) -> None:
+    """For a model whose fields may be left out but never be null (its validator says so): the
+    schema of each field without FastAPI's `null` choice and `default: null`."""
+    for field in schema.get("properties", {}).values():
+        choices = field.pop("anyOf", None)
+        if choices:
+            field.update(next(choice for choice in choices if choice != {"type": "null"}))
+        field.pop("default", None)
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def errors(descriptions: Mapping[int, str]) -> Responses:
+    """`responses=` for FastAPI: each status with its description and the one error shape."""
+    return {code: {"model": ErrorOut, "description": text} for code, text in descriptions.items()}
+
+
+# The answers of the middleware chain (saas/middleware/), by area, declared once per router.
+# A body over SAAS_MAX_BODY_BYTES, or a Content-Length that is not a number: every route that
+# takes a body.
+BODY = errors({400: "Invalid Content-Length header", 413: "Body too large"})
+_KEYED = {
+    401: "Missing, malformed, unknown, revoked or expired API key",
+    403: "Account suspended",
+    429: "Too many failed keys from this address; retry after Retry-After",
+    503: "Key authentication unavailable (database down); retry after Retry-After",
+}
+CUSTOMER = errors(
+    {
+        **_KEYED,
+        429: "Rate limit exceeded, or too many failed keys from this address; retry after"
+        " Retry-After",
+        503: "Authentication or rate limiting unavailable; retry after Retry-After",
+    }
+)
+# Billed routes also count against the monthly quota, and answer only once usage is committed.
+BILLABLE = {
+    **CUSTOMER,
+    **errors(
+        {
+            402: "Monthly quota exhausted",
+            503: "Overloaded, or authentication, rate limiting or usage recording unavailable;"
+            " retry after Retry-After",
+        }
+    ),
+}
+ADMIN = errors(
+    {
+        **_KEYED,
+        403: "Account suspended, or the key lacks the 'admin' scope",
+        429: "Admin rate limit exceeded, or too many failed keys from this address; retry"
+        " after Retry-After",
+        503: "Authentication or rate limiting unavailable; retry after Retry-After",
+    }
+)
+
+_VALIDATION_REF = "#/components/schemas/HTTPValidationError"
+
+
+def tighten(schema: dict[str, Any], models: Collection[str]) -> dict[str, Any]:
+    """FastAPI's schema, corrected in place where it cannot know better: its default 422 is a
+    list of errors, ours is `{"detail": str}`; `model` is any string to it, but only the
+    configured models reach an endpoint (any other is 404) or go into a plan."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault(ErrorOut.__name__, ErrorOut.model_json_schema())
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("responses", {}).get("422", {}).get("content", {})
+            for media in content.values():
+                if media.get("schema", {}).get("$ref") == _VALIDATION_REF:
+                    media["schema"] = {"$ref": f"#/components/schemas/{ErrorOut.__name__}"}
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] == "model":
+                    parameter["schema"] = {"type": "string", "enum": sorted(models)}
+    # A plan's `models`: configured ones, at least one (null: all of them).
+    for plan in ("PlanCreate", "PlanUpdate"):
+        field = components.get(plan, {}).get("properties", {}).get("models", {})
+        for choice in field.get("anyOf", []):
+            if choice.get("type") == "array":
+                choice.update(items={"type": "string", "enum": sorted(models)}, minItems=1)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema
+
+
+def install(app: FastAPI, models: Collection[str]) -> None:
+    """Serve the tightened schema at /openapi.json and /docs (built once, on first request)."""
+    build: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = tighten(build(), models)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
