@@ -11,13 +11,13 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path, Query
 from pydantic import BaseModel, BeforeValidator
 
-# Ids are INTEGER columns: 32 bits in PostgreSQL (SQLite's go to 2**63 - 1), so no row has a
-# larger one, and a larger one in a query would fail in the database instead of finding nothing.
-MAX_ID = 2**31 - 1
-PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
-QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+# Ids and a plan's numbers are INTEGER columns: 32 bits in PostgreSQL (SQLite's go to 2**63 - 1).
+# No row has a larger id, and a larger number would fail in the database (500) instead of 422.
+MAX_INT = 2**31 - 1
+PathId = Annotated[int, Path(ge=1, le=MAX_INT)]
+QueryId = Annotated[int | None, Query(ge=1, le=MAX_INT)]
 # How far a listing may skip (SQLite refuses an OFFSET beyond 64 bits).
-Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT)]
 
 
 # A text with something to analyse, as the schema's `pattern` (a character str.strip() keeps):
@@ -46,14 +46,21 @@ IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 IsoDateTime = Annotated[datetime, BeforeValidator(_no_number)]
 
 
-def without_null(schema: dict[str, Any]) -> None:
-    """For a model whose fields may be left out but never be null (its validator says so): the
-    schema of each field without FastAPI's `null` choice and `default: null`."""
-    for field in schema.get("properties", {}).values():
-        choices = field.pop("anyOf", None)
-        if choices:
+def never_null(*nullable: str) -> Callable[[dict[str, Any]], None]:
+    """`json_schema_extra` for a model of changes, whose fields may be left out but not be null
+    (but those named: null means something there): each field's schema without pydantic's
+    `null` choice and `default: null`."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        for name, field in schema.get("properties", {}).items():
+            choices = field.get("anyOf")
+            if name in nullable or not choices:
+                continue
+            del field["anyOf"]
             field.update(next(choice for choice in choices if choice != {"type": "null"}))
-        field.pop("default", None)
+            field.pop("default", None)
+
+    return edit
 
 
 class ErrorOut(BaseModel):

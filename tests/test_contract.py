@@ -22,6 +22,8 @@ import uvicorn
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from schemathesis.checks import CheckFunction
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 from sqlmodel import Session
 
 from saas.accounts import service as accounts
@@ -52,8 +54,28 @@ schema = schemathesis.openapi.from_dict(APP.openapi())
 # Generated addresses may use special-use domains (`.test`, `.invalid`), which the API refuses
 # for an account (email-validator's rule); JSON Schema's `format: email` cannot say so.
 schemathesis.openapi.format(
-    "email", st.from_regex(r"\A[a-z0-9._%+-]{1,30}@[a-z0-9-]{1,30}\.(com|org|fr)\Z")
+    "email",
+    st.from_regex(r"\A[a-z0-9]{1,20}([._+-][a-z0-9]{1,10})?@[a-z0-9]{1,20}\.(com|org|fr)\Z"),
 )
+
+
+# Checks skipped for one operation, each with the reason the schema cannot say better.
+_LAX = (
+    negative_data_rejection,
+    "pydantic's lax mode reads \"5\" and 5.0 as 5 (the dashboard's forms rely on it)",
+)
+_RATE_LIMIT = (
+    positive_data_acceptance,
+    "rate_limit: the limits notation, no two windows of one length",
+)
+KNOWN_LOOSENESS: dict[str, list[tuple[CheckFunction, str]]] = {
+    "POST /admin/plans": [_LAX, _RATE_LIMIT],
+    "PATCH /admin/plans/{name}": [_LAX, _RATE_LIMIT],
+    "POST /admin/keys/{key_id}/roll": [_LAX],
+    "GET /admin/usage": [
+        (positive_data_acceptance, "'from' after 'to' (default: today) is 422; no schema says so")
+    ],
+}
 
 
 @dataclass
@@ -130,9 +152,14 @@ def server() -> Iterator[None]:
     suppress_health_check=list(HealthCheck),
 )
 def test_contract(case: schemathesis.Case) -> None:
+    excluded = [check for check, why in KNOWN_LOOSENESS.get(case.operation.label, [])]
     caller = CALLERS["admin"] if case.path.startswith(ADMIN_PREFIX) else CALLERS["customer"]
     for name in ("key_id", "account_id"):
         own = {str(getattr(c, name)) for c in CALLERS.values()}
         if str(case.path_parameters.get(name)) in own:  # an int, or its text
             case.path_parameters = {**case.path_parameters, name: getattr(BYSTANDER[0], name)}
-    case.call_and_validate(base_url=BASE_URL[0], headers={"Authorization": f"Token {caller.key}"})
+    case.call_and_validate(
+        base_url=BASE_URL[0],
+        headers={"Authorization": f"Token {caller.key}"},
+        excluded_checks=excluded,
+    )

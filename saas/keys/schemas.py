@@ -15,7 +15,7 @@ class KeyCreate(BaseModel):
         default_factory=list,
         examples=[[]],
         # The service names the unknown ones in its 422; the schema lists the known ones.
-        json_schema_extra={"items": {"type": "string", "enum": sorted(KNOWN_SCOPES)}},
+        json_schema_extra={"items": {"type": "string", "enum": [*sorted(KNOWN_SCOPES)]}},
     )
     expires_at: IsoDateTime | None = Field(default=None, description="UTC if no offset is given.")
 
