@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ from tests.conftest import TEST_ACTOR
 from tests.servers import free_port
 
 MAX_EXAMPLES = int(os.environ.get("SAAS_CONTRACT_EXAMPLES", "10"))
-DIRECTORY = Path(tempfile.mkdtemp(prefix="saas-contract-"))
+# Made by the fixture, so that collecting the test without running it leaves nothing behind.
+DIRECTORY = Path(tempfile.gettempdir()) / f"saas-contract-{uuid.uuid4().hex[:12]}"
 SETTINGS = Settings(
     database_url=f"sqlite:///{DIRECTORY / 'saas.db'}",
     log_level="WARNING",
@@ -114,8 +116,7 @@ def _caller(session: Session, name: str, scopes: tuple[str, ...]) -> Caller:
     return Caller(plaintext, key.id, account.id)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def server() -> Iterator[None]:
+def _seed() -> None:
     upgrade(SETTINGS.database_url)
     engine = make_engine(SETTINGS.database_url)
     with Session(engine) as session:
@@ -124,22 +125,29 @@ def server() -> Iterator[None]:
         BYSTANDER[:] = [_caller(session, "bystander", ())]
         session.commit()
     engine.dispose()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server() -> Iterator[None]:
+    DIRECTORY.mkdir()
     port = free_port()
     uvicorn_server = uvicorn.Server(
         uvicorn.Config(APP, host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120  # loading the model
-    while not uvicorn_server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    BASE_URL[:] = [f"http://127.0.0.1:{port}"]
     try:
+        _seed()
+        thread.start()
+        deadline = time.monotonic() + 120  # the model loads first
+        while not uvicorn_server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.05)
+        BASE_URL[:] = [f"http://127.0.0.1:{port}"]
         yield
     finally:
         uvicorn_server.should_exit = True
-        thread.join(30)
+        if thread.is_alive():
+            thread.join(30)
         shutil.rmtree(DIRECTORY, ignore_errors=True)
 
 
