@@ -6,18 +6,21 @@ models this deployment runs. tests/test_contract.py fuzzes the app against this 
 import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Path, Query
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
+
+from saas.context import Area, area_of
+
+if TYPE_CHECKING:  # the CLI imports the schemas, and starts without FastAPI
+    from fastapi import FastAPI
 
 # Ids and a plan's numbers are INTEGER columns: 32 bits in PostgreSQL (SQLite's go to 2**63 - 1).
 # No row has a larger id, and a larger number would fail in the database (500) instead of 422.
 MAX_INT = 2**31 - 1
-PathId = Annotated[int, Path(ge=1, le=MAX_INT)]
-QueryId = Annotated[int | None, Query(ge=1, le=MAX_INT)]
+Id = Annotated[int, Field(ge=1, le=MAX_INT)]
 # How far a listing may skip (SQLite refuses an OFFSET beyond 64 bits).
-Offset = Annotated[int, Query(ge=0, le=MAX_INT)]
+Offset = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 
 # A text with something to analyse, as the schema's `pattern` (a character str.strip() keeps):
@@ -115,16 +118,26 @@ ADMIN = errors(
 )
 
 _VALIDATION_REF = "#/components/schemas/HTTPValidationError"
+# How a key is sent (saas/middleware/auth.py; `Authorization: Token <key>`, NLP Cloud's form,
+# works too but is no OpenAPI scheme). Declared, /docs can send it and a fuzzer can check that
+# every /v1 and /admin operation refuses a request without it.
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
 
 
 def tighten(schema: dict[str, Any], models: Collection[str]) -> dict[str, Any]:
     """FastAPI's schema, corrected in place where it cannot know better: its default 422 is a
     list of errors, ours is `{"detail": str}`; `model` is any string to it, but only the
     configured models reach an endpoint (any other is 404) or go into a plan."""
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    schema.setdefault("components", {})["securitySchemes"] = _SECURITY_SCHEMES
+    components = schema["components"].setdefault("schemas", {})
     components.setdefault(ErrorOut.__name__, ErrorOut.model_json_schema())
-    for operations in schema.get("paths", {}).values():
+    for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
+            if area_of(path) is not Area.public:
+                operation["security"] = [{name: []} for name in _SECURITY_SCHEMES]
             content = operation.get("responses", {}).get("422", {}).get("content", {})
             for media in content.values():
                 if media.get("schema", {}).get("$ref") == _VALIDATION_REF:
@@ -143,7 +156,7 @@ def tighten(schema: dict[str, Any], models: Collection[str]) -> dict[str, Any]:
     return schema
 
 
-def install(app: FastAPI, models: Collection[str]) -> None:
+def install(app: "FastAPI", models: Collection[str]) -> None:
     """Serve the tightened schema at /openapi.json and /docs (built once, on first request)."""
     build: Callable[[], dict[str, Any]] = app.openapi
 

@@ -70,6 +70,9 @@ def test_schema_declares_the_real_errors_and_models(client, settings):  # type: 
                 assert answer["content"]["application/json"]["schema"] == error, (path, status)
         if path.startswith(("/v1", "/admin")):  # what the middleware may answer
             assert {"401", "403", "429", "503"} <= set(operation["responses"]), (method, path)
+            assert operation["security"] == [{"bearer": []}, {"apiKey": []}]
+        else:
+            assert "security" not in operation
         for parameter in operation.get("parameters", []):
             if parameter["name"] == "model":
                 assert parameter["schema"]["enum"] == sorted(settings.models)

@@ -19,7 +19,7 @@ from saas.accounts.schemas import (
 )
 from saas.context import ADMIN_PREFIX
 from saas.deps import DbSession, RequestActor, known_models
-from saas.openapi import ADMIN, BODY, Offset, PathId, errors
+from saas.openapi import ADMIN, BODY, Id, Offset, errors
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: plans and accounts"], responses=ADMIN)
 _PLAN_NOT_FOUND = errors({404: "No such plan"})
@@ -93,7 +93,7 @@ def list_accounts(
 
 
 @router.get("/accounts/{account_id}", response_model=AccountPublic, responses=_ACCOUNT_NOT_FOUND)
-def get_account(account_id: PathId, session: DbSession) -> AccountPublic:
+def get_account(account_id: Id, session: DbSession) -> AccountPublic:
     account = service.get_account(session, account_id)
     return AccountPublic.of(account, service.plan_of(session, account))
 
@@ -104,7 +104,7 @@ def get_account(account_id: PathId, session: DbSession) -> AccountPublic:
     responses={**BODY, **errors({404: "No such account or plan"})},
 )
 def update_account(
-    account_id: PathId, body: AccountUpdate, session: DbSession, actor: RequestActor
+    account_id: Id, body: AccountUpdate, session: DbSession, actor: RequestActor
 ) -> AccountPublic:
     """Change plan or e-mail, suspend or resume; every worker applies it within a second."""
     account = service.update_account(
@@ -119,7 +119,7 @@ def update_account(
     responses={**BODY, **_ACCOUNT_NOT_FOUND},
 )
 def set_webhook(
-    account_id: PathId, body: WebhookSet, session: DbSession, actor: RequestActor
+    account_id: Id, body: WebhookSet, session: DbSession, actor: RequestActor
 ) -> WebhookCreated:
     """Where quota alerts go. The signing secret is in this answer only."""
     url = str(body.url) if body.url is not None else None

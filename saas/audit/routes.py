@@ -6,7 +6,7 @@ from saas.audit import service
 from saas.audit.schemas import AuditPublic
 from saas.context import ADMIN_PREFIX
 from saas.deps import DbSession
-from saas.openapi import ADMIN, Offset, QueryId
+from saas.openapi import ADMIN, Id, Offset
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"], responses=ADMIN)
 
@@ -14,7 +14,7 @@ router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"], responses=ADMIN)
 @router.get("/audit", response_model=list[AuditPublic])
 def audit_log(
     session: DbSession,
-    actor_key_id: QueryId = None,
+    actor_key_id: Id | None = None,
     action: str | None = None,
     object_type: str | None = None,
     object_id: str | None = None,

@@ -9,7 +9,7 @@ from saas.deps import CurrentPrincipal, DbSession, RequestActor
 from saas.keys import service
 from saas.keys.models import ApiKey
 from saas.keys.schemas import CustomerKeyCreate, KeyCreate, KeyCreated, KeyPublic, KeyRoll
-from saas.openapi import ADMIN, BODY, CUSTOMER, PathId, errors
+from saas.openapi import ADMIN, BODY, CUSTOMER, Id, errors
 
 admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: keys"], responses=ADMIN)
 customer_router = APIRouter(prefix=f"{CUSTOMER_PREFIX}/keys", tags=["keys"], responses=CUSTOMER)
@@ -36,7 +36,7 @@ def created(key: ApiKey, plaintext: str) -> KeyCreated:
     responses={**BODY, **_NO_ACCOUNT, **_ADMIN_FORBIDDEN},
 )
 def create_key(
-    account_id: PathId,
+    account_id: Id,
     body: KeyCreate,
     session: DbSession,
     actor: RequestActor,
@@ -58,7 +58,7 @@ def create_key(
 @admin_router.get(
     "/accounts/{account_id}/keys", response_model=list[KeyPublic], responses=_NO_ACCOUNT
 )
-def list_keys(account_id: PathId, session: DbSession) -> list[KeyPublic]:
+def list_keys(account_id: Id, session: DbSession) -> list[KeyPublic]:
     return KeyPublic.listing(service.list_keys(session, account_id))
 
 
@@ -66,7 +66,7 @@ def list_keys(account_id: PathId, session: DbSession) -> list[KeyPublic]:
     "/keys/{key_id}", response_model=KeyPublic, responses={**_NO_KEY, **_ADMIN_FORBIDDEN}
 )
 def revoke_key(
-    key_id: PathId, session: DbSession, actor: RequestActor, principal: CurrentPrincipal
+    key_id: Id, session: DbSession, actor: RequestActor, principal: CurrentPrincipal
 ) -> KeyPublic:
     """Revoke a key: every worker refuses it within a second. A key being rolled may not."""
     key = service.revoke_key(session=session, key_id=key_id, actor=actor, caller=principal)
@@ -85,7 +85,7 @@ def revoke_key(
     },
 )
 def roll_key(
-    key_id: PathId,
+    key_id: Id,
     body: KeyRoll,
     session: DbSession,
     actor: RequestActor,
@@ -140,7 +140,7 @@ def create_my_key(
     responses={**errors({404: "No such key in your account"}), **_CUSTOMER_FORBIDDEN},
 )
 def revoke_my_key(
-    key_id: PathId, principal: CurrentPrincipal, session: DbSession, actor: RequestActor
+    key_id: Id, principal: CurrentPrincipal, session: DbSession, actor: RequestActor
 ) -> KeyPublic:
     """Revoke one of your keys (another account's key id is 404)."""
     key = service.revoke_own_key(session=session, key_id=key_id, caller=principal, actor=actor)

@@ -10,7 +10,7 @@ from saas.accounts import service as accounts
 from saas.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
 from saas.deps import CurrentPrincipal, DbSession
 from saas.errors import Invalid
-from saas.openapi import ADMIN, CUSTOMER, IsoDate, QueryId
+from saas.openapi import ADMIN, CUSTOMER, Id, IsoDate
 from saas.usage import service
 from saas.usage.schemas import Invoices, MonthUsage, UsageSeries
 
@@ -34,7 +34,7 @@ def my_usage(principal: CurrentPrincipal, session: DbSession) -> dict[str, Any]:
 @admin_router.get("/usage", response_model=UsageSeries)
 def usage(
     session: DbSession,
-    account: QueryId = None,
+    account: Id | None = None,
     from_: Annotated[IsoDate | None, Query(alias="from")] = None,
     to: IsoDate | None = None,
     granularity: Literal["day", "hour"] = "day",
