@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # the CLI imports the schemas, and starts without FastAPI
 # No row has a larger id, and a larger number would fail in the database (500) instead of 422.
 MAX_INT = 2**31 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
+# Text that is stored or searched: PostgreSQL's text refuses NUL, which would be a 500 there.
+Stored = Annotated[str, Field(pattern="^[^\\x00]*$")]
 # How far a listing may skip (SQLite refuses an OFFSET beyond 64 bits).
 Offset = Annotated[int, Field(ge=0, le=MAX_INT)]
 

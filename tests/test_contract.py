@@ -3,9 +3,9 @@ checks every answer against it with all its checks (no 5xx, every status documen
 content types and headers as declared, 405 with a right `Allow`...). Admin routes are called
 with an admin key, the rest with a customer key whose plan is never the limit.
 
-The app runs in Uvicorn on a loopback port, on a SQLite database of its own (the admin routes'
-writes must not reach other tests' accounts). SAAS_CONTRACT_EXAMPLES sets how many examples
-each operation gets (default 10)."""
+Each case goes to the app twice, in Uvicorn on loopback ports: on a SQLite file and on a
+PostgreSQL schema with Redis, both its own (the admin routes' writes must not reach other tests'
+accounts). SAAS_CONTRACT_EXAMPLES sets how many examples each operation gets (default 10)."""
 
 import os
 import shutil
@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from schemathesis.checks import CheckFunction
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+from sqlalchemy import text
 from sqlmodel import Session
 
 from saas.accounts import service as accounts
@@ -35,7 +37,7 @@ from saas.context import ADMIN_PREFIX
 from saas.db import make_engine
 from saas.keys import service as keys
 from saas.migrations import upgrade
-from tests.conftest import TEST_ACTOR
+from tests.conftest import REDIS_PREFIX, TEST_ACTOR, postgres_schema_url, postgres_url, redis_url
 from tests.servers import free_port
 
 MAX_EXAMPLES = int(os.environ.get("SAAS_CONTRACT_EXAMPLES", "10"))
@@ -50,8 +52,7 @@ SETTINGS = Settings(
     _env_file=None,
 )
 # Built at import, as schemathesis makes one test per operation when the tests are collected.
-APP = create_app(SETTINGS)
-schema = schemathesis.openapi.from_dict(APP.openapi())
+schema = schemathesis.openapi.from_dict(create_app(SETTINGS).openapi())
 
 # Generated addresses may use special-use domains (`.test`, `.invalid`), which the API refuses
 # for an account (email-validator's rule); JSON Schema's `format: email` cannot say so.
@@ -87,11 +88,16 @@ class Caller:
     account_id: int
 
 
-CALLERS: dict[str, Caller] = {}
-# The fuzzer may revoke, roll and suspend whatever an id names, except the callers' own keys
-# and accounts: those ids become the bystander's.
-BYSTANDER: list[Caller] = []
-BASE_URL: list[str] = []
+@dataclass
+class Backend:
+    base_url: str
+    callers: dict[str, Caller]  # "customer", "admin"
+    # The fuzzer may revoke, roll and suspend whatever an id names, except the callers' own
+    # keys and accounts: those ids become the bystander's.
+    bystander: Caller
+
+
+BACKENDS: list[Backend] = []
 
 
 def _caller(session: Session, name: str, scopes: tuple[str, ...]) -> Caller:
@@ -116,39 +122,66 @@ def _caller(session: Session, name: str, scopes: tuple[str, ...]) -> Caller:
     return Caller(plaintext, key.id, account.id)
 
 
-def _seed() -> None:
-    upgrade(SETTINGS.database_url)
-    engine = make_engine(SETTINGS.database_url)
+@contextmanager
+def _served(settings: Settings) -> Iterator[Backend]:
+    """A migrated database with the callers, and the app on it in Uvicorn on a loopback port."""
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
     with Session(engine) as session:
-        CALLERS["customer"] = _caller(session, "customer", ())
-        CALLERS["admin"] = _caller(session, "admin", ("admin",))
-        BYSTANDER[:] = [_caller(session, "bystander", ())]
+        callers = {
+            "customer": _caller(session, "customer", ()),
+            "admin": _caller(session, "admin", ("admin",)),
+        }
+        bystander = _caller(session, "bystander", ())
         session.commit()
     engine.dispose()
+    port = free_port()
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120  # the model loads first
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.05)
+        yield Backend(f"http://127.0.0.1:{port}", callers, bystander)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@contextmanager
+def _postgres_schema() -> Iterator[str]:
+    schema = f"contract_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(postgres_url())
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield postgres_schema_url(schema)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def server() -> Iterator[None]:
-    DIRECTORY.mkdir()
-    port = free_port()
-    uvicorn_server = uvicorn.Server(
-        uvicorn.Config(APP, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    try:
-        _seed()
-        thread.start()
-        deadline = time.monotonic() + 120  # the model loads first
-        while not uvicorn_server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.05)
-        BASE_URL[:] = [f"http://127.0.0.1:{port}"]
+def servers() -> Iterator[None]:
+    """The app twice: on its own SQLite file, and on PostgreSQL with Redis (as `make test` runs
+    every test), each case sent to both."""
+    with ExitStack() as stack:
+        DIRECTORY.mkdir()
+        stack.callback(shutil.rmtree, DIRECTORY, ignore_errors=True)
+        postgres = SETTINGS.model_copy(
+            update={
+                "database_url": stack.enter_context(_postgres_schema()),
+                "redis_url": redis_url(),
+                "redis_prefix": f"{REDIS_PREFIX}-contract",
+            }
+        )
+        BACKENDS[:] = [stack.enter_context(_served(s)) for s in (SETTINGS, postgres)]
         yield
-    finally:
-        uvicorn_server.should_exit = True
-        if thread.is_alive():
-            thread.join(30)
-        shutil.rmtree(DIRECTORY, ignore_errors=True)
+    BACKENDS.clear()
 
 
 @schema.parametrize()
@@ -161,13 +194,15 @@ def server() -> Iterator[None]:
 )
 def test_contract(case: schemathesis.Case) -> None:
     excluded = [check for check, why in KNOWN_LOOSENESS.get(case.operation.label, [])]
-    caller = CALLERS["admin"] if case.path.startswith(ADMIN_PREFIX) else CALLERS["customer"]
-    for name in ("key_id", "account_id"):
-        own = {str(getattr(c, name)) for c in CALLERS.values()}
-        if str(case.path_parameters.get(name)) in own:  # an int, or its text
-            case.path_parameters = {**case.path_parameters, name: getattr(BYSTANDER[0], name)}
-    case.call_and_validate(
-        base_url=BASE_URL[0],
-        headers={"Authorization": f"Token {caller.key}"},
-        excluded_checks=excluded,
-    )
+    role = "admin" if case.path.startswith(ADMIN_PREFIX) else "customer"
+    for backend in BACKENDS:
+        for name in ("key_id", "account_id"):
+            own = {str(getattr(caller, name)) for caller in backend.callers.values()}
+            if str(case.path_parameters.get(name)) in own:  # an int, or its text
+                bystander = getattr(backend.bystander, name)
+                case.path_parameters = {**case.path_parameters, name: bystander}
+        case.call_and_validate(
+            base_url=backend.base_url,
+            headers={"Authorization": f"Token {backend.callers[role].key}"},
+            excluded_checks=excluded,
+        )

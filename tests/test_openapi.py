@@ -79,3 +79,19 @@ def test_schema_declares_the_real_errors_and_models(client, settings):  # type: 
     entities = schema["paths"]["/v1/{model}/entities"]["post"]["responses"]
     assert {"400", "402", "404", "413", "415", "422"} <= set(entities)
     assert "402" not in schema["paths"]["/v1/models"]["get"]["responses"]  # never billed
+
+
+def test_nul_in_stored_or_searched_text_is_422(client, make_customer):  # type: ignore[no-untyped-def]
+    """PostgreSQL's text cannot hold NUL: each of these was a 500 there (fine on SQLite)."""
+    admin, customer = make_customer(scopes=("admin",)), make_customer()
+    h = admin.headers
+    account = {"name": "a\x00b", "email": "a@example.com", "plan": customer.plan_name}
+    answers = [
+        client.post("/admin/accounts", headers=h, json=account),
+        client.get("/admin/accounts?q=a%00b", headers=h),
+        client.get("/admin/audit?action=a%00b", headers=h),
+        client.get("/admin/plans/a%00b", headers=h),
+        client.get("/admin/usage?endpoint=a%00b", headers=h),
+        client.post("/v1/keys", headers=customer.headers, json={"name": "a\x00b"}),
+    ]
+    assert [answer.status_code for answer in answers] == [422] * len(answers)

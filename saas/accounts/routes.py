@@ -19,7 +19,7 @@ from saas.accounts.schemas import (
 )
 from saas.context import ADMIN_PREFIX
 from saas.deps import DbSession, RequestActor, known_models
-from saas.openapi import ADMIN, BODY, Id, Offset, errors
+from saas.openapi import ADMIN, BODY, Id, Offset, Stored, errors
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: plans and accounts"], responses=ADMIN)
 _PLAN_NOT_FOUND = errors({404: "No such plan"})
@@ -50,13 +50,13 @@ def list_plans(session: DbSession) -> list[PlanPublic]:
 
 
 @router.get("/plans/{name}", response_model=PlanPublic, responses=_PLAN_NOT_FOUND)
-def get_plan(name: str, session: DbSession) -> PlanPublic:
+def get_plan(name: Stored, session: DbSession) -> PlanPublic:
     return PlanPublic.of(service.get_plan(session, name))
 
 
 @router.patch("/plans/{name}", response_model=PlanPublic, responses={**BODY, **_PLAN_NOT_FOUND})
 def update_plan(
-    name: str, body: PlanUpdate, request: Request, session: DbSession, actor: RequestActor
+    name: Stored, body: PlanUpdate, request: Request, session: DbSession, actor: RequestActor
 ) -> PlanPublic:
     """Change limits, models or prices; every worker applies it within a second."""
     plan = service.update_plan(
@@ -79,7 +79,7 @@ def create_account(body: AccountCreate, session: DbSession, actor: RequestActor)
 @router.get("/accounts", response_model=AccountPage)
 def list_accounts(
     session: DbSession,
-    q: Annotated[str | None, Query(description="Part of the name or e-mail.")] = None,
+    q: Annotated[Stored | None, Query(description="Part of the name or e-mail.")] = None,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AccountPage:

@@ -9,7 +9,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, field_v
 
 from saas.accounts.models import Account, Plan, PlanBase
 from saas.db import as_utc
-from saas.openapi import MAX_INT, never_null
+from saas.openapi import MAX_INT, Stored, never_null
 from saas.ratelimit.windows import parse_windows
 from saas.security import display_url
 
@@ -77,9 +77,9 @@ class PlanPublic(PlanBase):
 
 
 class AccountCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=128, examples=["acme"])
+    name: Stored = Field(min_length=1, max_length=128, examples=["acme"])
     email: EmailStr = Field(examples=["ops@acme.example"])
-    plan: str = Field(examples=["free"])
+    plan: Stored = Field(examples=["free"])
 
 
 class AccountUpdate(BaseModel):
@@ -87,7 +87,7 @@ class AccountUpdate(BaseModel):
 
     model_config = ConfigDict(json_schema_extra=never_null())
     email: EmailStr | None = None
-    plan: str | None = None
+    plan: Stored | None = None
     status: Literal["active", "suspended"] | None = None
 
     @field_validator("email", "plan", "status", mode="before")

@@ -6,7 +6,7 @@ from saas.audit import service
 from saas.audit.schemas import AuditPublic
 from saas.context import ADMIN_PREFIX
 from saas.deps import DbSession
-from saas.openapi import ADMIN, Id, Offset
+from saas.openapi import ADMIN, Id, Offset, Stored
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"], responses=ADMIN)
 
@@ -15,10 +15,10 @@ router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"], responses=ADMIN)
 def audit_log(
     session: DbSession,
     actor_key_id: Id | None = None,
-    action: str | None = None,
-    object_type: str | None = None,
-    object_id: str | None = None,
-    via: str | None = None,
+    action: Stored | None = None,
+    object_type: Stored | None = None,
+    object_id: Stored | None = None,
+    via: Stored | None = None,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditPublic]:

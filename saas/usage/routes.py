@@ -10,7 +10,7 @@ from saas.accounts import service as accounts
 from saas.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
 from saas.deps import CurrentPrincipal, DbSession
 from saas.errors import Invalid
-from saas.openapi import ADMIN, CUSTOMER, Id, IsoDate
+from saas.openapi import ADMIN, CUSTOMER, Id, IsoDate, Stored
 from saas.usage import service
 from saas.usage.schemas import Invoices, MonthUsage, UsageSeries
 
@@ -38,7 +38,7 @@ def usage(
     from_: Annotated[IsoDate | None, Query(alias="from")] = None,
     to: IsoDate | None = None,
     granularity: Literal["day", "hour"] = "day",
-    endpoint: str | None = None,
+    endpoint: Stored | None = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
 ) -> dict[str, Any]:
     """Usage per bucket (day or hour, UTC), account, endpoint and status. Defaults to the last
