@@ -16,7 +16,7 @@ from saas.usage.schemas import Invoices, MonthUsage, UsageSeries
 
 customer_router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["usage"], responses=CUSTOMER)
 admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=ADMIN)
-MONTH_PATTERN = r"^[1-9]\d{3}-(0[1-9]|1[0-2])$"  # year 0 is no year
+MONTH_PATTERN = r"^[1-9]\d{3}-(0[1-9]|1[0-2])$"  # years 1000 to 9999 (year 0 is no year)
 
 # What the customer routes cost (see saas/context.py).
 METERING = {"my_usage": Metering("usage")}
