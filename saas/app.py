@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine as DatabaseEngine
 from sqlmodel import Session
 
-from saas import health, metrics, redis_client
+from saas import health, metrics, openapi, redis_client
 from saas.accounts import routes as admin_routes
 from saas.accounts import service as accounts_service
 from saas.audit import routes as audit_routes
@@ -175,7 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.invalidator = invalidator
     app.state.alerts = alerts
     app.state.guard = guard
-    install_error_handlers(app)
+    openapi.install(app, settings.models)
     # Every router, in one list: Endpoints takes the customer routes (/v1) from the same list
     # the app serves, so no customer route can be served without its Metering.
     routers = [
@@ -193,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ]
     for router in routers:
         app.include_router(router)
+    install_error_handlers(app, [route for router in routers for route in router.routes])
     endpoints = Endpoints(
         routers,
         [nlp_routes.METERING, key_routes.METERING, usage_routes.METERING],

@@ -5,6 +5,7 @@
 import asyncio
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from sqlalchemy import Engine, text
 from starlette.responses import JSONResponse, Response
 
@@ -23,7 +24,16 @@ def _ping_database(engine: Engine) -> None:
         connection.execute(text("SELECT 1"))
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str]  # "ok", "loading" or "error: <exception type>", by dependency
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is down or loading"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     checks: dict[str, str] = {}

@@ -1,7 +1,7 @@
 """Errors as HTTP answers: `json_error` for the middleware, and the one set of exception
 handlers that renders every error as `{"detail": ...}` with its status."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import orjson
 import psycopg
@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
 
 from saas.errors import CONFLICTING_WRITE, AppError, describe_errors, is_unique_violation
 
@@ -33,7 +34,20 @@ def route_of(request: Request) -> str | None:
     return path if isinstance(path, str) else None
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def allowed_methods(routes: Iterable[BaseRoute], request: Request) -> set[str]:
+    """Every method the request's path takes. The router's 405 names only the first route that
+    matched the path, and a path often has several (GET and PATCH /admin/plans/{name})."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is Match.PARTIAL:
+            methods |= route.methods or set()
+    return methods
+
+
+def install_error_handlers(app: FastAPI, routes: Iterable[BaseRoute] = ()) -> None:
+    """`routes`: those of the app's routers, for the `Allow` header of a 405."""
+    routes = list(routes)
+
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> Response:
         return json_error(exc.status_code, exc.detail, exc.headers)
@@ -63,9 +77,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return json_error(503, detail, {"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return json_error(exc.status_code, detail, exc.headers)
+        headers = dict(exc.headers or {})
+        methods = allowed_methods(routes, request) if exc.status_code == 405 else None
+        if methods:
+            headers["Allow"] = ", ".join(sorted(methods))
+        return json_error(exc.status_code, detail, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -19,11 +19,21 @@ from saas.accounts.schemas import (
 )
 from saas.context import ADMIN_PREFIX
 from saas.deps import DbSession, RequestActor, known_models
+from saas.openapi import ADMIN, BODY, Id, Offset, Stored, errors
 
-router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: plans and accounts"])
+router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: plans and accounts"], responses=ADMIN)
+_PLAN_NOT_FOUND = errors({404: "No such plan"})
+_ACCOUNT_NOT_FOUND = errors({404: "No such account"})
+# A unique name taken, also by a write made at the same time.
+_NAME_TAKEN = errors({409: "The name is taken"})
 
 
-@router.post("/plans", status_code=status.HTTP_201_CREATED, response_model=PlanPublic)
+@router.post(
+    "/plans",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PlanPublic,
+    responses={**BODY, **_NAME_TAKEN},
+)
 def create_plan(
     body: PlanCreate, request: Request, session: DbSession, actor: RequestActor
 ) -> PlanPublic:
@@ -39,14 +49,14 @@ def list_plans(session: DbSession) -> list[PlanPublic]:
     return [PlanPublic.of(plan) for plan in service.list_plans(session)]
 
 
-@router.get("/plans/{name}", response_model=PlanPublic)
-def get_plan(name: str, session: DbSession) -> PlanPublic:
+@router.get("/plans/{name}", response_model=PlanPublic, responses=_PLAN_NOT_FOUND)
+def get_plan(name: Stored, session: DbSession) -> PlanPublic:
     return PlanPublic.of(service.get_plan(session, name))
 
 
-@router.patch("/plans/{name}", response_model=PlanPublic)
+@router.patch("/plans/{name}", response_model=PlanPublic, responses={**BODY, **_PLAN_NOT_FOUND})
 def update_plan(
-    name: str, body: PlanUpdate, request: Request, session: DbSession, actor: RequestActor
+    name: Stored, body: PlanUpdate, request: Request, session: DbSession, actor: RequestActor
 ) -> PlanPublic:
     """Change limits, models or prices; every worker applies it within a second."""
     plan = service.update_plan(
@@ -55,7 +65,12 @@ def update_plan(
     return PlanPublic.of(plan)
 
 
-@router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=AccountPublic)
+@router.post(
+    "/accounts",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AccountPublic,
+    responses={**BODY, **_PLAN_NOT_FOUND, **_NAME_TAKEN},
+)
 def create_account(body: AccountCreate, session: DbSession, actor: RequestActor) -> AccountPublic:
     account = service.create_account(session=session, data=body, actor=actor)
     return AccountPublic.of(account, service.plan_of(session, account))
@@ -64,8 +79,8 @@ def create_account(body: AccountCreate, session: DbSession, actor: RequestActor)
 @router.get("/accounts", response_model=AccountPage)
 def list_accounts(
     session: DbSession,
-    q: Annotated[str | None, Query(description="Part of the name or e-mail.")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    q: Annotated[Stored | None, Query(description="Part of the name or e-mail.")] = None,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AccountPage:
     total, page = service.search_accounts(session, search=q, offset=offset, limit=limit)
@@ -77,15 +92,19 @@ def list_accounts(
     )
 
 
-@router.get("/accounts/{account_id}", response_model=AccountPublic)
-def get_account(account_id: int, session: DbSession) -> AccountPublic:
+@router.get("/accounts/{account_id}", response_model=AccountPublic, responses=_ACCOUNT_NOT_FOUND)
+def get_account(account_id: Id, session: DbSession) -> AccountPublic:
     account = service.get_account(session, account_id)
     return AccountPublic.of(account, service.plan_of(session, account))
 
 
-@router.patch("/accounts/{account_id}", response_model=AccountPublic)
+@router.patch(
+    "/accounts/{account_id}",
+    response_model=AccountPublic,
+    responses={**BODY, **errors({404: "No such account or plan"})},
+)
 def update_account(
-    account_id: int, body: AccountUpdate, session: DbSession, actor: RequestActor
+    account_id: Id, body: AccountUpdate, session: DbSession, actor: RequestActor
 ) -> AccountPublic:
     """Change plan or e-mail, suspend or resume; every worker applies it within a second."""
     account = service.update_account(
@@ -94,9 +113,13 @@ def update_account(
     return AccountPublic.of(account, service.plan_of(session, account))
 
 
-@router.put("/accounts/{account_id}/webhook", response_model=WebhookCreated)
+@router.put(
+    "/accounts/{account_id}/webhook",
+    response_model=WebhookCreated,
+    responses={**BODY, **_ACCOUNT_NOT_FOUND},
+)
 def set_webhook(
-    account_id: int, body: WebhookSet, session: DbSession, actor: RequestActor
+    account_id: Id, body: WebhookSet, session: DbSession, actor: RequestActor
 ) -> WebhookCreated:
     """Where quota alerts go. The signing secret is in this answer only."""
     url = str(body.url) if body.url is not None else None

@@ -5,10 +5,11 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, EmailStr, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from saas.accounts.models import Account, Plan, PlanBase
 from saas.db import as_utc
+from saas.openapi import MAX_INT, Stored, never_null
 from saas.ratelimit.windows import parse_windows
 from saas.security import display_url
 
@@ -34,6 +35,9 @@ class PlanRules(PlanBase):
 
 
 class PlanCreate(PlanRules):
+    # The validator below gives the readable message; the schema states the same rule.
+    name: str = Field(max_length=64, json_schema_extra={"pattern": f"^{PLAN_NAME.pattern}$"})
+
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
@@ -46,16 +50,19 @@ class PlanCreate(PlanRules):
 
 
 class PlanUpdate(BaseModel):
-    """Only the fields sent change (a plan's name never does)."""
+    """Only the fields sent change (a plan's name never does). Null is no quota, or all models;
+    any other field must be a value (the plan's rules refuse null)."""
+
+    model_config = ConfigDict(json_schema_extra=never_null("monthly_quota", "models"))
 
     rate_limit: str | None = Field(default=None, examples=["10/second;600/minute"])
-    monthly_quota: int | None = Field(default=None, ge=0)
-    max_text_chars: int | None = Field(default=None, ge=1)
+    monthly_quota: int | None = Field(default=None, ge=0, le=MAX_INT)
+    max_text_chars: int | None = Field(default=None, ge=1, le=MAX_INT)
     models: list[str] | None = None
-    price_cents_per_month: int | None = Field(default=None, ge=0)
-    price_cents_per_1000_requests: int | None = Field(default=None, ge=0)
-    max_keys: int | None = Field(default=None, ge=0)
-    max_batch_texts: int | None = Field(default=None, ge=1)
+    price_cents_per_month: int | None = Field(default=None, ge=0, le=MAX_INT)
+    price_cents_per_1000_requests: int | None = Field(default=None, ge=0, le=MAX_INT)
+    max_keys: int | None = Field(default=None, ge=0, le=MAX_INT)
+    max_batch_texts: int | None = Field(default=None, ge=1, le=MAX_INT)
 
 
 class PlanPublic(PlanBase):
@@ -70,16 +77,17 @@ class PlanPublic(PlanBase):
 
 
 class AccountCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=128, examples=["acme"])
+    name: Stored = Field(min_length=1, max_length=128, examples=["acme"])
     email: EmailStr = Field(examples=["ops@acme.example"])
-    plan: str = Field(examples=["free"])
+    plan: Stored = Field(examples=["free"])
 
 
 class AccountUpdate(BaseModel):
     """Only the fields sent change; none of them can be null."""
 
+    model_config = ConfigDict(json_schema_extra=never_null())
     email: EmailStr | None = None
-    plan: str | None = None
+    plan: Stored | None = None
     status: Literal["active", "suspended"] | None = None
 
     @field_validator("email", "plan", "status", mode="before")

@@ -6,19 +6,20 @@ from saas.audit import service
 from saas.audit.schemas import AuditPublic
 from saas.context import ADMIN_PREFIX
 from saas.deps import DbSession
+from saas.openapi import ADMIN, Id, Offset, Stored
 
-router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"])
+router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"], responses=ADMIN)
 
 
 @router.get("/audit", response_model=list[AuditPublic])
 def audit_log(
     session: DbSession,
-    actor_key_id: int | None = None,
-    action: str | None = None,
-    object_type: str | None = None,
-    object_id: str | None = None,
-    via: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    actor_key_id: Id | None = None,
+    action: Stored | None = None,
+    object_type: Stored | None = None,
+    object_id: Stored | None = None,
+    via: Stored | None = None,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditPublic]:
     """Every admin write, newest first: who (admin key or CLI user), what, which object, when,

@@ -9,9 +9,17 @@ from saas.deps import CurrentPrincipal, DbSession, RequestActor
 from saas.keys import service
 from saas.keys.models import ApiKey
 from saas.keys.schemas import CustomerKeyCreate, KeyCreate, KeyCreated, KeyPublic, KeyRoll
+from saas.openapi import ADMIN, BODY, CUSTOMER, Id, errors
 
-admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: keys"])
-customer_router = APIRouter(prefix=f"{CUSTOMER_PREFIX}/keys", tags=["keys"])
+admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: keys"], responses=ADMIN)
+customer_router = APIRouter(prefix=f"{CUSTOMER_PREFIX}/keys", tags=["keys"], responses=CUSTOMER)
+_ROLLING = "the calling key is being rolled"
+_ADMIN_FORBIDDEN = errors(
+    {403: f"Account suspended, the key lacks the 'admin' scope, or {_ROLLING}"}
+)
+_CUSTOMER_FORBIDDEN = errors({403: f"Account suspended, or {_ROLLING}"})
+_NO_ACCOUNT = errors({404: "No such account"})
+_NO_KEY = errors({404: "No such key"})
 
 # What the customer routes cost (see saas/context.py): key management is never billed.
 METERING = {name: Metering("keys") for name in ("my_keys", "create_my_key", "revoke_my_key")}
@@ -22,10 +30,13 @@ def created(key: ApiKey, plaintext: str) -> KeyCreated:
 
 
 @admin_router.post(
-    "/accounts/{account_id}/keys", status_code=status.HTTP_201_CREATED, response_model=KeyCreated
+    "/accounts/{account_id}/keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    responses={**BODY, **_NO_ACCOUNT, **_ADMIN_FORBIDDEN},
 )
 def create_key(
-    account_id: int,
+    account_id: Id,
     body: KeyCreate,
     session: DbSession,
     actor: RequestActor,
@@ -44,14 +55,18 @@ def create_key(
     return created(key, plaintext)
 
 
-@admin_router.get("/accounts/{account_id}/keys", response_model=list[KeyPublic])
-def list_keys(account_id: int, session: DbSession) -> list[KeyPublic]:
+@admin_router.get(
+    "/accounts/{account_id}/keys", response_model=list[KeyPublic], responses=_NO_ACCOUNT
+)
+def list_keys(account_id: Id, session: DbSession) -> list[KeyPublic]:
     return KeyPublic.listing(service.list_keys(session, account_id))
 
 
-@admin_router.delete("/keys/{key_id}", response_model=KeyPublic)
+@admin_router.delete(
+    "/keys/{key_id}", response_model=KeyPublic, responses={**_NO_KEY, **_ADMIN_FORBIDDEN}
+)
 def revoke_key(
-    key_id: int, session: DbSession, actor: RequestActor, principal: CurrentPrincipal
+    key_id: Id, session: DbSession, actor: RequestActor, principal: CurrentPrincipal
 ) -> KeyPublic:
     """Revoke a key: every worker refuses it within a second. A key being rolled may not."""
     key = service.revoke_key(session=session, key_id=key_id, actor=actor, caller=principal)
@@ -59,10 +74,18 @@ def revoke_key(
 
 
 @admin_router.post(
-    "/keys/{key_id}/roll", status_code=status.HTTP_201_CREATED, response_model=KeyCreated
+    "/keys/{key_id}/roll",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    responses={
+        **BODY,
+        **_NO_KEY,
+        **_ADMIN_FORBIDDEN,
+        **errors({409: "The key is revoked, expired or already rolled"}),
+    },
 )
 def roll_key(
-    key_id: int,
+    key_id: Id,
     body: KeyRoll,
     session: DbSession,
     actor: RequestActor,
@@ -87,7 +110,15 @@ def my_keys(principal: CurrentPrincipal, session: DbSession) -> list[KeyPublic]:
     return KeyPublic.listing(service.list_keys(session, principal.account_id))
 
 
-@customer_router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
+@customer_router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    responses={
+        **BODY,
+        **errors({403: f"Account suspended, the plan's max_keys reached, or {_ROLLING}"}),
+    },
+)
 def create_my_key(
     body: CustomerKeyCreate, principal: CurrentPrincipal, session: DbSession, actor: RequestActor
 ) -> KeyCreated:
@@ -103,9 +134,13 @@ def create_my_key(
     return created(key, plaintext)
 
 
-@customer_router.delete("/{key_id}", response_model=KeyPublic)
+@customer_router.delete(
+    "/{key_id}",
+    response_model=KeyPublic,
+    responses={**errors({404: "No such key in your account"}), **_CUSTOMER_FORBIDDEN},
+)
 def revoke_my_key(
-    key_id: int, principal: CurrentPrincipal, session: DbSession, actor: RequestActor
+    key_id: Id, principal: CurrentPrincipal, session: DbSession, actor: RequestActor
 ) -> KeyPublic:
     """Revoke one of your keys (another account's key id is 404)."""
     key = service.revoke_own_key(session=session, key_id=key_id, caller=principal, actor=actor)

@@ -5,18 +5,24 @@ from pydantic import BaseModel, Field
 
 from saas.db import as_utc, utcnow
 from saas.keys.models import ApiKey
-from saas.principal import KeyStatus
+from saas.openapi import IsoDateTime, Stored
+from saas.principal import KNOWN_SCOPES, KeyStatus
 
 
 class KeyCreate(BaseModel):
-    name: str = Field(default="", max_length=128, examples=["production"])
-    scopes: list[str] = Field(default_factory=list, examples=[[]])
-    expires_at: datetime | None = Field(default=None, description="UTC if no offset is given.")
+    name: Stored = Field(default="", max_length=128, examples=["production"])
+    scopes: list[str] = Field(
+        default_factory=list,
+        examples=[[]],
+        # The service names the unknown ones in its 422; the schema lists the known ones.
+        json_schema_extra={"items": {"type": "string", "enum": [*sorted(KNOWN_SCOPES)]}},
+    )
+    expires_at: IsoDateTime | None = Field(default=None, description="UTC if no offset is given.")
 
 
 class CustomerKeyCreate(BaseModel):
-    name: str = Field(default="", max_length=128, examples=["staging"])
-    expires_at: datetime | None = Field(default=None, description="UTC if no offset is given.")
+    name: Stored = Field(default="", max_length=128, examples=["staging"])
+    expires_at: IsoDateTime | None = Field(default=None, description="UTC if no offset is given.")
 
 
 class KeyPublic(BaseModel):

@@ -35,9 +35,10 @@ from saas.nlp.tasks import (
     model_not_in_plan,
     unknown_model,
 )
+from saas.openapi import BILLABLE, BODY, CUSTOMER, errors
 from saas.principal import Principal
 
-router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["nlp"])
+router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["nlp"], responses=CUSTOMER)
 
 
 def batch_route_name(task: str) -> str:
@@ -60,29 +61,33 @@ METERING: dict[str, Metering] = {
     "list_models": Metering("models"),
 }
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text}
-    for code, text in {
-        400: "Empty or invalid text",
-        401: "Missing, unknown, revoked or expired API key",
-        403: "Account suspended or model not in the plan",
-        404: "Unknown model",
-        413: "Text longer than the plan allows, or body too large",
-        415: "Body is not JSON",
-        422: "Malformed JSON or wrong types",
-        503: "Overloaded; retry after Retry-After seconds",
-    }.items()
+# The route's own errors; the router declares the middleware's (saas/openapi.py).
+_MODEL_ERRORS = errors({403: "Account suspended or model not in the plan", 404: "Unknown model"})
+_ERRORS = {
+    **BILLABLE,
+    **BODY,
+    **_MODEL_ERRORS,
+    **errors(
+        {
+            400: "Empty or invalid text, or an invalid Content-Length header",
+            413: "Text longer than the plan allows, or body too large",
+            415: "Body is not JSON",
+        }
+    ),
 }
-_BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
+_BATCH_ERRORS = {
     **_ERRORS,
-    400: {"description": "An empty or invalid text; the detail names it, e.g. 'texts[3]'"},
-    402: {"description": "Monthly quota exhausted (each text counts)"},
-    413: {
-        "description": "More texts than the plan allows in a batch, a text longer than the plan"
-        " allows, or body too large"
-    },
-    422: {"description": "Malformed JSON, wrong types, or an empty 'texts' list"},
-    429: {"description": "Rate limit exceeded (each text counts); retry after Retry-After"},
+    **errors(
+        {
+            400: "An empty or invalid text (the detail names it, e.g. 'texts[3]'), or an invalid"
+            " Content-Length header",
+            402: "Monthly quota exhausted (each text counts)",
+            413: "More texts than the plan allows in a batch, a text longer than the plan"
+            " allows, or body too large",
+            429: "Rate limit exceeded (each text counts), or too many failed keys from this"
+            " address; retry after Retry-After",
+        }
+    ),
 }
 
 
@@ -300,7 +305,7 @@ async def sentence_dependencies_batch(
     )
 
 
-@router.get("/{model}/versions", response_model=VersionsOut, responses=_ERRORS)
+@router.get("/{model}/versions", response_model=VersionsOut, responses=_MODEL_ERRORS)
 @router.get("/{model}/version", response_model=VersionsOut, include_in_schema=False)
 async def versions(model: ModelName, engine: NlpEngine) -> VersionsOut:
     meta = engine.meta[model]

@@ -1,10 +1,17 @@
 """Request and response shapes of NLP Cloud's spaCy API (for validation and the OpenAPI docs)."""
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
+
+from saas.openapi import NOT_BLANK
+
+# Blank text is refused with 400 (saas/nlp/routes.py), not 422: the pattern only documents it.
+Text = Annotated[str, Field(json_schema_extra={"pattern": NOT_BLANK})]
 
 
 class TextIn(BaseModel):
-    text: str = Field(
+    text: Text = Field(
         description="The text to analyse.",
         examples=["John Doe is a Go developer at Google in London."],
     )
@@ -18,7 +25,7 @@ class EntitiesIn(TextIn):
 
 
 class TextsIn(BaseModel):
-    texts: list[str] = Field(
+    texts: list[Text] = Field(
         min_length=1,
         description="The texts to analyse, each as the single endpoint's `text`. At most the"
         " plan's max_batch_texts, and no more than its smallest rate-limit window; each text is"
@@ -36,7 +43,7 @@ class EntitiesBatchIn(TextsIn):
 
 
 class ExtractionsIn(BaseModel):
-    sentence: str = Field(examples=["John Doe is a Go developer at Google in London."])
+    sentence: Text = Field(examples=["John Doe is a Go developer at Google in London."])
 
 
 class Entity(BaseModel):

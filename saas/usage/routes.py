@@ -1,6 +1,6 @@
 """Usage for customers (their own account, this month) and admins (any account, invoices)."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -10,12 +10,13 @@ from saas.accounts import service as accounts
 from saas.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
 from saas.deps import CurrentPrincipal, DbSession
 from saas.errors import Invalid
+from saas.openapi import ADMIN, CUSTOMER, Id, IsoDate, Stored
 from saas.usage import service
 from saas.usage.schemas import Invoices, MonthUsage, UsageSeries
 
-customer_router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["usage"])
-admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"])
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+customer_router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["usage"], responses=CUSTOMER)
+admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=ADMIN)
+MONTH_PATTERN = r"^[1-9]\d{3}-(0[1-9]|1[0-2])$"  # years 1000 to 9999 (year 0 is no year)
 
 # What the customer routes cost (see saas/context.py).
 METERING = {"my_usage": Metering("usage")}
@@ -33,12 +34,12 @@ def my_usage(principal: CurrentPrincipal, session: DbSession) -> dict[str, Any]:
 @admin_router.get("/usage", response_model=UsageSeries)
 def usage(
     session: DbSession,
-    account: int | None = None,
-    from_: Annotated[date | None, Query(alias="from")] = None,
-    to: date | None = None,
+    account: Id | None = None,
+    from_: Annotated[IsoDate | None, Query(alias="from")] = None,
+    to: IsoDate | None = None,
     granularity: Literal["day", "hour"] = "day",
-    endpoint: str | None = None,
-    status: int | None = None,
+    endpoint: Stored | None = None,
+    status: Annotated[int | None, Query(ge=100, le=599)] = None,
 ) -> dict[str, Any]:
     """Usage per bucket (day or hour, UTC), account, endpoint and status. Defaults to the last
     30 days."""

@@ -1,0 +1,170 @@
+"""What the OpenAPI schema promises beyond what FastAPI derives from the routes: every error has
+one shape, `{"detail": str}` (saas/responses.py renders them all), each area of the API declares
+the errors its middleware answers with, ids have their real bounds, and `model` is an enum of the
+models this deployment runs. tests/test_contract.py fuzzes the app against this schema."""
+
+import re
+from collections.abc import Callable, Collection, Mapping
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, Field
+
+from saas.context import Area, area_of
+
+if TYPE_CHECKING:  # the CLI imports the schemas, and starts without FastAPI
+    from fastapi import FastAPI
+
+# Ids and a plan's numbers are INTEGER columns: 32 bits in PostgreSQL (SQLite's go to 2**63 - 1).
+# No row has a larger id, and a larger number would fail in the database (500) instead of 422.
+MAX_INT = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_INT)]
+# Text that is stored or searched: PostgreSQL's text refuses NUL, which would be a 500 there.
+Stored = Annotated[str, Field(pattern="^[^\\x00]*$")]
+# How far a listing may skip (SQLite refuses an OFFSET beyond 64 bits).
+Offset = Annotated[int, Field(ge=0, le=MAX_INT)]
+
+
+# A text with something to analyse, as the schema's `pattern` (a character str.strip() keeps):
+# the server refuses a blank one with 400 itself, so the pattern only documents the rule. Each
+# character escaped, so that every regex engine reads the class alike.
+_BLANK = "".join(f"\\u{c:04x}" for c in range(0x10000) if chr(c).isspace())
+NOT_BLANK = f"[^{_BLANK}]"
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date(value: object) -> object:
+    # Pydantic also reads a number as a Unix time ("0" is 1970-01-01): not a `format: date`.
+    if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
+        raise ValueError("a date as YYYY-MM-DD")
+    return value
+
+
+def _no_number(value: object) -> object:
+    # Pydantic reads a number as a Unix time: not a `format: date-time`.
+    if isinstance(value, int | float):
+        raise ValueError("a date and time as ISO 8601 text")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_no_number)]
+
+
+def never_null(*nullable: str) -> Callable[[dict[str, Any]], None]:
+    """`json_schema_extra` for a model of changes, whose fields may be left out but not be null
+    (but those named: null means something there): each field's schema without pydantic's
+    `null` choice and `default: null`."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        for name, field in schema.get("properties", {}).items():
+            choices = field.get("anyOf")
+            if name in nullable or not choices:
+                continue
+            del field["anyOf"]
+            field.update(next(choice for choice in choices if choice != {"type": "null"}))
+            field.pop("default", None)
+
+    return edit
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def errors(descriptions: Mapping[int, str]) -> Responses:
+    """`responses=` for FastAPI: each status with its description and the one error shape."""
+    return {code: {"model": ErrorOut, "description": text} for code, text in descriptions.items()}
+
+
+# The answers of the middleware chain (saas/middleware/), by area, declared once per router.
+# A body over SAAS_MAX_BODY_BYTES, or a Content-Length that is not a number: every route that
+# takes a body.
+BODY = errors({400: "Invalid Content-Length header", 413: "Body too large"})
+_KEYED = {
+    401: "Missing, malformed, unknown, revoked or expired API key",
+    403: "Account suspended",
+    429: "Too many failed keys from this address; retry after Retry-After",
+    503: "Key authentication unavailable (database down); retry after Retry-After",
+}
+CUSTOMER = errors(
+    {
+        **_KEYED,
+        429: "Rate limit exceeded, or too many failed keys from this address; retry after"
+        " Retry-After",
+        503: "Authentication or rate limiting unavailable; retry after Retry-After",
+    }
+)
+# Billed routes also count against the monthly quota, and answer only once usage is committed.
+BILLABLE = {
+    **CUSTOMER,
+    **errors(
+        {
+            402: "Monthly quota exhausted",
+            503: "Overloaded, or authentication, rate limiting or usage recording unavailable;"
+            " retry after Retry-After",
+        }
+    ),
+}
+ADMIN = errors(
+    {
+        **_KEYED,
+        403: "Account suspended, or the key lacks the 'admin' scope",
+        429: "Admin rate limit exceeded, or too many failed keys from this address; retry"
+        " after Retry-After",
+        503: "Authentication or rate limiting unavailable; retry after Retry-After",
+    }
+)
+
+_VALIDATION_REF = "#/components/schemas/HTTPValidationError"
+# How a key is sent (saas/middleware/auth.py; `Authorization: Token <key>`, NLP Cloud's form,
+# works too but is no OpenAPI scheme). Declared, /docs can send it and a fuzzer can check that
+# every /v1 and /admin operation refuses a request without it.
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def tighten(schema: dict[str, Any], models: Collection[str]) -> dict[str, Any]:
+    """FastAPI's schema, corrected in place where it cannot know better: its default 422 is a
+    list of errors, ours is `{"detail": str}`; `model` is any string to it, but only the
+    configured models reach an endpoint (any other is 404) or go into a plan."""
+    schema.setdefault("components", {})["securitySchemes"] = _SECURITY_SCHEMES
+    components = schema["components"].setdefault("schemas", {})
+    components.setdefault(ErrorOut.__name__, ErrorOut.model_json_schema())
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if area_of(path) is not Area.public:
+                operation["security"] = [{name: []} for name in _SECURITY_SCHEMES]
+            content = operation.get("responses", {}).get("422", {}).get("content", {})
+            for media in content.values():
+                if media.get("schema", {}).get("$ref") == _VALIDATION_REF:
+                    media["schema"] = {"$ref": f"#/components/schemas/{ErrorOut.__name__}"}
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] == "model":
+                    parameter["schema"] = {"type": "string", "enum": sorted(models)}
+    # A plan's `models`: configured ones, at least one (null: all of them).
+    for plan in ("PlanCreate", "PlanUpdate"):
+        field = components.get(plan, {}).get("properties", {}).get("models", {})
+        for choice in field.get("anyOf", []):
+            if choice.get("type") == "array":
+                choice.update(items={"type": "string", "enum": sorted(models)}, minItems=1)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema
+
+
+def install(app: "FastAPI", models: Collection[str]) -> None:
+    """Serve the tightened schema at /openapi.json and /docs (built once, on first request)."""
+    build: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = tighten(build(), models)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
