@@ -69,9 +69,14 @@ _ERRORS = {
     **_MODEL_ERRORS,
     **errors(
         {
-            400: "Empty or invalid text, or an invalid Content-Length header",
+            400: "Empty or invalid text, an invalid Content-Length header, or an invalid"
+            " Idempotency-Key",
+            409: "A request with the same Idempotency-Key is still running; retry after"
+            " Retry-After",
             413: "Text longer than the plan allows, or body too large",
             415: "Body is not JSON",
+            422: "Malformed JSON or wrong types, or an Idempotency-Key already used with another"
+            " request",
         }
     ),
 }
@@ -79,8 +84,8 @@ _BATCH_ERRORS = {
     **_ERRORS,
     **errors(
         {
-            400: "An empty or invalid text (the detail names it, e.g. 'texts[3]'), or an invalid"
-            " Content-Length header",
+            400: "An empty or invalid text (the detail names it, e.g. 'texts[3]'), an invalid"
+            " Content-Length header, or an invalid Idempotency-Key",
             402: "Monthly quota exhausted (each text counts)",
             413: "More texts than the plan allows in a batch, a text longer than the plan"
             " allows, or body too large",
