@@ -205,6 +205,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.usage_metering:
         app.add_middleware(UsageMiddleware, recorder=recorder)
     app.add_middleware(AuthMiddleware, authenticator=authenticator, guard=guard)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
+    )
     app.add_middleware(RequestContextMiddleware, endpoints=endpoints)
     return app
