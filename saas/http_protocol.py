@@ -7,6 +7,8 @@ Uvicorn, as of 0.54, bounds none of these (tests/e2e/test_hostile_input.py shows
 - open connections: `limit_concurrency` answers 503 to requests, but only once their headers
   have arrived, so idle connections pile up until the process runs out of file descriptors;
 - the size of a request's headers (httptools takes them all; h11 has its own limit).
+Each costs a normal request next to nothing: no timer or call per header is added to Uvicorn's
+(bench/hostile_overhead.py measures it).
 
 Settings (saas/config.py): SAAS_KEEP_ALIVE_TIMEOUT, SAAS_MAX_CONNECTIONS, SAAS_MAX_HEADER_BYTES.
 """
@@ -38,83 +40,57 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         settings = get_settings()
         self.max_connections = settings.max_connections
         self.max_header_bytes = settings.max_header_bytes
-        self.header_timeout = settings.keep_alive_timeout
-        self.header_deadline: asyncio.TimerHandle | None = None
+        # Between a connection's start (or an answer) and a request's complete headers.
+        self.awaiting_headers = True
         self.header_bytes = 0
-        self.headers_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             self._make_room()
-        self._await_headers()
+        # Uvicorn arms its keep-alive timer only after an answer: a connection that never
+        # sends a request would stay open for ever.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_deadline()
+        self.awaiting_headers = False  # so that the keep-alive timer is cancelled
         super().connection_lost(exc)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.header_bytes = 0
+    def _unset_keepalive_if_required(self) -> None:
+        # Uvicorn cancels its keep-alive timer on every byte received, so a client sending a
+        # header byte now and then holds the connection for ever (slowloris). Keep it running
+        # until the request's headers are complete: the timeout is then the time a connection
+        # gets to send them. Uvicorn's own method (private; tests/e2e/test_hostile_input.py
+        # fails if a Uvicorn release stops calling it).
+        if not self.awaiting_headers:
+            super()._unset_keepalive_if_required()
 
-    def on_url(self, url: bytes) -> None:
-        self._count_header_bytes(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value))
-        super().on_header(name, value)
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Headers still incomplete after this read: count it (httptools keeps them all).
+        if self.awaiting_headers and not self.transport.is_closing():
+            self.header_bytes += len(data)
+            if self.header_bytes > self.max_header_bytes:
+                self._refuse_headers()
 
     def on_headers_complete(self) -> None:
-        self._cancel_header_deadline()
+        self.awaiting_headers = False
+        self.header_bytes = 0
+        super()._unset_keepalive_if_required()
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # Waiting for the next request (none pipelined): its headers get the same deadline.
-        if not self.transport.is_closing() and self.cycle.response_complete:
-            self._await_headers()
+        super().on_response_complete()  # arms the keep-alive timer, unless closing
+        # Now waiting for the next request's headers, unless a pipelined one has them already.
+        self.awaiting_headers = self.cycle.response_complete
 
-    def send_400_response(self, msg: str) -> None:
-        # The parser stops on the error _count_header_bytes raises, and Uvicorn answers 400
-        # for any parser error: name the real reason instead, as JSON like every other error.
-        if not self.headers_too_large:
-            super().send_400_response(msg)
-            return
-        self.transport.write(
-            b"".join(
-                [
-                    STATUS_LINE[431],
-                    b"content-type: application/json\r\n",
-                    b"content-length: %d\r\n" % len(HEADERS_TOO_LARGE),
-                    b"connection: close\r\n\r\n",
-                    HEADERS_TOO_LARGE,
-                ]
-            )
-        )
+    def _refuse_headers(self) -> None:
+        body = HEADERS_TOO_LARGE
+        head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        self.transport.write(STATUS_LINE[431] + head + b"connection: close\r\n\r\n" + body)
         self.transport.close()
-
-    def _count_header_bytes(self, size: int) -> None:
-        self.header_bytes += size
-        if self.header_bytes > self.max_header_bytes:
-            self.headers_too_large = True
-            raise ValueError("request headers too large")  # httptools: a parser error
-
-    def _await_headers(self) -> None:
-        # A deadline that bytes do not push back, unlike Uvicorn's keep-alive timer: a client
-        # sending one header byte a second would otherwise hold the connection forever.
-        self._cancel_header_deadline()
-        self.header_deadline = self.loop.call_later(self.header_timeout, self._headers_late)
-
-    def _headers_late(self) -> None:
-        self.header_deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-    def _cancel_header_deadline(self) -> None:
-        if self.header_deadline is not None:
-            self.header_deadline.cancel()
-            self.header_deadline = None
 
     def _make_room(self) -> None:
         """Close one connection that waits for a request (new, idle between requests or still
@@ -133,5 +109,4 @@ def _idle(connection: object) -> bool:
     transport = getattr(connection, "transport", None)
     if transport is None or transport.is_closing():
         return False
-    cycle = getattr(connection, "cycle", False)
-    return cycle is None or bool(getattr(cycle, "response_complete", False))
+    return getattr(connection, "awaiting_headers", False) is True

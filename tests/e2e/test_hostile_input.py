@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from saas.responses import UNPARSABLE_BODY
 from tests.conftest import MODEL, free_port, start_process, stop_process, wait_until_ready
 
 BIN = Path(sys.executable).parent
@@ -183,6 +185,30 @@ def test_a_10_mb_chunked_body_is_refused_once_over_the_limit(server: Server) -> 
         assert answer.status == 413, (path, answer)
         assert b"Request body is larger than" in answer.body
         assert answer.seconds < QUICK
+    assert_healthy(server)
+
+
+DEPTH = 100_000
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (ENTITIES, b'{"text": ' + b"[" * DEPTH + b"]" * DEPTH + b"}"),
+        (ENTITIES, b'{"a": ' * DEPTH + b"1" + b"}" * DEPTH),
+        # Batches are also parsed by admission (saas/middleware/batch_body.py) to count texts.
+        (ENTITIES + "/batch", b'{"texts": ' + b"[" * DEPTH + b"]" * DEPTH + b"}"),
+        (ENTITIES + "/batch", b'{"texts": ["a", ' + b"[" * DEPTH + b"]" * DEPTH + b"]}"),
+    ],
+    ids=["text", "object", "texts", "inside-texts"],
+)
+def test_json_nested_100000_deep_is_422(server: Server, path: str, body: bytes) -> None:
+    # FastAPI's parser (json.loads) stops with RecursionError: it answered a vague 400 before.
+    request = post(server, b"Content-Length: %d\r\n" % len(body), body)
+    answer = exchange(server.port, request.replace(ENTITIES.encode(), path.encode(), 1))
+    assert answer.status == 422, answer
+    assert answer.body == orjson.dumps({"detail": UNPARSABLE_BODY})
+    assert answer.seconds < QUICK
     assert_healthy(server)
 
 
