@@ -43,6 +43,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # Between a connection's start (or an answer) and a request's complete headers.
         self.awaiting_headers = True
         self.header_bytes = 0
+        # A request's body is still arriving (also after its answer, e.g. a 413).
+        self.body_pending = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -68,9 +70,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super()._unset_keepalive_if_required()
 
     def data_received(self, data: bytes) -> None:
+        # Only a read that went to headers counts towards SAAS_MAX_HEADER_BYTES: not the end of
+        # a body, even one answered early (413), which runs on the same timer.
+        counts = self.awaiting_headers and not self.body_pending
         super().data_received(data)
         # Headers still incomplete after this read: count it (httptools keeps them all).
-        if self.awaiting_headers and not self.transport.is_closing():
+        if counts and self.awaiting_headers and not self.transport.is_closing():
             self.header_bytes += len(data)
             if self.header_bytes > self.max_header_bytes:
                 self._refuse_headers()
@@ -78,8 +83,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.awaiting_headers = False
         self.header_bytes = 0
+        self.body_pending = True
         super()._unset_keepalive_if_required()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.body_pending = False
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # arms the keep-alive timer, unless closing

@@ -144,11 +144,15 @@ def exchange(port: int, request: bytes, timeout: float = 10) -> Answer:
         head, _, body = data.partition(b"\r\n\r\n")
         status_line, *lines = head.decode("latin-1").split("\r\n")
         headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
-        while len(body) < int(headers.get("content-length", 0)):
+        length = int(headers.get("content-length", 0))
+        while len(body) < length:
             chunk = sock.recv(65536)
             assert chunk, "connection closed in the middle of the answer"
             body += chunk
-        return Answer(int(status_line.split()[1]), headers, body, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        # Nothing follows the answer (the rest of a refused body is not another request).
+        assert body[length:] + _rest(sock, 0.3) == b""
+        return Answer(int(status_line.split()[1]), headers, body, seconds)
     finally:
         sock.close()
         sender.join(timeout)
@@ -252,9 +256,9 @@ def test_a_slowloris_body_gets_408_while_others_are_served(server: Server) -> No
     assert_healthy(server)
 
 
-def _rest(sock: socket.socket) -> bytes:
-    """What the server still sends until it closes the connection."""
-    sock.settimeout(LATE)
+def _rest(sock: socket.socket, timeout: float = LATE) -> bytes:
+    """What the server still sends until it closes the connection or `timeout` passes."""
+    sock.settimeout(timeout)
     data = b""
     try:
         while chunk := sock.recv(65536):
