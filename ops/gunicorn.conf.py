@@ -4,7 +4,8 @@ Gunicorn manages the worker processes (replaces one that dies, restarts them gra
 worker is Uvicorn's event loop (PyPI `uvicorn-worker`; `uvicorn.workers` is deprecated) running
 the app. Settings come from the same SAAS_* environment as everything else (saas/config.py):
 SAAS_BIND, SAAS_WORKERS (default: CPU cores), SAAS_WORKER_TIMEOUT, SAAS_GRACEFUL_TIMEOUT,
-SAAS_FORWARDED_ALLOW_IPS, SAAS_SHARE_MODELS.
+SAAS_FORWARDED_ALLOW_IPS, SAAS_SHARE_MODELS, SAAS_KEEP_ALIVE_TIMEOUT (with SAAS_MAX_CONNECTIONS and
+SAAS_MAX_HEADER_BYTES, see saas/http_protocol.py).
 
 Memory: the app and, with SAAS_SHARE_MODELS (the default), the models are loaded once in the
 master; each worker forks its inference process right after it is forked (saas/nlp/prefork.py),
@@ -43,7 +44,8 @@ bind = [address.strip() for address in _settings.bind.split(",")]
 workers = _settings.workers or os.cpu_count() or 1
 timeout = int(_settings.worker_timeout)
 graceful_timeout = int(_settings.graceful_timeout)
-keepalive = 5
+# Uvicorn's keep-alive timeout, and the time a connection gets to send a request's headers.
+keepalive = _settings.keep_alive_timeout
 # The proxy's address: X-Forwarded-For from it names the client (the failed-key guard and the
 # access log see the customer's address); from anyone else it is ignored.
 forwarded_allow_ips = _settings.forwarded_allow_ips

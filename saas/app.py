@@ -216,7 +216,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             wait=settings.idempotency_wait_seconds,
         )
     app.add_middleware(AuthMiddleware, authenticator=authenticator, guard=guard)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
+    )
     # CORS, when configured: outside authentication (a preflight carries no key) and the body
     # limit (its 413 stays readable), inside the request context (answers keep a request id).
     add_cors(app, settings.cors_allow_origins)

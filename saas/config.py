@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API (JSON list, e.g. '["https://app.example.com"]').
     # Empty: no CORS headers at all, so browsers on other sites cannot read any answer.
     cors_allow_origins: list[str] = Field(default_factory=list)
+    # Seconds a request's whole body may take to arrive: a client trickling it (slowloris) gets
+    # 408 instead of holding a connection and a request slot forever (Uvicorn has no such limit).
+    body_timeout: float = Field(default=30.0, gt=0)
 
     # NLP engine: a request waits for whatever has queued, up to this many texts per nlp.pipe call.
     engine_max_batch: int = 64
@@ -70,6 +73,15 @@ class Settings(BaseSettings):
     # process from it: workers share the weights (see saas/nlp/prefork.py). Off: each worker's
     # inference process loads its own copy (measured against in bench/).
     share_models: bool = True
+    # The server's connections (saas/http_protocol.py, for `saas serve` and Gunicorn alike).
+    # Seconds a connection gets, after it opens or after its last answer, to send a request's
+    # headers (complete, not merely a byte now and then); then it is closed.
+    keep_alive_timeout: int = Field(default=5, ge=1)
+    # Open connections per worker process; one more closes an idle connection to make room
+    # (or is itself closed when none is idle). Keep it below `ulimit -n`.
+    max_connections: int = Field(default=1000, ge=1)
+    # Request line and headers of one request, in bytes; more answers 431.
+    max_header_bytes: int = Field(default=65_536, ge=1024)
 
     # Dashboard sign-in sessions: how long one lasts (at most 8 h), and whether its cookie is
     # marked Secure. Unset: Secure when the request came over HTTPS (as the proxy reports it).

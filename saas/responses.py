@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Match, Route
 from saas.errors import CONFLICTING_WRITE, AppError, describe_errors, is_unique_violation
 
 log = structlog.get_logger(__name__)
+UNPARSABLE_BODY = "Request body is not valid JSON: not UTF-8, or nested too deeply."
 
 
 def json_error(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -78,6 +79,10 @@ def install_error_handlers(app: FastAPI, routes: Iterable[BaseRoute] = ()) -> No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, UnicodeDecodeError | RecursionError):
+            # FastAPI's body parser answers these with a vague 400; they are malformed JSON
+            # (RFC 8259: UTF-8) or nesting deeper than the parser's recursion limit: our 422.
+            return json_error(422, UNPARSABLE_BODY)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         headers = dict(exc.headers or {})
         methods = allowed_methods(routes, request) if exc.status_code == 405 else None

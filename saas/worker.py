@@ -17,6 +17,8 @@ import uvicorn
 import uvicorn_worker
 from gunicorn.arbiter import Arbiter
 
+from saas.http_protocol import GUARDED_HTTP
+
 # A request follows its connection within a round trip; a connection still silent after this
 # long is idle, and closing it is what HTTP allows (RFC 9112, section 9.6).
 FIRST_REQUEST_GRACE = 0.5
@@ -43,6 +45,10 @@ class DrainingServer(uvicorn.Server):
 
 
 class UvicornWorker(uvicorn_worker.UvicornWorker):  # type: ignore[misc]  # untyped base
+    # httptools with the limits Uvicorn lacks (saas/http_protocol.py). Gunicorn's own
+    # `worker_connections` does not apply to this worker class: SAAS_MAX_CONNECTIONS does.
+    CONFIG_KWARGS = {**uvicorn_worker.UvicornWorker.CONFIG_KWARGS, "http": GUARDED_HTTP}
+
     async def _serve(self) -> None:
         # uvicorn_worker's own _serve, with the server above.
         self.config.app = self.wsgi

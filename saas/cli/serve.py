@@ -36,6 +36,7 @@ def serve(
     import uvicorn
 
     from saas import metrics
+    from saas.http_protocol import GUARDED_HTTP
     from saas.logging import logging_config
 
     settings = get_settings()
@@ -57,7 +58,9 @@ def serve(
             # Uvicorn's own lines in the app's format (JSON with SAAS_LOG_JSON=true), on stderr.
             log_config=logging_config(settings.log_level, settings.log_json),
             loop="auto",
-            http="auto",
+            # httptools with the limits Uvicorn lacks (idle connections, slow or huge headers).
+            http=GUARDED_HTTP,
+            timeout_keep_alive=settings.keep_alive_timeout,
             proxy_headers=True,
             log_level=settings.log_level.lower(),
         )

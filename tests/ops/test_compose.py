@@ -14,6 +14,7 @@ import pytest
 import yaml
 from check_jsonschema.builtin_schemas import get_builtin_schema
 
+from saas.config import Settings
 from tests.ops.support import (
     ENV_EXAMPLE,
     OPS,
@@ -250,3 +251,25 @@ def test_api_memory_follows_the_plan_and_shutdown_outlasts_gunicorn() -> None:
 
 def test_env_example_holds_no_credential() -> None:
     assert env_example()["POSTGRES_PASSWORD"] == "change-me"
+
+
+def test_traefik_times_out_slow_clients_before_the_api() -> None:
+    """Uvicorn waits for a request's headers as long as a client likes (saas/http_protocol.py
+    bounds it in the app, SAAS_BODY_TIMEOUT the body): the proxy in front must too, no later
+    than the app does, in both of its configurations."""
+    static = yaml.safe_load((OPS / "traefik" / "traefik.yml").read_text())
+    timeouts = static["entryPoints"]["web"]["transport"]["respondingTimeouts"]
+    flags = dict(
+        flag.removeprefix("--").split("=", 1)
+        for flag in services()["traefik"]["command"]
+        if "respondingtimeouts" in flag.lower()
+    )
+    body_timeout = Settings(_env_file=None).body_timeout
+    for read_timeout in (
+        timeouts["readTimeout"],
+        flags["entrypoints.web.transport.respondingtimeouts.readtimeout"],
+    ):
+        assert read_timeout.endswith("s") and 0 < int(read_timeout[:-1]) <= body_timeout
+    assert (
+        timeouts["idleTimeout"] == flags["entrypoints.web.transport.respondingtimeouts.idletimeout"]
+    )
