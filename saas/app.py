@@ -42,8 +42,15 @@ from saas.usage.alerts import QuotaAlerts
 from saas.usage.recorder import UsageRecorder
 from saas.usage.service import month_billable_units
 
-REDIS_POOL_SIZE = 16
 log = structlog.get_logger(__name__)
+
+
+def redis_pool_size(settings: Settings) -> int:
+    """SAAS_REDIS_MAX_CONNECTIONS, else one per request the worker may have in flight (its
+    SAAS_MAX_CONNECTIONS): each request holds at most one Redis connection at a time, so no
+    request ever waits for another's connection. Connections open only as concurrency needs
+    them (a fixed 16 made the 17th concurrent caller wait, and past the timeout, fail)."""
+    return settings.redis_max_connections or settings.max_connections
 
 
 def connect_redis(settings: Settings) -> redis_client.Client:
@@ -52,7 +59,9 @@ def connect_redis(settings: Settings) -> redis_client.Client:
     limiter decides what happens instead)."""
     assert settings.redis_url
     return redis_client.connect(
-        settings.redis_url, timeout=settings.redis_timeout, max_connections=REDIS_POOL_SIZE
+        settings.redis_url,
+        timeout=settings.redis_timeout,
+        max_connections=redis_pool_size(settings),
     )
 
 

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     redis_prefix: str = "saas"
     # Every limiter call to Redis gives up after this long (then SAAS_LIMITER_FAIL_OPEN decides).
     redis_timeout: float = 1.0
+    # Connections each worker may open to Redis (per node on a cluster). Unset: max_connections,
+    # one per request in flight, so no request waits for a connection (saas/app.py).
+    redis_max_connections: int | None = Field(default=None, ge=1)
 
     # Public model name -> importable spaCy package. The public name is what customers use in URLs.
     models: dict[str, str] = Field(

@@ -2,12 +2,15 @@
 node answers, and node URLs for the invalidation listener."""
 
 import asyncio
+import uuid
 
 import pytest
 
 from saas import redis_client
+from saas.app import connect_redis, redis_pool_size
+from saas.config import Settings
 from saas.ratelimit.admission import Admission, LimiterUnavailable
-from tests.conftest import free_port
+from tests.conftest import REDIS_PREFIX, free_port, redis_url
 
 
 def test_node_urls_keep_ipv6_hosts_in_brackets():  # type: ignore[no-untyped-def]
@@ -48,3 +51,36 @@ def test_a_prefix_with_braces_is_refused():  # type: ignore[no-untyped-def]
 
     with pytest.raises(ValidationError, match="must not contain"):
         Settings(redis_prefix="saas{x}", _env_file=None)
+
+
+@pytest.mark.parametrize("pool", [None, 16])
+def test_the_pool_follows_the_workers_concurrency(pool):  # type: ignore[no-untyped-def]
+    """64 requests in flight, each holding its Redis connection for 0.4 s (a BLPOP that times
+    out, standing in for a slow Redis): with one connection per possible request (the default)
+    all finish together; with a fixed pool of 16 the later ones queue for a connection and,
+    past SAAS_REDIS_TIMEOUT, fail."""
+    settings = Settings(
+        redis_url=redis_url(),
+        redis_timeout=1.0,
+        max_connections=64,
+        redis_max_connections=pool,
+        _env_file=None,
+    )
+    assert redis_pool_size(settings) == (pool or 64)
+    key = f"{REDIS_PREFIX}-pool-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> list[object]:
+        client = connect_redis(settings)
+        try:
+            return await asyncio.gather(
+                *(client.blpop([key], timeout=0.4) for _ in range(64)), return_exceptions=True
+            )
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(scenario())
+    failed = [r for r in results if isinstance(r, Exception)]
+    if pool is None:
+        assert failed == []
+    else:  # waves of 16: the fourth waits 1.2 s for a connection
+        assert failed and all(isinstance(r, redis_client.ERRORS) for r in failed)
