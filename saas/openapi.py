@@ -83,7 +83,13 @@ def errors(descriptions: Mapping[int, str]) -> Responses:
 # The answers of the middleware chain (saas/middleware/), by area, declared once per router.
 # A body over SAAS_MAX_BODY_BYTES, or a Content-Length that is not a number: every route that
 # takes a body.
-BODY = errors({400: "Invalid Content-Length header", 413: "Body too large"})
+BODY = errors(
+    {
+        400: "Invalid Content-Length header",
+        408: "Body not received within SAAS_BODY_TIMEOUT; the connection is closed",
+        413: "Body too large",
+    }
+)
 _KEYED = {
     401: "Missing, malformed, unknown, revoked or expired API key",
     403: "Account suspended",
