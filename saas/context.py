@@ -2,7 +2,8 @@
 
 The outermost middleware creates it, with the route the request will reach and what that route
 costs (`Metering`, declared next to each customer route); authentication adds the principal,
-admission the cost it charged, the route the model and characters it served, and metering
+admission the cost it charged, the route the model and characters it served (and the texts of a
+batch it could not), and metering
 whether the usage could be committed. One object with named fields instead of loose keys in
 `scope["state"]`.
 """
@@ -55,6 +56,9 @@ class RequestContext:
     principal: Principal | None = None
     cost: int = 1  # units admission charged: 1, or the number of texts of a batch
     chars: int = 0  # characters the route analysed
+    # Texts of a batch that failed inside spaCy (an error entry in `results`): not billed, and
+    # their reserved quota is given back.
+    failed_units: int = 0
     billing_failed: bool = False  # the usage event could not be committed: refund the quota
 
 

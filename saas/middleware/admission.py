@@ -2,7 +2,8 @@
 every request, the monthly quota for billable ones (the route's Metering says which, and whether
 it costs one unit per text). Admin requests (/admin): a fixed limit of their own. Adds the
 rate-limit headers to every answer, and gives back the reserved quota when the answer is not
-2xx or its usage could not be committed (only what is billed uses quota). A batch larger than
+2xx or its usage could not be committed (only what is billed uses quota), and that of the texts of
+a 2xx batch that failed (RequestContext.failed_units). A batch larger than
 the plan allows is refused with 413 before any counter moves."""
 
 from starlette.responses import Response
@@ -93,5 +94,6 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             billed = 200 <= status < 300 and not context.billing_failed
-            if decision.quota_month is not None and not billed:
-                await self.admission.refund(subject, decision, cost)
+            unbilled = context.failed_units if billed else cost
+            if decision.quota_month is not None and unbilled:
+                await self.admission.refund(subject, decision, unbilled)

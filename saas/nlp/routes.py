@@ -2,6 +2,7 @@
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -9,7 +10,7 @@ from starlette.responses import Response
 from saas.context import CUSTOMER_PREFIX, Metering, RequestContext
 from saas.deps import Context, CurrentPrincipal
 from saas.errors import AppError, Forbidden, NotFound
-from saas.nlp.engine import Engine
+from saas.nlp.engine import TEXT_FAILED, Engine
 from saas.nlp.schemas import (
     DependenciesBatchOut,
     DependenciesOut,
@@ -23,6 +24,8 @@ from saas.nlp.schemas import (
     ModelsOut,
     SentenceDependenciesBatchOut,
     SentenceDependenciesOut,
+    TextError,
+    TextFailed,
     TextIn,
     TextsIn,
     TokensBatchOut,
@@ -206,6 +209,10 @@ async def sentence_dependencies(
     return await _annotate(context, engine, principal, model, "sentence-dependencies", body.text)
 
 
+# A batch's entry for a text that failed inside spaCy.
+_TEXT_FAILED = orjson.dumps(TextFailed(error=TextError(detail=TEXT_FAILED)).model_dump())
+
+
 async def _annotate_batch(
     context: RequestContext,
     engine: Engine,
@@ -222,8 +229,16 @@ async def _annotate_batch(
     for index, text in enumerate(texts):
         check_text(text, principal, f"texts[{index}]")
     payloads = await engine.run_many(model, task, texts, options)
+    failed = payloads.count(None)
+    if failed == len(payloads):
+        # Nothing to answer but errors: as the single endpoint does, so that a client retries.
+        raise AppError("No text of the batch could be processed.", status_code=500)
+    # A text that failed inside spaCy gets an error entry at its index and is not billed.
+    context.failed_units = failed
+    context.chars = sum(len(t) for t, p in zip(texts, payloads, strict=True) if p is not None)
     # The engine's answers are JSON already: join them instead of parsing and serializing again.
-    return Response(b'{"results":[' + b",".join(payloads) + b"]}", media_type="application/json")
+    results = b",".join(_TEXT_FAILED if p is None else p for p in payloads)
+    return Response(b'{"results":[' + results + b"]}", media_type="application/json")
 
 
 def _batch_route(task: str, answer: type[BaseModel], summary: str) -> dict[str, Any]:
@@ -233,7 +248,9 @@ def _batch_route(task: str, answer: type[BaseModel], summary: str) -> dict[str, 
         "name": batch_route_name(task),
         "summary": summary,
         "description": f"`results[i]` is exactly what `POST /v1/{{model}}/{task}` answers for"
-        " `texts[i]`. Each text is billed and rate limited as one request.",
+        ' `texts[i]`, or `{"error": {"detail": ...}}` for a text that failed inside spaCy'
+        " (not billed; 500 when every text fails). Each text is billed and rate limited as one"
+        " request.",
         "response_model": answer,
         "dependencies": _JSON_BODY,
         "responses": _BATCH_ERRORS,
