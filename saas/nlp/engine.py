@@ -42,6 +42,19 @@ from saas.nlp import prefork, wire, worker
 log = structlog.get_logger(__name__)
 
 TEXT_FAILED = "The text could not be processed."
+
+
+class InferenceFailed(AppError):
+    """A text that failed inside spaCy (the inference process isolated it from its batch).
+    `error` is spaCy's message: for the log, never for the client."""
+
+    status_code = 500
+
+    def __init__(self, error: str) -> None:
+        super().__init__(TEXT_FAILED)
+        self.error = error
+
+
 _SPAWN = multiprocessing.get_context("spawn")  # forking a threaded server process is unsafe
 
 
@@ -83,6 +96,7 @@ class _Child:
                 engine.max_batch,
                 engine.max_wait,
                 engine.wait_fraction,
+                engine.name,
             ),
             name=f"saas-inference-{engine.name}",
             daemon=True,
@@ -233,10 +247,10 @@ class Lane:
 
     async def run_many(
         self, model: str, task: str, texts: list[str], options: dict[str, Any] | None = None
-    ) -> list[bytes | None]:
-        """The JSON answer for each text, in order, or None for a text that failed inside spaCy
-        (the child isolates it; the error is logged here). The texts join the queue together, so
-        they share micro-batches with every other request's."""
+    ) -> list[bytes | InferenceFailed]:
+        """The JSON answer for each text, in order, or InferenceFailed (returned, not raised) for
+        a text that failed inside spaCy. The texts join the queue together, so they share
+        micro-batches with every other request's."""
         child = self._child
         if child is None or not self.ready:
             raise Overloaded("The NLP engine is starting; retry shortly.")
@@ -256,16 +270,15 @@ class Lane:
             for request_id in request_ids:
                 self._futures.pop(request_id, None)
             self.queue_gauge.set(len(self._futures))
-        payloads: list[bytes | None] = []
+        payloads: list[bytes | InferenceFailed] = []
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-            if not result.ok:
-                log.error("inference_failed", model=model, task=task, error=result.payload)
-                payloads.append(None)
-                continue
-            assert isinstance(result.payload, bytes)
-            payloads.append(result.payload)
+            if result.ok:
+                assert isinstance(result.payload, bytes)
+                payloads.append(result.payload)
+            else:
+                payloads.append(InferenceFailed(str(result.payload)))
         return payloads
 
     def _deliver(self, results: list[wire.TextResult], seconds: float | None = None) -> None:
@@ -376,17 +389,18 @@ class Engine:
     async def run(
         self, model: str, task: str, text: str, options: dict[str, Any] | None = None
     ) -> bytes:
-        """The JSON answer for one text, as bytes ready to send; 500 if it fails inside spaCy."""
+        """The JSON answer for one text, as bytes ready to send; raises InferenceFailed (500) if
+        it fails inside spaCy."""
         (payload,) = await self.lane_of(text).run_many(model, task, [text], options)
-        if payload is None:
-            raise AppError(TEXT_FAILED, status_code=500)
+        if isinstance(payload, InferenceFailed):
+            raise payload
         return payload
 
     async def run_many(
         self, model: str, task: str, texts: list[str], options: dict[str, Any] | None = None
-    ) -> list[bytes | None]:
-        """The JSON answer for each text, in the texts' order, or None for a text that failed
-        inside spaCy. Each text goes to its lane; a lane that is full or restarting fails the
+    ) -> list[bytes | InferenceFailed]:
+        """The JSON answer for each text, in the texts' order, or InferenceFailed for a text that
+        failed inside spaCy. Each text goes to its lane; a lane that is full or restarting fails the
         whole call with 503."""
         positions: dict[Lane, list[int]] = {}
         for index, text in enumerate(texts):
@@ -400,7 +414,7 @@ class Engine:
         ]
         # return_exceptions: the other lane's answers must be awaited before raising.
         outcomes = await asyncio.gather(*runs, return_exceptions=True)
-        payloads: list[bytes | None] = [None] * len(texts)
+        payloads: list[bytes | InferenceFailed] = [b""] * len(texts)
         for indexes, outcome in zip(positions.values(), outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 raise outcome

@@ -10,10 +10,10 @@ touch the objects in use, which is what the measured per-process cost is made of
 
 With a long-text lane (saas/nlp/engine.py) the worker forks one inference process per lane, the
 same way, so the second lane shares the same pages. The engine's lanes adopt them (`take()`)
-instead of spawning their own. Forking later, from a
-worker whose event loop and thread pool run, would be unsafe; so when an adopted process dies,
-the worker stops gracefully and Gunicorn forks a fresh one, which gets its own inference process
-in milliseconds (the models are already in memory).
+instead of spawning their own. Forking later, from a worker whose event loop and thread pool run,
+would be unsafe; so when an adopted process dies, the worker stops gracefully and Gunicorn forks
+a fresh one, which gets its own inference processes in milliseconds (the models are already in
+memory).
 """
 
 import gc
@@ -100,11 +100,11 @@ def fork_inference(
     if _models is None:
         return
     for lane in lanes:
-        _forked[lane] = _fork_one(_models, max_batch, max_wait, wait_fraction)
+        _forked[lane] = _fork_one(lane, _models, max_batch, max_wait, wait_fraction)
 
 
 def _fork_one(
-    models: dict[str, Language], max_batch: int, max_wait: float, wait_fraction: float
+    lane: str, models: dict[str, Language], max_batch: int, max_wait: float, wait_fraction: float
 ) -> Forked:
     parent_sock, child_sock = socket.socketpair()
     pid = os.fork()
@@ -118,7 +118,7 @@ def _fork_one(
         worker.ignore_stop_signals()
         try:
             conn = Connection(child_sock.detach())
-            worker.serve_loaded(conn, models, max_batch, max_wait, wait_fraction)
+            worker.serve_loaded(conn, models, max_batch, max_wait, wait_fraction, lane)
         finally:
             os._exit(0)  # never run the worker's code or atexit handlers in this process
     child_sock.close()

@@ -115,6 +115,9 @@ def test_workers_share_one_copy_of_the_models(gunicorn, customer):  # type: igno
     for worker in workers:
         lanes = children(worker)
         assert len(lanes) == 2
+        # The long lane (forked second) yields the CPU to the short one.
+        short, long = (os.getpriority(os.PRIO_PROCESS, pid) for pid in lanes)
+        assert long - short == 10
         for inference in lanes:
             cmdline = Path(f"/proc/{inference}/cmdline").read_bytes()
             assert cmdline == Path(f"/proc/{worker}/cmdline").read_bytes()  # not spawn_main

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from structlog.testing import CapturingLogger
 
 from saas.config import Settings
+from saas.nlp import routes
 from saas.nlp.engine import TEXT_FAILED
 from tests.conftest import MODEL, dedicated_client, wait_for_events
 
@@ -26,7 +28,28 @@ def big_client(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-def test_a_failing_text_gets_its_own_entry_and_is_not_billed(big_client, make_customer, db):  # type: ignore[no-untyped-def]
+@pytest.fixture
+def route_log(monkeypatch: pytest.MonkeyPatch) -> CapturingLogger:
+    """What the routes log, kept (structlog's loggers cache where they write on first use, so
+    the test cannot read them from stderr)."""
+    captured = CapturingLogger()
+    monkeypatch.setattr(routes, "log", captured)
+    return captured
+
+
+def logged_failure(log: CapturingLogger, request_id: str) -> dict[str, object]:
+    """The fields of the one inference failure logged for `request_id`."""
+    (fields,) = [
+        call.kwargs
+        for call in log.calls
+        if call.args == ("inference_failed",) and call.kwargs["request_id"] == request_id
+    ]
+    return fields
+
+
+def test_a_failing_text_gets_its_own_entry_and_is_not_billed(
+    big_client, make_customer, db, route_log
+):  # type: ignore[no-untyped-def]
     customer = make_customer(monthly_quota=4, max_text_chars=1_100_000)
     texts = ["Paris is in France.", TOO_LONG_FOR_SPACY, "Angela Merkel lives in Berlin."]
     response = big_client.post(
@@ -35,6 +58,10 @@ def test_a_failing_text_gets_its_own_entry_and_is_not_billed(big_client, make_cu
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert results[1] == FAILED
+    # spaCy's own reason is logged with the request id, and not sent to the client.
+    failure = logged_failure(route_log, response.headers["x-request-id"])
+    assert failure["index"] == 1 and "E088" in str(failure["error"])
+    assert "E088" not in response.text
     singles = [
         big_client.post(f"{URL}/entities", headers=customer.headers, json={"text": text})
         for text in (texts[0], texts[2])
@@ -56,13 +83,14 @@ def test_a_failing_text_gets_its_own_entry_and_is_not_billed(big_client, make_cu
 
 
 def test_a_text_that_fails_alone_or_a_batch_of_failures_is_500_and_not_billed(
-    big_client, make_customer, db
+    big_client, make_customer, db, route_log
 ):  # type: ignore[no-untyped-def]
     customer = make_customer(monthly_quota=1, max_text_chars=1_100_000)
     single = big_client.post(
         f"{URL}/tokens", headers=customer.headers, json={"text": TOO_LONG_FOR_SPACY}
     )
     assert single.status_code == 500 and single.json() == {"detail": TEXT_FAILED}
+    assert "E088" in str(logged_failure(route_log, single.headers["x-request-id"])["error"])
     batch = big_client.post(
         f"{URL}/tokens/batch", headers=customer.headers, json={"texts": [TOO_LONG_FOR_SPACY]}
     )

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from saas.errors import Overloaded
-from saas.nlp.engine import Engine
+from saas.nlp.engine import Engine, Lane
 from tests.conftest import MODEL, read_texts
 from tests.nlp.test_engine import MODELS, until
 
@@ -23,6 +23,11 @@ def long_text(chars: int) -> str:
     corpus = " ".join(read_texts("texts.txt"))
     text = " ".join([corpus] * (chars // len(corpus) + 1))
     return text[:chars].rsplit(" ", 1)[0]
+
+
+def priority(lane: Lane) -> int:
+    assert lane._child is not None and lane._child.process.pid is not None
+    return os.getpriority(os.PRIO_PROCESS, lane._child.process.pid)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +46,8 @@ def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(engine_loop, nl
     engine, loop = engine_loop
     text = long_text(20_000)
     assert engine.lane_of(text) is engine.long and engine.lane_of(SHORT) is engine.short
+    # The long lane yields the CPU to the short one (saas/nlp/worker.py: NICENESS).
+    assert priority(engine.long) - priority(engine.short) == 10
     long_before, short_before = engine.long.texts_done, engine.short.texts_done
     entities = loop.run_until_complete(engine.run(MODEL, "entities", text))
     tokens = loop.run_until_complete(engine.run(MODEL, "tokens", text))
@@ -76,7 +83,7 @@ def test_a_batch_mixing_lengths_keeps_its_order(engine_loop):  # type: ignore[no
     engine, loop = engine_loop
     texts = [SHORT, long_text(6_000), "Paris is in France.", long_text(7_000)]
 
-    async def scenario() -> tuple[list[bytes | None], list[bytes]]:
+    async def scenario() -> tuple[list[object], list[bytes]]:
         batch = await engine.run_many(MODEL, "entities", texts)
         singles = [await engine.run(MODEL, "entities", text) for text in texts]
         return batch, singles
