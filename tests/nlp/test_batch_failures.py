@@ -24,7 +24,10 @@ FAILED = {"error": {"detail": TEXT_FAILED}}
 
 @pytest.fixture(scope="module")
 def big_client(settings: Settings) -> Iterator[TestClient]:
-    with dedicated_client(settings, max_body_bytes=1_100_000) as client:
+    # Both lanes: the failing text is in the long one, the others in the short one.
+    with dedicated_client(
+        settings, max_body_bytes=1_100_000, engine_long_text_chars=2_000
+    ) as client:
         yield client
 
 
@@ -52,10 +55,14 @@ def test_a_failing_text_gets_its_own_entry_and_is_not_billed(
 ):  # type: ignore[no-untyped-def]
     customer = make_customer(monthly_quota=4, max_text_chars=1_100_000)
     texts = ["Paris is in France.", TOO_LONG_FOR_SPACY, "Angela Merkel lives in Berlin."]
+    lanes = big_client.app.state.nlp
+    long_before, short_before = lanes.long.texts_done, lanes.short.texts_done
     response = big_client.post(
         f"{URL}/entities/batch", headers=customer.headers, json={"texts": texts}
     )
     assert response.status_code == 200, response.text
+    # The batch was split across the lanes and put back in order.
+    assert (lanes.long.texts_done, lanes.short.texts_done) == (long_before + 1, short_before + 2)
     results = response.json()["results"]
     assert results[1] == FAILED
     # spaCy's own reason is logged with the request id, and not sent to the client.
