@@ -3,9 +3,8 @@
 The outermost middleware creates it, with the route the request will reach and what that route
 costs (`Metering`, declared next to each customer route); authentication adds the principal,
 admission the cost it charged, the route the model and characters it served (and the texts of a
-batch it could not), and metering
-whether the usage could be committed. One object with named fields instead of loose keys in
-`scope["state"]`.
+batch it could not), and metering whether the usage could be committed. One object with named
+fields instead of loose keys in `scope["state"]`.
 """
 
 from collections.abc import MutableMapping

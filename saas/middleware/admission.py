@@ -3,8 +3,8 @@ every request, the monthly quota for billable ones (the route's Metering says wh
 it costs one unit per text). Admin requests (/admin): a fixed limit of their own. Adds the
 rate-limit headers to every answer, and gives back the reserved quota when the answer is not
 2xx or its usage could not be committed (only what is billed uses quota), and that of the texts of
-a 2xx batch that failed (RequestContext.failed_units). A batch larger than
-the plan allows is refused with 413 before any counter moves."""
+a 2xx batch that failed (RequestContext.failed_units). A batch larger than the plan allows is
+refused with 413 before any counter moves."""
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
