@@ -44,9 +44,9 @@ def measure(number: int) -> dict[str, float]:
         metrics.KEY_CACHE_HIT.inc()
         metrics.ADMITTED.inc()
         metrics.USAGE_EVENTS_QUEUED.inc()
-        metrics.INFERENCE_QUEUE.set(1)
-        metrics.INFERENCE_QUEUE.set(0)
-        metrics.observe_inference_batch(1, 0.008)
+        metrics.INFERENCE_QUEUE.labels("short").set(1)
+        metrics.INFERENCE_QUEUE.labels("short").set(0)
+        metrics.observe_inference_batch("short", 1, 0.008)
         metrics.USAGE_COMMIT_SECONDS.observe(0.002)
 
     def labels_lookup() -> None:

@@ -86,4 +86,5 @@ def post_fork(server: Any, worker: Any) -> None:
         _settings.engine_max_batch,
         _settings.engine_max_wait_ms / 1000,
         _settings.engine_wait_fraction,
+        lanes=("short", "long") if _settings.engine_long_text_chars else ("short",),
     )

@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nlp = Engine(
             settings.models,
+            long_text_chars=settings.engine_long_text_chars,
             max_batch=settings.engine_max_batch,
             max_wait=settings.engine_max_wait_ms / 1000,
             wait_fraction=settings.engine_wait_fraction,

@@ -2,9 +2,9 @@
 
 The outermost middleware creates it, with the route the request will reach and what that route
 costs (`Metering`, declared next to each customer route); authentication adds the principal,
-admission the cost it charged, the route the model and characters it served, and metering
-whether the usage could be committed. One object with named fields instead of loose keys in
-`scope["state"]`.
+admission the cost it charged, the route the model and characters it served (and the texts of a
+batch it could not), and metering whether the usage could be committed. One object with named
+fields instead of loose keys in `scope["state"]`.
 """
 
 from collections.abc import MutableMapping
@@ -59,6 +59,9 @@ class RequestContext:
     # The Idempotency-Key this request holds the claim of: metering stores its 2xx answer with
     # the usage event (saas/middleware/idempotency.py).
     idempotency_key: str | None = None
+    # Texts of a batch that failed inside spaCy (an error entry in `results`): not billed, and
+    # their reserved quota is given back.
+    failed_units: int = 0
     billing_failed: bool = False  # the usage event could not be committed: refund the quota
     # The rate-limit headers admission sent (or would have): metering's own 503 carries them too.
     rate_limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)

@@ -41,19 +41,23 @@ REQUEST_SECONDS = Histogram(
     ["route"],
 )
 
+# `lane`: short or long (SAAS_ENGINE_LONG_TEXT_CHARS, saas/nlp/engine.py).
 INFERENCE_BATCH_TEXTS = Histogram(
     "saas_inference_batch_texts",
-    "Texts in each micro-batch the inference process ran.",
+    "Texts in each micro-batch the inference process ran, by lane.",
+    ["lane"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 INFERENCE_BATCH_SECONDS = Histogram(
     "saas_inference_batch_seconds",
-    "Time the inference process spent on each micro-batch (nlp.pipe and serialising).",
+    "Time the inference process spent on each micro-batch (nlp.pipe and serialising), by lane.",
+    ["lane"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 INFERENCE_QUEUE = Gauge(
     "saas_inference_queue_texts",
-    "Texts waiting for or in inference (summed over the live workers).",
+    "Texts waiting for or in inference (summed over the live workers), by lane.",
+    ["lane"],
     multiprocess_mode="livesum",
 )
 
@@ -128,10 +132,10 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     children[1].observe(seconds)
 
 
-def observe_inference_batch(texts: int, seconds: float | None) -> None:
-    INFERENCE_BATCH_TEXTS.observe(texts)
+def observe_inference_batch(lane: str, texts: int, seconds: float | None) -> None:
+    INFERENCE_BATCH_TEXTS.labels(lane).observe(texts)
     if seconds is not None:
-        INFERENCE_BATCH_SECONDS.observe(seconds)
+        INFERENCE_BATCH_SECONDS.labels(lane).observe(seconds)
 
 
 def render(accept: str = "") -> tuple[bytes, str]:

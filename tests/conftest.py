@@ -129,6 +129,9 @@ def settings(backend: str) -> Settings:
         last_used_flush_seconds=0.2,
         log_level="WARNING",
         max_body_bytes=200_000,
+        # One inference process per app: a second lane adds ~3 s to each start. The lanes are
+        # tested in tests/nlp/test_lanes.py, test_batch_failures.py and by the e2e servers.
+        engine_long_text_chars=0,
         # Every test request comes from the same address; tests/ratelimit covers the guard.
         auth_failures_per_ip="100000/minute",
         _env_file=None,

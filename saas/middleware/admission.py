@@ -2,9 +2,10 @@
 every request, the monthly quota for billable ones (the route's Metering says which, and whether
 it costs one unit per text). Admin requests (/admin): a fixed limit of their own. Adds the
 rate-limit headers to every answer, and gives back the reserved quota when the answer is not
-2xx or its usage could not be committed (only what is billed uses quota). A batch for a model
-the service does not run (404) or the plan does not include (403), or larger than the plan
-allows (413), is refused before any counter moves, with the rate-limit headers as they stand."""
+2xx or its usage could not be committed (only what is billed uses quota), and that of the texts of
+a 2xx batch that failed (RequestContext.failed_units). A batch for a model the service does not
+run (404) or the plan does not include (403), or larger than the plan allows (413), is refused
+before any counter moves, with the rate-limit headers as they stand."""
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -121,5 +122,6 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             billed = 200 <= status < 300 and not context.billing_failed
-            if decision.quota_month is not None and not billed:
-                await self.admission.refund(subject, decision, cost)
+            unbilled = context.failed_units if billed else cost
+            if decision.quota_month is not None and unbilled:
+                await self.admission.refund(subject, decision, unbilled)

@@ -47,7 +47,7 @@ class UsageMiddleware:
                 model=context.model,
                 status=status,
                 chars=context.chars,
-                units=context.cost,
+                units=context.cost - context.failed_units,
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
                 billable=billable,
             )

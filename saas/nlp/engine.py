@@ -1,7 +1,15 @@
-"""The asyncio-facing side of the inference process (see worker.py).
+"""The asyncio-facing side of the inference processes (see worker.py).
 
-`Engine.run()` queues a text and awaits its JSON answer. The pipe to the child is a socket pair
-driven by the event loop itself (an asyncio transport), so no thread sits between the two:
+`Engine.run()` queues a text and awaits its JSON answer. The engine has one `Lane` (a queue and
+its inference process) for short texts and, with `long_text_chars`, a second one for texts at
+least that long: inference runs one batch at a time, so a 100,000-character text (~7 s) in the
+only lane would hold up every short text behind it. The long lane gives the OS two processes to
+share the CPU between, and short texts keep their latency. Each text is whole in its lane, so
+answers stay exactly nlp(text)'s (cutting a text into sentences would change the parser's and
+tok2vec's context).
+
+In a lane, the pipe to the child is a socket pair driven by the event loop itself (an asyncio
+transport), so no thread sits between the two:
 - texts queued during one turn of the loop leave together, in one message;
 - the child's answers arrive through `data_received`, split into messages by wire.py, which
   describes what goes through the pipe.
@@ -9,9 +17,9 @@ No thread has to win the GIL from a busy event loop to move a message. (Measured
 against nlp() called in the same process: ~1 ms a request, as with the reader and writer threads
 this replaced, under uvloop and asyncio alike.)
 The child batches whatever has arrived, so batches grow with load and shrink to one for a lone
-client. If the child dies, waiting requests get 503 and a new child is started; under Gunicorn,
-where the child was forked with the models shared (prefork.py), the worker stops gracefully
-instead and Gunicorn forks a fresh one.
+client. If a lane's child dies, that lane's waiting requests get 503 and a new child is started;
+under Gunicorn, where the children were forked with the models shared (prefork.py), the worker
+stops gracefully instead (the other lane finishes its requests) and Gunicorn forks a fresh one.
 """
 
 import asyncio
@@ -33,6 +41,20 @@ from saas.nlp import prefork, wire, worker
 
 log = structlog.get_logger(__name__)
 
+TEXT_FAILED = "The text could not be processed."
+
+
+class InferenceFailed(AppError):
+    """A text that failed inside spaCy (the inference process isolated it from its batch).
+    `error` is spaCy's message: for the log, never for the client."""
+
+    status_code = 500
+
+    def __init__(self, error: str) -> None:
+        super().__init__(TEXT_FAILED)
+        self.error = error
+
+
 _SPAWN = multiprocessing.get_context("spawn")  # forking a threaded server process is unsafe
 
 
@@ -52,7 +74,7 @@ class ProcessHandle(Protocol):
 class _Child:
     """One inference process and the transport that talks to it."""
 
-    def __init__(self, engine: "Engine", sock: socket.socket, process: ProcessHandle) -> None:
+    def __init__(self, engine: "Lane", sock: socket.socket, process: ProcessHandle) -> None:
         self.engine = engine
         self.sock = sock
         self.process = process
@@ -62,7 +84,7 @@ class _Child:
         self.alive = True
 
     @classmethod
-    def spawn(cls, engine: "Engine") -> "_Child":
+    def spawn(cls, engine: "Lane") -> "_Child":
         """A new interpreter that loads its own copy of the models."""
         parent_sock, child_sock = socket.socketpair()
         child_conn = Connection(child_sock.detach())
@@ -74,8 +96,9 @@ class _Child:
                 engine.max_batch,
                 engine.max_wait,
                 engine.wait_fraction,
+                engine.name,
             ),
-            name="saas-inference",
+            name=f"saas-inference-{engine.name}",
             daemon=True,
         )
         try:
@@ -135,11 +158,14 @@ def _set_result(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
-class Engine:
+class Lane:
+    """One queue and the inference process that answers it."""
+
     def __init__(
         self,
         models: dict[str, str],
         *,
+        name: str = "short",
         max_batch: int = 64,
         max_wait: float = 0.02,
         wait_fraction: float = 0.1,
@@ -147,6 +173,7 @@ class Engine:
         start_timeout: float = 180.0,
     ) -> None:
         self.models = dict(models)
+        self.name = name
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.wait_fraction = wait_fraction
@@ -165,6 +192,7 @@ class Engine:
         self.texts_sent = 0
         self.batches_done = 0
         self.texts_done = 0
+        self.queue_gauge = metrics.INFERENCE_QUEUE.labels(name)
         self.loop: asyncio.AbstractEventLoop
 
     @property
@@ -173,7 +201,7 @@ class Engine:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        forked = prefork.take(self.models)
+        forked = prefork.take(self.models, self.name)
         if forked is not None:
             self.shares_models = True
             await self._start_child(_Child(self, forked.sock, forked.process))
@@ -191,7 +219,7 @@ class Engine:
             child.hang_up()
             await asyncio.to_thread(child.close, 1.0)
             raise
-        log.info("inference_ready", pid=child.process.pid, models=sorted(self.meta))
+        log.info("inference_ready", lane=self.name, pid=child.process.pid, models=sorted(self.meta))
 
     async def _restart(self) -> None:
         delay = 0.5
@@ -200,7 +228,7 @@ class Engine:
                 await self._start_child()
                 return
             except Exception:
-                log.exception("inference_restart_failed", retry_in=delay)
+                log.exception("inference_restart_failed", lane=self.name, retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -217,17 +245,12 @@ class Engine:
             await asyncio.to_thread(child.close)
         self._fail_all("The service is shutting down; retry shortly.")
 
-    async def run(
-        self, model: str, task: str, text: str, options: dict[str, Any] | None = None
-    ) -> bytes:
-        """The JSON answer for one text, as bytes ready to send."""
-        return (await self.run_many(model, task, [text], options))[0]
-
     async def run_many(
         self, model: str, task: str, texts: list[str], options: dict[str, Any] | None = None
-    ) -> list[bytes]:
-        """The JSON answer for each text, in order. The texts join the queue together, so they
-        share micro-batches with every other request's."""
+    ) -> list[bytes | InferenceFailed]:
+        """The JSON answer for each text, in order, or InferenceFailed (returned, not raised) for
+        a text that failed inside spaCy. The texts join the queue together, so they share
+        micro-batches with every other request's."""
         child = self._child
         if child is None or not self.ready:
             raise Overloaded("The NLP engine is starting; retry shortly.")
@@ -237,7 +260,7 @@ class Engine:
         request_ids = [next(self._ids) for _ in texts]
         futures = [self.loop.create_future() for _ in texts]
         self._futures.update(zip(request_ids, futures, strict=True))
-        metrics.INFERENCE_QUEUE.set(len(self._futures))
+        self.queue_gauge.set(len(self._futures))
         items = zip(request_ids, texts, strict=True)
         child.send([wire.TextRequest(rid, model, task, text, options) for rid, text in items])
         try:
@@ -246,22 +269,22 @@ class Engine:
         finally:
             for request_id in request_ids:
                 self._futures.pop(request_id, None)
-            metrics.INFERENCE_QUEUE.set(len(self._futures))
-        payloads: list[bytes] = []
+            self.queue_gauge.set(len(self._futures))
+        payloads: list[bytes | InferenceFailed] = []
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-            if not result.ok:
-                log.error("inference_failed", model=model, task=task, error=result.payload)
-                raise AppError("The text could not be processed.", status_code=500)
-            assert isinstance(result.payload, bytes)
-            payloads.append(result.payload)
+            if result.ok:
+                assert isinstance(result.payload, bytes)
+                payloads.append(result.payload)
+            else:
+                payloads.append(InferenceFailed(str(result.payload)))
         return payloads
 
     def _deliver(self, results: list[wire.TextResult], seconds: float | None = None) -> None:
         self.batches_done += 1
         self.texts_done += len(results)
-        metrics.observe_inference_batch(len(results), seconds)
+        metrics.observe_inference_batch(self.name, len(results), seconds)
         for result in results:
             future = self._futures.get(result.request_id)
             if future is not None and not future.done():
@@ -281,7 +304,12 @@ class Engine:
             return
         if child is not self._child or self._closing:
             return
-        log.error("inference_process_died", pid=child.process.pid, code=child.process.exitcode)
+        log.error(
+            "inference_process_died",
+            lane=self.name,
+            pid=child.process.pid,
+            code=child.process.exitcode,
+        )
         self._child = None
         self._fail_all("The NLP engine restarted; retry shortly.")
         child.hang_up()
@@ -293,3 +321,103 @@ class Engine:
             os.kill(os.getpid(), signal.SIGTERM)
             return
         self._restart_task = self.loop.create_task(self._restart())
+
+
+class Engine:
+    """The lanes, and which one a text goes to."""
+
+    def __init__(
+        self,
+        models: dict[str, str],
+        *,
+        long_text_chars: int | None = None,
+        max_batch: int = 64,
+        max_wait: float = 0.02,
+        wait_fraction: float = 0.1,
+        max_queue: int = 2048,
+        start_timeout: float = 180.0,
+    ) -> None:
+        self.models = dict(models)
+        self.long_text_chars = long_text_chars or 0  # 0 or None: one lane for every text
+
+        def lane(name: str) -> Lane:
+            return Lane(
+                models,
+                name=name,
+                max_batch=max_batch,
+                max_wait=max_wait,
+                wait_fraction=wait_fraction,
+                max_queue=max_queue,
+                start_timeout=start_timeout,
+            )
+
+        self.short = lane("short")
+        self.long = lane("long") if self.long_text_chars else None
+        self.lanes = [self.short] if self.long is None else [self.short, self.long]
+
+    @property
+    def meta(self) -> dict[str, dict[str, Any]]:
+        return self.short.meta
+
+    @property
+    def ready(self) -> bool:
+        return all(lane.ready for lane in self.lanes)
+
+    @property
+    def shares_models(self) -> bool:
+        return self.short.shares_models
+
+    def lane_of(self, text: str) -> Lane:
+        if self.long is not None and len(text) >= self.long_text_chars:
+            return self.long
+        return self.short
+
+    async def start(self) -> None:
+        # Side by side: a spawned lane spends seconds loading its models.
+        outcomes = await asyncio.gather(
+            *(lane.start() for lane in self.lanes), return_exceptions=True
+        )
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failed:
+            await self.stop()
+            raise failed[0]
+
+    async def stop(self) -> None:
+        for lane in self.lanes:
+            await lane.stop()
+
+    async def run(
+        self, model: str, task: str, text: str, options: dict[str, Any] | None = None
+    ) -> bytes:
+        """The JSON answer for one text, as bytes ready to send; raises InferenceFailed (500) if
+        it fails inside spaCy."""
+        (payload,) = await self.lane_of(text).run_many(model, task, [text], options)
+        if isinstance(payload, InferenceFailed):
+            raise payload
+        return payload
+
+    async def run_many(
+        self, model: str, task: str, texts: list[str], options: dict[str, Any] | None = None
+    ) -> list[bytes | InferenceFailed]:
+        """The JSON answer for each text, in the texts' order, or InferenceFailed for a text that
+        failed inside spaCy. Each text goes to its lane; a lane that is full or restarting fails the
+        whole call with 503."""
+        positions: dict[Lane, list[int]] = {}
+        for index, text in enumerate(texts):
+            positions.setdefault(self.lane_of(text), []).append(index)
+        if len(positions) == 1:  # the usual case: no regrouping
+            (lane,) = positions
+            return await lane.run_many(model, task, texts, options)
+        runs = [
+            lane.run_many(model, task, [texts[i] for i in indexes], options)
+            for lane, indexes in positions.items()
+        ]
+        # return_exceptions: the other lane's answers must be awaited before raising.
+        outcomes = await asyncio.gather(*runs, return_exceptions=True)
+        payloads: list[bytes | InferenceFailed] = [b""] * len(texts)
+        for indexes, outcome in zip(positions.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            for index, payload in zip(indexes, outcome, strict=True):
+                payloads[index] = payload
+        return payloads

@@ -8,10 +8,12 @@ process writes to it, and the weights (NumPy buffers) are only read. gc.freeze()
 collector from writing to every object it would otherwise traverse; reference counts still
 touch the objects in use, which is what the measured per-process cost is made of.
 
-The engine adopts the forked process (`take()`) instead of spawning one. Forking later, from a
-worker whose event loop and thread pool run, would be unsafe; so when an adopted process dies,
-the worker stops gracefully and Gunicorn forks a fresh one, which gets its own inference process
-in milliseconds (the models are already in memory).
+With a long-text lane (saas/nlp/engine.py) the worker forks one inference process per lane, the
+same way, so the second lane shares the same pages. The engine's lanes adopt them (`take()`)
+instead of spawning their own. Forking later, from a worker whose event loop and thread pool run,
+would be unsafe; so when an adopted process dies, the worker stops gracefully and Gunicorn forks
+a fresh one, which gets its own inference processes in milliseconds (the models are already in
+memory).
 """
 
 import gc
@@ -30,7 +32,7 @@ from saas.nlp import worker
 log = structlog.get_logger(__name__)
 
 _models: dict[str, Language] | None = None
-_forked: "Forked | None" = None
+_forked: "dict[str, Forked]" = {}  # by lane name
 
 
 def preload(models: dict[str, str]) -> None:
@@ -90,33 +92,43 @@ class Forked:
     models: frozenset[str]
 
 
-def fork_inference(max_batch: int, max_wait: float, wait_fraction: float) -> None:
-    """In a worker, right after Gunicorn forked it (one thread): fork its inference process."""
-    global _forked
+def fork_inference(
+    max_batch: int, max_wait: float, wait_fraction: float, lanes: tuple[str, ...] = ("short",)
+) -> None:
+    """In a worker, right after Gunicorn forked it (one thread): fork its inference processes,
+    one per lane."""
     if _models is None:
         return
+    for lane in lanes:
+        _forked[lane] = _fork_one(lane, _models, max_batch, max_wait, wait_fraction)
+
+
+def _fork_one(
+    lane: str, models: dict[str, Language], max_batch: int, max_wait: float, wait_fraction: float
+) -> Forked:
     parent_sock, child_sock = socket.socketpair()
     pid = os.fork()
     if pid == 0:  # the inference process
         parent_sock.close()
-        # Nothing the worker opened (its listening socket, the master's pipes) stays open here.
+        # Nothing the worker opened (its listening socket, the master's pipes, another lane's
+        # pipe) stays open here.
         keep = child_sock.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, _max_fd())
         worker.ignore_stop_signals()
         try:
             conn = Connection(child_sock.detach())
-            worker.serve_loaded(conn, _models, max_batch, max_wait, wait_fraction)
+            worker.serve_loaded(conn, models, max_batch, max_wait, wait_fraction, lane)
         finally:
             os._exit(0)  # never run the worker's code or atexit handlers in this process
     child_sock.close()
-    _forked = Forked(parent_sock, ForkedProcess(pid), frozenset(_models))
+    return Forked(parent_sock, ForkedProcess(pid), frozenset(models))
 
 
-def take(models: dict[str, str]) -> Forked | None:
-    """The inference process forked for this worker, once, if it serves exactly `models`."""
-    global _forked
-    forked, _forked = _forked, None
+def take(models: dict[str, str], lane: str = "short") -> Forked | None:
+    """The inference process forked for this worker's `lane`, once, if it serves exactly
+    `models`."""
+    forked = _forked.pop(lane, None)
     if forked is None:
         return None
     if forked.models != frozenset(models):

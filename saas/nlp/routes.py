@@ -2,6 +2,8 @@
 
 from typing import Annotated, Any
 
+import orjson
+import structlog
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -9,7 +11,7 @@ from starlette.responses import Response
 from saas.context import CUSTOMER_PREFIX, Metering, RequestContext
 from saas.deps import Context, CurrentPrincipal, idempotency_key
 from saas.errors import AppError, Forbidden, NotFound
-from saas.nlp.engine import Engine
+from saas.nlp.engine import TEXT_FAILED, Engine, InferenceFailed
 from saas.nlp.schemas import (
     DependenciesBatchOut,
     DependenciesOut,
@@ -23,6 +25,8 @@ from saas.nlp.schemas import (
     ModelsOut,
     SentenceDependenciesBatchOut,
     SentenceDependenciesOut,
+    TextError,
+    TextFailed,
     TextIn,
     TextsIn,
     TokensBatchOut,
@@ -38,6 +42,7 @@ from saas.nlp.tasks import (
 from saas.openapi import BILLABLE, BODY, CUSTOMER, errors
 from saas.principal import Principal
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["nlp"], responses=CUSTOMER)
 
 
@@ -164,7 +169,11 @@ async def _annotate(
 ) -> Response:
     context.chars = len(text)
     check_text(text, principal, field)
-    payload = await engine.run(model, task, text, options)
+    try:
+        payload = await engine.run(model, task, text, options)
+    except InferenceFailed as exc:
+        _log_failure(context, model, task, exc)
+        raise
     # The inference process already serialized the answer with orjson: send its bytes as they
     # are (no ORJSONResponse, no response_model validation, no second encoding here).
     return Response(payload, media_type="application/json")
@@ -221,6 +230,27 @@ async def sentence_dependencies(
     return await _annotate(context, engine, principal, model, "sentence-dependencies", body.text)
 
 
+def _log_failure(
+    context: RequestContext,
+    model: str,
+    task: str,
+    failure: InferenceFailed,
+    index: int | None = None,
+) -> None:
+    log.error(
+        "inference_failed",
+        request_id=context.request_id,
+        model=model,
+        task=task,
+        index=index,
+        error=failure.error,
+    )
+
+
+# A batch's entry for a text that failed inside spaCy.
+_TEXT_FAILED = orjson.dumps(TextFailed(error=TextError(detail=TEXT_FAILED)).model_dump())
+
+
 async def _annotate_batch(
     context: RequestContext,
     engine: Engine,
@@ -237,8 +267,19 @@ async def _annotate_batch(
     for index, text in enumerate(texts):
         check_text(text, principal, f"texts[{index}]")
     payloads = await engine.run_many(model, task, texts, options)
+    failures = {i: p for i, p in enumerate(payloads) if isinstance(p, InferenceFailed)}
+    for index, failure in failures.items():
+        _log_failure(context, model, task, failure, index)
+    failed = len(failures)
+    if failed == len(payloads):
+        # Nothing to answer but errors: as the single endpoint does, so that a client retries.
+        raise AppError("No text of the batch could be processed.", status_code=500)
+    # A text that failed inside spaCy gets an error entry at its index and is not billed.
+    context.failed_units = failed
+    context.chars = sum(len(t) for i, t in enumerate(texts) if i not in failures)
     # The engine's answers are JSON already: join them instead of parsing and serializing again.
-    return Response(b'{"results":[' + b",".join(payloads) + b"]}", media_type="application/json")
+    results = b",".join(_TEXT_FAILED if isinstance(p, InferenceFailed) else p for p in payloads)
+    return Response(b'{"results":[' + results + b"]}", media_type="application/json")
 
 
 def _batch_route(task: str, answer: type[BaseModel], summary: str) -> dict[str, Any]:
@@ -248,7 +289,9 @@ def _batch_route(task: str, answer: type[BaseModel], summary: str) -> dict[str, 
         "name": batch_route_name(task),
         "summary": summary,
         "description": f"`results[i]` is exactly what `POST /v1/{{model}}/{task}` answers for"
-        " `texts[i]`. Each text is billed and rate limited as one request.",
+        ' `texts[i]`, or `{"error": {"detail": ...}}` for a text that failed inside spaCy'
+        " (not billed; 500 when every text fails). Each text is billed and rate limited as one"
+        " request.",
         "response_model": answer,
         "dependencies": _JSON_BODY,
         "responses": _BATCH_ERRORS,

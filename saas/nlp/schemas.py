@@ -123,18 +123,29 @@ class ModelsOut(BaseModel):
     models: list[ModelInfo]
 
 
-# Batch answers: `results[i]` is exactly the single endpoint's answer for `texts[i]`.
+class TextError(BaseModel):
+    detail: str
+
+
+class TextFailed(BaseModel):
+    """A batch's entry for a text that failed inside spaCy: not billed."""
+
+    error: TextError
+
+
+# Batch answers: `results[i]` is exactly the single endpoint's answer for `texts[i]`, or a
+# TextFailed entry.
 class EntitiesBatchOut(BaseModel):
-    results: list[EntitiesOut]
+    results: list[EntitiesOut | TextFailed]
 
 
 class TokensBatchOut(BaseModel):
-    results: list[TokensOut]
+    results: list[TokensOut | TextFailed]
 
 
 class DependenciesBatchOut(BaseModel):
-    results: list[DependenciesOut]
+    results: list[DependenciesOut | TextFailed]
 
 
 class SentenceDependenciesBatchOut(BaseModel):
-    results: list[SentenceDependenciesOut]
+    results: list[SentenceDependenciesOut | TextFailed]

@@ -5,6 +5,7 @@ It runs apart from the server process so that spaCy and the event loop do not fi
 What goes through its pipe, and how, is wire.py.
 """
 
+import os
 import signal
 import time
 from collections import defaultdict, deque
@@ -20,6 +21,16 @@ from spacy.tokens import Doc
 
 from saas.nlp import wire
 from saas.nlp.tasks import TASKS, serialize, skipped_components
+
+# How much lower each lane's process runs (os.nice): the long lane yields the CPU to the short
+# lane and to the server's event loop when they compete for it, so a long text takes longer and
+# short texts keep their latency (bench/fairness.py measures both).
+NICENESS = {"short": 0, "long": 10}
+
+
+def lower_priority(lane: str) -> None:
+    if NICENESS.get(lane, 0):
+        os.nice(NICENESS[lane])
 
 
 def load_models(models: dict[str, str]) -> dict[str, Language]:
@@ -141,10 +152,11 @@ def serve(
     max_batch: int,
     max_wait: float = 0.02,
     wait_fraction: float = 0.1,
+    lane: str = "short",
 ) -> None:
     """A spawned inference process: load the models, then answer."""
     ignore_stop_signals()
-    serve_loaded(conn, load_models(models), max_batch, max_wait, wait_fraction)
+    serve_loaded(conn, load_models(models), max_batch, max_wait, wait_fraction, lane)
 
 
 def ignore_stop_signals() -> None:
@@ -160,8 +172,10 @@ def serve_loaded(
     max_batch: int,
     max_wait: float = 0.02,
     wait_fraction: float = 0.1,
+    lane: str = "short",
 ) -> None:
     """Answer micro-batches with models already loaded, until the parent hangs up."""
+    lower_priority(lane)  # once loaded: a spawned lane loads its models at full speed
     try:
         conn.send_bytes(wire.encode(wire.Ready({n: model_meta(n, nlp) for n, nlp in nlps.items()})))
     except (BrokenPipeError, OSError):  # stopped while loading: the parent has hung up

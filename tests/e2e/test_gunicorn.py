@@ -116,23 +116,31 @@ def test_workers_share_one_copy_of_the_models(gunicorn, customer):  # type: igno
     ]
     workers = gunicorn.worker_pids()
     assert len(workers) == 2
-    # Each worker's inference process was forked from the worker (which Gunicorn forked from
-    # the master that loaded the models), not spawned as a new interpreter.
+    # Each worker's inference processes (the short and the long lane) were forked from the
+    # worker (which Gunicorn forked from the master that loaded the models), not spawned as new
+    # interpreters.
     for worker in workers:
-        (inference,) = children(worker)
-        cmdline = Path(f"/proc/{inference}/cmdline").read_bytes()
-        assert cmdline == Path(f"/proc/{worker}/cmdline").read_bytes()  # not spawn_main
-        rollup = Path(f"/proc/{inference}/smaps_rollup").read_text()
-        fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]}
-        assert fields["Pss"] < fields["Rss"] / 2  # most of its memory is shared
+        lanes = children(worker)
+        assert len(lanes) == 2
+        # The long lane (forked second) yields the CPU to the short one.
+        short, long = (os.getpriority(os.PRIO_PROCESS, pid) for pid in lanes)
+        assert long - short == 10
+        for inference in lanes:
+            cmdline = Path(f"/proc/{inference}/cmdline").read_bytes()
+            assert cmdline == Path(f"/proc/{worker}/cmdline").read_bytes()  # not spawn_main
+            rollup = Path(f"/proc/{inference}/smaps_rollup").read_text()
+            lines = rollup.splitlines()[1:]
+            fields = {line.split(":")[0]: int(line.split()[1]) for line in lines}
+            assert fields["Pss"] < fields["Rss"] / 2  # most of its memory is shared
 
 
 @POSTGRES_ONLY
 def test_a_dead_inference_process_costs_its_worker_a_fresh_fork(gunicorn, customer):  # type: ignore[no-untyped-def]
     before = gunicorn.worker_pids()
     victim = before[0]
-    (inference,) = children(victim)
-    os.kill(inference, signal.SIGKILL)
+    # Its long lane's (forked after the short one's): either lane's death stops the worker.
+    short, long = children(victim)
+    os.kill(long, signal.SIGKILL)
 
     def replaced() -> bool:
         return victim not in gunicorn.worker_pids() and len(gunicorn.worker_pids()) == 2

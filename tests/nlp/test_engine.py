@@ -39,7 +39,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer():
                 "Tokyo is the capital of Japan.",
             ] * 20
             answers = await asyncio.gather(*(engine.run(MODEL, "entities", t) for t in texts))
-            batches = engine.batches_done
+            batches = engine.short.batches_done
             singles = [await engine.run(MODEL, "entities", t) for t in texts[:3]]
             return answers, singles, batches
         finally:
@@ -105,8 +105,8 @@ def test_a_killed_inference_process_is_replaced():
             pending = [
                 asyncio.ensure_future(engine.run(MODEL, "entities", TEXT * 50)) for _ in range(50)
             ]
-            await until(lambda: engine.texts_sent == 50)  # killed with the texts in its pipe
-            os.kill(engine._child.process.pid, signal.SIGKILL)
+            await until(lambda: engine.short.texts_sent == 50)  # killed with the texts in its pipe
+            os.kill(engine.short._child.process.pid, signal.SIGKILL)
             outcomes = await asyncio.gather(*pending, return_exceptions=True)
             await until(lambda: engine.ready)  # the replacement has loaded its model
             return outcomes, await engine.run(MODEL, "entities", TEXT)
@@ -123,18 +123,18 @@ def test_stop_ends_a_replacement_still_loading() -> None:
     async def scenario() -> tuple[set[asyncio.Task[object]], bool, int | None]:
         engine = Engine(MODELS)
         await engine.start()
-        first = engine._child
+        first = engine.short._child
         assert first is not None
         try:
             os.kill(first.process.pid, signal.SIGKILL)
             # The death is noticed and a replacement is loading its model (for about a second).
-            await until(lambda: engine._child not in (None, first))
-            replacement = engine._child
+            await until(lambda: engine.short._child not in (None, first))
+            replacement = engine.short._child
             assert replacement is not None and not replacement.ready.done()
         finally:
             await engine.stop()
         left = asyncio.all_tasks() - {asyncio.current_task()}
-        return left, engine._child is None, replacement.process.exitcode
+        return left, engine.short._child is None, replacement.process.exitcode
 
     left, no_child, exitcode = run(scenario())
     assert not left  # the restart task was cancelled and awaited, not left loading
