@@ -48,6 +48,10 @@ from tests.servers import group_alive as group_alive  # re-exported: tests impor
 SERVERS = SessionServers()
 MODEL = "en_core_web_sm"
 FRENCH = "fr_core_news_sm"
+# Servers the tests start (saas serve, Gunicorn, the CLI) run one inference lane: a second one
+# costs every start about 3 s. The tests of the lanes themselves ask for two (tests/nlp/
+# test_lanes.py, tests/e2e/test_gunicorn.py, tests/nlp/test_batch_failures.py).
+os.environ.setdefault("SAAS_ENGINE_LONG_TEXT_CHARS", "0")
 # Redis keys of this run start with this, so runs never see each other's counters.
 REDIS_PREFIX = f"test-{uuid.uuid4().hex[:8]}"
 

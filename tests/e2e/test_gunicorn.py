@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from saas.config import Settings
 from tests.conftest import (
     MODEL,
     eventually,
@@ -97,7 +98,14 @@ class Gunicorn:
 
 @pytest.fixture
 def gunicorn(backend, settings, tmp_path):  # type: ignore[no-untyped-def]
-    server = Gunicorn(backend, settings.redis_prefix, log=tmp_path / "gunicorn.log")
+    # Production's default, two lanes (the suite's other servers run one: tests/conftest.py).
+    lanes = str(Settings.model_fields["engine_long_text_chars"].default)
+    server = Gunicorn(
+        backend,
+        settings.redis_prefix,
+        log=tmp_path / "gunicorn.log",
+        SAAS_ENGINE_LONG_TEXT_CHARS=lanes,
+    )
     server.start()
     yield server
     server.stop()
