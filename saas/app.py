@@ -211,8 +211,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     # Added innermost first. Request order: request context -> body limit -> authentication ->
-    # idempotency keys (a replay is neither metered nor admitted) -> usage metering (it must
-    # see the admission step's rejections too) -> admission -> routes.
+    # idempotency keys (a replay is not metered; it counts toward the rate limit only) -> usage
+    # metering (it must see the admission step's rejections too) -> admission -> routes.
     app.add_middleware(
         AdmissionMiddleware, admission=admission, admin_rate_limit=settings.admin_rate_limit
     )

@@ -140,6 +140,23 @@ def release(engine: Engine, *, account_id: int, key: str, request_id: str) -> No
         )
 
 
+def renew(engine: Engine, *, account_id: int, key: str, request_id: str, until: datetime) -> bool:
+    """Extend the claim `request_id` holds while its request runs, so that a request longer
+    than the lease is never taken over (and run and billed twice); False if it is not held."""
+    with engine.begin() as connection:
+        renewed = connection.execute(
+            update(RECORDS)
+            .where(
+                RECORDS.c.account_id == account_id,
+                RECORDS.c.key == key,
+                RECORDS.c.request_id == request_id,
+                RECORDS.c.status.is_(None),
+            )
+            .values(expires_at=until)
+        )
+    return renewed.rowcount == 1
+
+
 _SAVE = (
     update(RECORDS)
     .where(

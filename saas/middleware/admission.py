@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saas.context import Area, RequestContext, context_of
 from saas.middleware.batch_body import count_texts, read_body
-from saas.middleware.body_limit import BodyTooLarge
+from saas.middleware.body_limit import BodyRefused
 from saas.nlp.tasks import batch_too_large, model_not_in_plan, unknown_model
 from saas.principal import Principal
 from saas.ratelimit.admission import Admission, LimiterUnavailable
@@ -72,11 +72,12 @@ class AdmissionMiddleware:
         if context.metering.per_text:
             # Who may not use the model learns that first, whatever the body holds.
             refusal = model_refusal(context, principal)
+            closing: dict[str, str] = {}
             if refusal is None:
                 try:
                     body, receive = await read_body(receive)
-                except BodyTooLarge as exc:  # a chunked body over the limit, found reading it
-                    refusal = 413, exc.detail
+                except BodyRefused as exc:  # a chunked body over the limit, or too slow (408)
+                    refusal, closing = (exc.status_code, exc.detail), dict(exc.headers or {})
                 else:
                     # Not JSON, or no list of texts: cost 1, and the route answers 422.
                     count = count_texts(body)
@@ -88,9 +89,8 @@ class AdmissionMiddleware:
                 peeked = await self.admission.peek(subject, rate_limit)
                 headers = rate_limit_headers(peeked) if peeked is not None else []
                 context.rate_limit_headers = without_retry_after(headers)
-                await json_error(status, detail, as_strings(context.rate_limit_headers))(
-                    scope, receive, send
-                )
+                headers_out = {**as_strings(context.rate_limit_headers), **closing}
+                await json_error(status, detail, headers_out)(scope, receive, send)
                 return
         cost = context.cost
 

@@ -23,13 +23,13 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from saas.context import UNROUTED, Area, RequestContext, context_of
+from saas.context import UNROUTED, Area, RequestContext, app_path, context_of
 from saas.db import utcnow
 from saas.idempotency import store
 from saas.idempotency.store import Answer
-from saas.middleware.admission import rejection
+from saas.middleware.admission import rejection, without_retry_after
 from saas.middleware.batch_body import read_body
-from saas.middleware.body_limit import BodyTooLarge
+from saas.middleware.body_limit import BodyRefused
 from saas.principal import Principal
 from saas.ratelimit.admission import Admission, LimiterUnavailable
 from saas.ratelimit.headers import rate_limit_headers
@@ -92,28 +92,43 @@ class IdempotencyMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        if not store.valid_key(key):
-            detail = "Idempotency-Key must be 1 to 255 printable ASCII characters."
-            await json_error(400, detail)(scope, receive, send)
-            return
         if not context.metering.billable:
-            # POST /v1/keys: its answer holds a key shown once, which must not be stored.
-            detail = "Idempotency-Key is only accepted on the NLP endpoints."
-            await json_error(400, detail)(scope, receive, send)
+            # POST /v1/keys: its answer holds a key shown once, which must never be stored, so
+            # the header is ignored there (clients send it on every POST).
+            await self.app(scope, receive, send)
             return
         blocked = self.admission.cached_rejection(context.principal.account_id, with_quota=False)
         if blocked is not None:  # rate limited: a replay would be refused too, without a read
             await rejection(blocked)(scope, receive, send)
             return
-        try:
-            body, receive = await read_body(receive)
-        except BodyTooLarge as exc:
-            await json_error(413, exc.detail)(scope, receive, send)
-            return
-        fingerprint = store.fingerprint(scope["method"], scope["path"], scope["query_string"], body)
-        response = await self._settle(context, key, fingerprint, scope, receive, send)
+        response: Response | None
+        if not store.valid_key(key):
+            detail = "Idempotency-Key must be 1 to 255 printable ASCII characters."
+            response = json_error(400, detail)
+        else:
+            try:
+                body, receive = await read_body(receive)
+            except BodyRefused as exc:  # over the size limit, or too slow (408)
+                response = json_error(exc.status_code, exc.detail, exc.headers)
+            else:
+                path = app_path(scope)  # the same request directly or through the proxy
+                fingerprint = store.fingerprint(scope["method"], path, scope["query_string"], body)
+                response = await self._settle(context, key, fingerprint, scope, receive, send)
         if response is not None:
+            if not response.headers.get("idempotent-replayed") and response.status_code >= 400:
+                await self._add_limits(context, response)
             await response(scope, receive, send)
+
+    async def _add_limits(self, context: RequestContext, response: Response) -> None:
+        """This step's own refusals (400, 408, 409, 413, 422, 503) carry the rate-limit headers
+        as they stand, like every authenticated answer (a read that counts nothing)."""
+        principal = context.principal
+        assert principal is not None
+        if response.headers.get("x-ratelimit-limit"):  # a 429 from the limiter has them
+            return
+        peeked = await self.admission.peek(principal.account_id, principal.rate_limit)
+        if peeked is not None:
+            response.raw_headers.extend(without_retry_after(rate_limit_headers(peeked)))
 
     async def _settle(
         self,
@@ -199,15 +214,36 @@ class IdempotencyMiddleware:
             await send(message)
 
         answer = None
+        holding = asyncio.create_task(self._hold(slot, context.request_id))
         try:
             await self.app(scope, receive, keep)
         finally:
+            holding.cancel()
             del self.in_flight[slot]
             if 200 <= status < 300:
                 answer = Answer(status, content_type, b"".join(chunks))
             else:
                 await self._release(slot, context.request_id)
             outcome.set_result(answer)
+
+    async def _hold(self, slot: tuple[int, str], request_id: str) -> None:
+        """Renew the claim every third of its lease while the request runs: a request longer
+        than the lease (a batch of long texts) must not be taken over by a retry on another
+        worker, run again and billed twice. The lease only ends a dead worker's claim."""
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(
+                    store.renew,
+                    self.engine,
+                    account_id=slot[0],
+                    key=slot[1],
+                    request_id=request_id,
+                    until=utcnow() + self.lease,
+                )
+            except Exception as exc:  # noqa: BLE001 - the next renewal may work
+                log.warning("idempotency_renew_failed", error=type(exc).__name__)
 
     async def _release(self, slot: tuple[int, str], request_id: str) -> None:
         try:

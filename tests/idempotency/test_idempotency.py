@@ -81,7 +81,7 @@ def test_an_error_is_not_kept_and_frees_the_key(client, customer, db):  # type: 
     assert billed(db, customer.account_id) == 1
 
 
-def test_invalid_keys_and_routes_without_keys_are_400(client, customer):  # type: ignore[no-untyped-def]
+def test_invalid_keys_are_400_and_key_creation_ignores_the_header(client, customer):  # type: ignore[no-untyped-def]
     for key in ["", "x" * 256, "tab\tinside"]:
         answer = client.post(ENTITIES, headers=with_key(customer, key), json=BODY)
         assert answer.status_code == 400, key
@@ -90,9 +90,16 @@ def test_invalid_keys_and_routes_without_keys_are_400(client, customer):  # type
         }
     longest = client.post(ENTITIES, headers=with_key(customer, "x" * 255), json=BODY)
     assert longest.status_code == 200
-    keys = client.post("/v1/keys", headers=with_key(customer, "new-key"), json={"name": "k"})
-    assert keys.status_code == 400
-    assert "only accepted on the NLP endpoints" in keys.json()["detail"]
+    refused = client.post(ENTITIES, headers=with_key(customer, ""), json=BODY)
+    assert refused.headers["x-ratelimit-limit"]  # an authenticated answer: its plan's headers
+    # POST /v1/keys ignores the header: a key is shown once and never stored for a replay.
+    made = [
+        client.post("/v1/keys", headers=with_key(customer, "new-key"), json={"name": "k"})
+        for _ in range(2)
+    ]
+    assert [answer.status_code for answer in made] == [201, 201]
+    assert made[0].json()["key"] != made[1].json()["key"]
+    assert "idempotent-replayed" not in made[1].headers
 
 
 def test_concurrent_duplicates_wait_for_the_first(client, customer, db):  # type: ignore[no-untyped-def]

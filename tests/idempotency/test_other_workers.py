@@ -94,7 +94,9 @@ def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer)
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         context = RequestContext(uuid.uuid4().hex, Area.customer, Metering("entities", True))
-        context.principal = SimpleNamespace(account_id=customer.account_id)  # type: ignore[assignment]
+        context.principal = SimpleNamespace(  # type: ignore[assignment]
+            account_id=customer.account_id, rate_limit="1000/second"
+        )
         set_context(scope, context)
         await middleware(scope, receive, send)
 
@@ -110,3 +112,51 @@ def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer)
     assert 0.3 <= time.monotonic() - started < 5
     assert 1 <= int(answer.headers["retry-after"]) <= 31
     assert "still running" in answer.json()["detail"]
+
+
+def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):  # type: ignore[no-untyped-def]
+    """The claim is renewed while the request runs: another worker asking after several
+    leases finds it held (without renewal it would take the key over, run and bill again)."""
+    engine = db().get_bind()
+    lease = 0.3
+    found: list[object] = []
+
+    async def route(scope, receive, send):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        while time.monotonic() - started < 4 * lease:  # a request that outlives 4 leases
+            await asyncio.sleep(0.05)
+        other = await asyncio.to_thread(
+            store.claim,
+            engine,
+            account_id=customer.account_id,
+            key="long",
+            fingerprint=fingerprint(),
+            request_id=uuid.uuid4().hex,
+            now=datetime.now(UTC),
+            lease=timedelta(seconds=lease),
+        )
+        found.append(other)
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    admission = Admission(fail_open=True)
+    middleware = IdempotencyMiddleware(
+        route, engine=engine, admission=admission, lease=lease, wait=0.3
+    )
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        context = RequestContext(uuid.uuid4().hex, Area.customer, Metering("entities", True))
+        context.principal = SimpleNamespace(  # type: ignore[assignment]
+            account_id=customer.account_id, rate_limit="1000/second"
+        )
+        set_context(scope, context)
+        await middleware(scope, receive, send)
+
+    async def request() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            headers = {"Idempotency-Key": "long", "Content-Type": "application/json"}
+            return await http.post(ENTITIES, headers=headers, content=BODY)
+
+    assert asyncio.run(request()).status_code == 503
+    assert len(found) == 1 and found[0] is not None, "another worker took the key over"
