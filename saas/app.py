@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         nlp = Engine(
             settings.models,
             long_text_chars=settings.engine_long_text_chars,
+            long_max_queued_chars=settings.engine_long_max_queued_chars,
             max_batch=settings.engine_max_batch,
             max_wait=settings.engine_max_wait_ms / 1000,
             wait_fraction=settings.engine_wait_fraction,

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # 100,000-character text (~7 s) does not hold up every short one; 0: one lane for all texts.
     # ~2,000 characters take ~90 ms of en_core_web_sm (measured: ~45 ms a 1,000 characters).
     engine_long_text_chars: int = Field(default=2_000, ge=0)
+    # Characters the long lane may have queued or in inference (~45 s of work) beyond which it
+    # answers 503: its texts are counted in characters, not only in texts (engine_max_queue).
+    engine_long_max_queued_chars: int = Field(default=1_000_000, ge=1)
     engine_start_timeout: float = 180.0
 
     # Production server (ops/gunicorn.conf.py). Workers: one per CPU core when unset.

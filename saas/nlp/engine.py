@@ -170,10 +170,15 @@ class Lane:
         max_wait: float = 0.02,
         wait_fraction: float = 0.1,
         max_queue: int = 2048,
+        max_queued_chars: int | None = None,
         start_timeout: float = 180.0,
     ) -> None:
         self.models = dict(models)
         self.name = name
+        # Characters waiting or in inference, bounded for the long lane: 2,048 texts of 100,000
+        # characters would be hours of work behind a "retry in 1 s".
+        self.max_queued_chars = max_queued_chars
+        self.queued_chars = 0
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.wait_fraction = wait_fraction
@@ -245,6 +250,19 @@ class Lane:
             await asyncio.to_thread(child.close)
         self._fail_all("The service is shutting down; retry shortly.")
 
+    def check_room(self, texts: list[str]) -> None:
+        """Raise Overloaded (503) unless the lane is ready and has room for `texts`. An idle lane
+        takes any batch, so a plan's batch limit above the bounds still works."""
+        if self._child is None or not self.ready:
+            raise Overloaded("The NLP engine is starting; retry shortly.")
+        if not self._futures:
+            return
+        if len(self._futures) + len(texts) > self.max_queue:
+            raise Overloaded()
+        limit = self.max_queued_chars
+        if limit is not None and self.queued_chars + sum(map(len, texts)) > limit:
+            raise Overloaded()
+
     async def run_many(
         self, model: str, task: str, texts: list[str], options: dict[str, Any] | None = None
     ) -> list[bytes | InferenceFailed]:
@@ -252,11 +270,10 @@ class Lane:
         a text that failed inside spaCy. The texts join the queue together, so they share
         micro-batches with every other request's."""
         child = self._child
-        if child is None or not self.ready:
-            raise Overloaded("The NLP engine is starting; retry shortly.")
-        # An idle engine takes any batch, so a plan's batch limit above max_queue still works.
-        if self._futures and len(self._futures) + len(texts) > self.max_queue:
-            raise Overloaded()
+        self.check_room(texts)
+        assert child is not None
+        chars = sum(map(len, texts))
+        self.queued_chars += chars
         request_ids = [next(self._ids) for _ in texts]
         futures = [self.loop.create_future() for _ in texts]
         self._futures.update(zip(request_ids, futures, strict=True))
@@ -269,6 +286,7 @@ class Lane:
         finally:
             for request_id in request_ids:
                 self._futures.pop(request_id, None)
+            self.queued_chars -= chars
             self.queue_gauge.set(len(self._futures))
         payloads: list[bytes | InferenceFailed] = []
         for result in results:
@@ -331,6 +349,7 @@ class Engine:
         models: dict[str, str],
         *,
         long_text_chars: int | None = None,
+        long_max_queued_chars: int | None = None,
         max_batch: int = 64,
         max_wait: float = 0.02,
         wait_fraction: float = 0.1,
@@ -340,7 +359,7 @@ class Engine:
         self.models = dict(models)
         self.long_text_chars = long_text_chars or 0  # 0 or None: one lane for every text
 
-        def lane(name: str) -> Lane:
+        def lane(name: str, max_queued_chars: int | None = None) -> Lane:
             return Lane(
                 models,
                 name=name,
@@ -348,11 +367,12 @@ class Engine:
                 max_wait=max_wait,
                 wait_fraction=wait_fraction,
                 max_queue=max_queue,
+                max_queued_chars=max_queued_chars,
                 start_timeout=start_timeout,
             )
 
         self.short = lane("short")
-        self.long = lane("long") if self.long_text_chars else None
+        self.long = lane("long", long_max_queued_chars) if self.long_text_chars else None
         self.lanes = [self.short] if self.long is None else [self.short, self.long]
 
     @property
@@ -408,6 +428,10 @@ class Engine:
         if len(positions) == 1:  # the usual case: no regrouping
             (lane,) = positions
             return await lane.run_many(model, task, texts, options)
+        # Both lanes must have room before either starts: a 503 after the long lane has worked
+        # through its share would waste that work and hold up everyone's long texts.
+        for lane, indexes in positions.items():
+            lane.check_room([texts[i] for i in indexes])
         runs = [
             lane.run_many(model, task, [texts[i] for i in indexes], options)
             for lane, indexes in positions.items()

@@ -94,6 +94,35 @@ def test_a_batch_mixing_lengths_keeps_its_order(engine_loop):  # type: ignore[no
     assert engine.long.texts_done == long_before + 4  # two in the batch, two alone
 
 
+def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(engine_loop):  # type: ignore[no-untyped-def]
+    engine, loop = engine_loop
+    engine.long.max_queued_chars = 20_000
+
+    async def scenario() -> tuple[list[str], int]:
+        refused = []
+        sent = engine.long.texts_sent
+        running = asyncio.ensure_future(engine.run(MODEL, "entities", long_text(15_000)))
+        await until(lambda: engine.long.texts_sent == sent + 1)
+        short_sent = engine.short.texts_sent
+        for texts in ([long_text(6_000)], [SHORT, long_text(6_000)]):
+            try:
+                await engine.run_many(MODEL, "entities", texts)
+            except Overloaded:
+                refused.append("refused")
+        await asyncio.sleep(0)  # let an outbox flush, if anything was queued
+        short_sent_meanwhile = engine.short.texts_sent - short_sent
+        await running
+        await engine.run(MODEL, "entities", long_text(6_000))  # room again
+        return refused, short_sent_meanwhile
+
+    try:
+        refused, short_sent_meanwhile = loop.run_until_complete(scenario())
+    finally:
+        engine.long.max_queued_chars = None
+    assert refused == ["refused", "refused"]
+    assert short_sent_meanwhile == 0  # the split batch sent nothing before it was refused
+
+
 def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(engine_loop):  # type: ignore[no-untyped-def]
     engine, loop = engine_loop
 
