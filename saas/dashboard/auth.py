@@ -87,17 +87,21 @@ async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
     """The key's principal and a new session id, or SignedOut saying why not. Failed attempts
     count toward the same per-address guard as the API's bad keys."""
     guard = request.app.state.guard
+    authenticator = request.app.state.authenticator
     address = request.client.host if request.client else "unknown"
+    key = api_key.strip()
+    key_hash = security.hash_key(key) if security.is_well_formed(key) else None
     blocked = guard.blocked_for(address)
-    if blocked is not None:
+    # As for the API (saas/middleware/auth.py): a blocked address still lets the keys this
+    # worker saw authenticate sign in, so one bad client does not lock out its neighbours.
+    if blocked is not None and not (key_hash and authenticator.vouches_for(key_hash)):
         wait = max(1, ceil_seconds(blocked))
         raise SignedOut(f"Too many failed sign-ins from your address; retry in {wait} s.", 429)
-    key = api_key.strip()
-    principal = (
-        await request.app.state.authenticator.lookup(key) if security.is_well_formed(key) else None
-    )
+    principal = await authenticator.lookup_hash(key_hash) if key_hash else None
     now = utcnow()
     refused = refusal(principal, now)
+    if key_hash is not None:
+        authenticator.vouch(key_hash, refused is None)
     if refused is not None:
         message, status_code = refused
         if status_code == 401 and await guard.record_failure(address):

@@ -248,7 +248,7 @@ def _log_failure(
 
 
 # A batch's entry for a text that failed inside spaCy.
-_TEXT_FAILED = orjson.dumps(TextFailed(error=TextError(detail=TEXT_FAILED)).model_dump())
+_FAILED_ENTRY = orjson.dumps(TextFailed(error=TextError(detail=TEXT_FAILED)).model_dump())
 
 
 async def _annotate_batch(
@@ -278,7 +278,7 @@ async def _annotate_batch(
     context.failed_units = failed
     context.chars = sum(len(t) for i, t in enumerate(texts) if i not in failures)
     # The engine's answers are JSON already: join them instead of parsing and serializing again.
-    results = b",".join(_TEXT_FAILED if isinstance(p, InferenceFailed) else p for p in payloads)
+    results = b",".join(_FAILED_ENTRY if isinstance(p, InferenceFailed) else p for p in payloads)
     return Response(b'{"results":[' + results + b"]}", media_type="application/json")
 
 

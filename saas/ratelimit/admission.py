@@ -146,7 +146,7 @@ class Admission:
         refused before admission (a batch over the plan's size...). None when the limiter
         cannot say (Redis down and failing closed)."""
         try:
-            return await self._decide(account_id, parse_windows(rate_limit), None, 0)
+            return await self._decide(account_id, parse_windows(rate_limit), None, 0, read=True)
         except LimiterUnavailable:
             return None
 
@@ -166,7 +166,13 @@ class Admission:
             log.warning("quota_refund_failed", account_id=account_id, month=decision.quota_month)
 
     async def _decide(
-        self, account_id: int, windows: tuple[Window, ...], quota: int | None, cost: int
+        self,
+        account_id: int,
+        windows: tuple[Window, ...],
+        quota: int | None,
+        cost: int,
+        *,
+        read: bool = False,  # a peek: no admission to count or log when Redis is away
     ) -> Decision:
         if self.shared is None:
             return await self.local.admit(account_id, windows, quota=quota, cost=cost)
@@ -189,10 +195,12 @@ class Admission:
                 metrics.REDIS_ERRORS_LIMITER.inc()
                 self._break(type(exc).__name__)
         if not self.fail_open:
-            metrics.LIMITER_UNAVAILABLE.inc()
+            if not read:
+                metrics.LIMITER_UNAVAILABLE.inc()
             raise LimiterUnavailable
-        self.fallback_admissions += 1
-        log.warning("limiter_fail_open", account_id=account_id)
+        if not read:
+            self.fallback_admissions += 1
+            log.warning("limiter_fail_open", account_id=account_id)
         return await self.local.admit(account_id, windows, quota=quota, cost=cost)
 
     def _break(self, error: str) -> None:

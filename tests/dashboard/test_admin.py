@@ -65,6 +65,8 @@ def test_accounts_are_searched_by_name_or_email_and_paged(app_client, make_custo
             )
         session.commit()
 
+    nul = browser.get("/dashboard/admin", params={"q": "paged\x00"})
+    assert nul.status_code == 422  # PostgreSQL refuses a NUL in a query's text: never a 500
     first = browser.get("/dashboard/admin", params={"q": f"paged-{tag}"})
     assert first.status_code == 200
     assert "27 accounts" in first.text and "Page 1 of 2" in first.text

@@ -171,10 +171,12 @@ def test_behind_the_proxy_prefix_links_static_files_and_the_cookie_carry_it(sett
             assert browser.get(url.removeprefix("/api")).status_code == 200, url
 
 
-def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer):  # type: ignore[no-untyped-def]
+def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer, make_customer):  # type: ignore[no-untyped-def]
     """Guessing keys in the sign-in form is limited like guessing them at the API, with one
-    count for both."""
+    count for both; keys the worker saw authenticate still sign in from the blocked address."""
+    neighbour = make_customer()
     with dedicated_client(settings, auth_failures_per_ip="3/minute") as browser:
+        assert browser.get("/v1/models", headers=neighbour.headers).status_code == 200
         for guess in (security.generate_key(), "not even a key"):
             refused = browser.post("/dashboard", data={"api_key": guess})
             assert refused.status_code == 401
@@ -182,9 +184,12 @@ def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer):  #
         assert api.status_code == 401  # the third failure: the last one allowed
         crossed = browser.post("/dashboard", data={"api_key": security.generate_key()})
         assert crossed.status_code == 429 and "Too many failed sign-ins" in crossed.text
-        blocked = browser.post("/dashboard", data={"api_key": customer.key})  # even a good key
+        blocked = browser.post("/dashboard", data={"api_key": customer.key})  # not seen yet
         assert blocked.status_code == 429 and "retry in" in blocked.text
         assert "set-cookie" not in blocked.headers
+        seen = browser.post("/dashboard", data={"api_key": neighbour.key})
+        assert seen.status_code == 200 and seen.url.path == "/dashboard/overview"
+        assert "saas_session" in seen.history[0].headers.get("set-cookie", "")
 
 
 def test_a_session_ends_when_it_expires_or_its_key_does(app_client, db, make_customer):  # type: ignore[no-untyped-def]
