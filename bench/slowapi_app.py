@@ -47,6 +47,11 @@ def make_app() -> FastAPI:
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
 
+    # The same route without slowapi: what FastAPI alone costs, for scale.
+    @app.get("/noop")
+    async def bare_noop() -> dict[str, bool]:
+        return {"ok": True}
+
     # slowapi's decorator needs the `request` parameter to find the key.
     @app.get("/v1/noop")
     @limiter.limit(plan_limit)
