@@ -2,14 +2,16 @@
 
     python -m bench.admission [--seconds 5] [--rounds 3] [--connections 32,128]
 
-A no-op route served four ways, each by one Uvicorn worker of its own, all on the same Redis:
+A no-op route served six ways by three Uvicorn servers of one worker each, all on the same Redis:
   (a) GET /noop          this app, no authentication, no limits
   (b) GET /v1/noop       this app: cached key, Redis admits every request (one round trip)
   (c) GET /v1/noop       this app: account over its limit, 429 from the local "blocked until" cache
+  (m) GET /v1/noop       (b) with SAAS_USAGE_METERING=false (another worker): authentication and
+                         admission only, no usage event per request (nor idempotency keys)
   (s) GET /v1/noop       slowapi (bench/slowapi_app.py): key from the same header, that key's
                          limit string from a dict, Redis storage through `limits`
   (f) GET /noop          the slowapi app's process without slowapi: bare FastAPI, for scale
-(b) and (s) give every request a limit it never reaches (100,000,000/minute). The servers run
+(b), (m) and (s) give every request a limit it never reaches (100,000,000/minute). The servers run
 together and take turns under wrk, in an order that rotates every round. Goals: (b) >= 0.5 x
 (a), (c) >= 0.8 x (a), (b) >= 2 x (s) in requests/s at a lower p99. Needs wrk and a Redis
 (default 127.0.0.1:6379); this app's database is SQLite (a cached key never reads it), its logs
@@ -115,7 +117,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", default="32,128", help="comma-separated levels")
-    parser.add_argument("--port", type=int, default=8766, help="first of four ports")
+    parser.add_argument("--port", type=int, default=8766, help="first of three ports")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=RESULTS)
     options = parser.parse_args()
@@ -148,14 +150,17 @@ def main() -> None:
         }
         script = Path(tmp) / "noop.lua"
         script.write_text(WRK_SCRIPT)
-        ours_port, slowapi_port = options.port, options.port + 1
+        ours_port, slowapi_port, unmetered_port = options.port, options.port + 1, options.port + 2
         ours = f"http://127.0.0.1:{ours_port}"
         peer = f"http://127.0.0.1:{slowapi_port}"
-        # One server each, so the four ways share nothing but Redis and the machine.
+        unmetered = f"http://127.0.0.1:{unmetered_port}"
+        # Servers of their own: they share only Redis, this app's SQLite file and the machine.
         servers = [
             start(uvicorn("bench.admission:make_app", ours_port), ours_port, env),
             start(uvicorn("bench.slowapi_app:make_app", slowapi_port), slowapi_port,
                   slowapi_env, ready_path="/healthz"),
+            start(uvicorn("bench.admission:make_app", unmetered_port), unmetered_port,
+                  {**env, "SAAS_USAGE_METERING": "false"}),
         ]  # fmt: skip
         try:
             blocked = {"Authorization": f"Token {keys['tiny']}"}
@@ -171,6 +176,7 @@ def main() -> None:
                 "b_cached_key_redis_admits": (f"{ours}/v1/noop", keys["unlimited"]),
                 "c_blocked_local_cache": (f"{ours}/v1/noop", keys["tiny"]),
                 "s_slowapi_redis": (f"{peer}/v1/noop", keys["unlimited"]),
+                "m_unmetered_key_redis_admits": (f"{unmetered}/v1/noop", keys["unlimited"]),
                 "f_fastapi_bare": (f"{peer}/noop", ""),
             }
             names = list(ways)
@@ -210,6 +216,7 @@ def main() -> None:
             "ratio_c_to_a": ratio(c, a),
             "ratio_b_to_s": ratio(b, s),
             "p99_b_below_s": summary[names[1]]["p99_ms"] < summary[names[3]]["p99_ms"],
+            "ratio_m_to_s": ratio(rps["m_unmetered_key_redis_admits"], s),
             "runs": runs[level],
         }
     options.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -218,7 +225,8 @@ def main() -> None:
         for name, row in figures["median"].items():
             print(f"  {name:28} {row['rps']:9.1f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f}")
         print(f"  b/a {figures['ratio_b_to_a']}  c/a {figures['ratio_c_to_a']}  "
-              f"b/s {figures['ratio_b_to_s']}  p99 b < s: {figures['p99_b_below_s']}")  # fmt: skip
+              f"b/s {figures['ratio_b_to_s']}  p99 b < s: {figures['p99_b_below_s']}  "
+              f"m/s {figures['ratio_m_to_s']}")  # fmt: skip
 
 
 if __name__ == "__main__":
