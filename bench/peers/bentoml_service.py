@@ -19,6 +19,6 @@ class EntitiesService:
 
     # max_latency_ms: the latency budget the adaptive batcher works within (its default is 60 s;
     # 10 s keeps c=128 well within it).
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=10_000)
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=10_000)  # type: ignore[untyped-decorator]
     def entities(self, texts: list[str]) -> list[dict[str, Any]]:
         return self.model(texts)

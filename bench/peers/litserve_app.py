@@ -6,7 +6,7 @@ has 2 cores; the API server process takes the other), LitServe's own Uvicorn fro
 import sys
 from typing import Any
 
-import litserve as ls
+import litserve as ls  # type: ignore[import-untyped]
 
 from bench.peers.common import MAX_BATCH, Entities
 
@@ -34,7 +34,9 @@ class EntitiesAPI(ls.LitAPI):  # type: ignore[misc]
 def main() -> None:
     api = EntitiesAPI(max_batch_size=MAX_BATCH, batch_timeout=0.01)
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=30)
-    server.run(port=int(sys.argv[1]), generate_client_file=False, log_level="warning")
+    server.run(
+        host="127.0.0.1", port=int(sys.argv[1]), generate_client_file=False, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

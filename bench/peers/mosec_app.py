@@ -10,9 +10,9 @@ from mosec import Server, Worker
 from bench.peers.common import MAX_BATCH, Entities
 
 
-class EntitiesWorker(Worker):  # type: ignore[misc]
+class EntitiesWorker(Worker):
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.model = Entities()
 
     def forward(self, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -20,12 +20,12 @@ class EntitiesWorker(Worker):  # type: ignore[misc]
 
 
 def main() -> None:
-    server = Server()
+    server = Server()  # type: ignore[no-untyped-call]
     # timeout is per batch, in seconds: a full batch of long texts at c=128 must not be cut off.
     server.append_worker(
         EntitiesWorker, num=1, max_batch_size=MAX_BATCH, max_wait_time=10, timeout=30
     )
-    server.run()
+    server.run()  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":
