@@ -26,6 +26,15 @@ def without_retry_after(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes,
     return [(name, value) for name, value in headers if name != b"retry-after"]
 
 
+async def standing_headers(
+    admission: Admission, account_id: int, rate_limit: str
+) -> list[tuple[bytes, bytes]]:
+    """The rate-limit headers as they stand, counting nothing: for an authenticated answer
+    refused before admission (without Retry-After)."""
+    peeked = await admission.peek(account_id, rate_limit)
+    return without_retry_after(rate_limit_headers(peeked)) if peeked is not None else []
+
+
 def model_refusal(context: RequestContext, principal: Principal) -> tuple[int, str] | None:
     """404 for a model the URL names that the service does not run, 403 for one the plan
     does not include (the route says the same, for requests that get that far)."""
@@ -86,9 +95,9 @@ class AdmissionMiddleware:
                     context.cost = max(1, count or 0)  # an empty list is still a request (422)
             if refusal is not None:
                 status, detail = refusal
-                peeked = await self.admission.peek(subject, rate_limit)
-                headers = rate_limit_headers(peeked) if peeked is not None else []
-                context.rate_limit_headers = without_retry_after(headers)
+                context.rate_limit_headers = await standing_headers(
+                    self.admission, subject, rate_limit
+                )
                 headers_out = {**as_strings(context.rate_limit_headers), **closing}
                 await json_error(status, detail, headers_out)(scope, receive, send)
                 return

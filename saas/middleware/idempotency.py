@@ -27,7 +27,7 @@ from saas.context import UNROUTED, Area, RequestContext, app_path, context_of
 from saas.db import utcnow
 from saas.idempotency import store
 from saas.idempotency.store import Answer
-from saas.middleware.admission import rejection, without_retry_after
+from saas.middleware.admission import rejection, standing_headers
 from saas.middleware.batch_body import read_body
 from saas.middleware.body_limit import BodyRefused
 from saas.principal import Principal
@@ -126,9 +126,9 @@ class IdempotencyMiddleware:
         assert principal is not None
         if response.headers.get("x-ratelimit-limit"):  # a 429 from the limiter has them
             return
-        peeked = await self.admission.peek(principal.account_id, principal.rate_limit)
-        if peeked is not None:
-            response.raw_headers.extend(without_retry_after(rate_limit_headers(peeked)))
+        response.raw_headers.extend(
+            await standing_headers(self.admission, principal.account_id, principal.rate_limit)
+        )
 
     async def _settle(
         self,
