@@ -11,24 +11,14 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 
 from saas.idempotency.models import IdempotencyRecord
-from saas.usage.models import UsageEvent
 from tests.conftest import MODEL, eventually, two_workers_on_redis
-from tests.e2e.test_crash_billing import TEXTS, Server
+from tests.e2e.test_crash_billing import TEXTS, Server, billed
 
 ENTITIES = f"/v1/{MODEL}/entities"
 LEASE_SECONDS = "2"  # a claim of a killed request holds retries off this long
-
-
-def billed(db, account_id: int) -> int:  # type: ignore[no-untyped-def]
-    with db() as session:
-        return session.exec(
-            select(func.count())
-            .select_from(UsageEvent)
-            .where(UsageEvent.account_id == account_id, UsageEvent.billable.is_(True))
-        ).one()
 
 
 # PostgreSQL only, the deployment's database: SQLite's claims take the same path, covered

@@ -79,18 +79,16 @@ def db_engine(client):  # type: ignore[no-untyped-def]
     return client.app.state.engine
 
 
-def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer):  # type: ignore[no-untyped-def]
-    engine = db().get_bind()
-    claim_elsewhere(engine, customer.account_id, "slow", timedelta(seconds=30))
-    ran = []
-
-    async def route(scope, receive, send):  # type: ignore[no-untyped-def]
-        ran.append(scope["path"])
-
-    admission = Admission(fail_open=True)  # in memory: this test never reaches a replay
-    middleware = IdempotencyMiddleware(
-        route, engine=engine, admission=admission, lease=60, wait=0.3
+def middleware_alone(route, engine, *, lease: float, wait: float) -> IdempotencyMiddleware:  # type: ignore[no-untyped-def]
+    """The idempotency step in front of `route`, without the rest of the app (its admission in
+    memory: these tests never reach a replay)."""
+    return IdempotencyMiddleware(
+        route, engine=engine, admission=Admission(fail_open=True), lease=lease, wait=wait
     )
+
+
+async def post_alone(middleware: IdempotencyMiddleware, customer, key: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+    """POST the body under `key` through `middleware`, as the customer's authenticated request."""
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         context = RequestContext(uuid.uuid4().hex, Area.customer, Metering("entities", True))
@@ -100,14 +98,23 @@ def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer)
         set_context(scope, context)
         await middleware(scope, receive, send)
 
-    async def duplicate() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            headers = {"Idempotency-Key": "slow", "Content-Type": "application/json"}
-            return await http.post(ENTITIES, headers=headers, content=BODY)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+        return await http.post(ENTITIES, headers=headers, content=BODY)
 
+
+def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer):  # type: ignore[no-untyped-def]
+    engine = db().get_bind()
+    claim_elsewhere(engine, customer.account_id, "slow", timedelta(seconds=30))
+    ran = []
+
+    async def route(scope, receive, send):  # type: ignore[no-untyped-def]
+        ran.append(scope["path"])
+
+    middleware = middleware_alone(route, engine, lease=60, wait=0.3)
     started = time.monotonic()
-    answer = asyncio.run(duplicate())
+    answer = asyncio.run(post_alone(middleware, customer, "slow"))
     assert answer.status_code == 409 and ran == []
     assert 0.3 <= time.monotonic() - started < 5
     assert 1 <= int(answer.headers["retry-after"]) <= 31
@@ -139,24 +146,6 @@ def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):  # type:
         await send({"type": "http.response.start", "status": 503, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    admission = Admission(fail_open=True)
-    middleware = IdempotencyMiddleware(
-        route, engine=engine, admission=admission, lease=lease, wait=0.3
-    )
-
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        context = RequestContext(uuid.uuid4().hex, Area.customer, Metering("entities", True))
-        context.principal = SimpleNamespace(  # type: ignore[assignment]
-            account_id=customer.account_id, rate_limit="1000/second"
-        )
-        set_context(scope, context)
-        await middleware(scope, receive, send)
-
-    async def request() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            headers = {"Idempotency-Key": "long", "Content-Type": "application/json"}
-            return await http.post(ENTITIES, headers=headers, content=BODY)
-
-    assert asyncio.run(request()).status_code == 503
+    middleware = middleware_alone(route, engine, lease=lease, wait=0.3)
+    assert asyncio.run(post_alone(middleware, customer, "long")).status_code == 503
     assert len(found) == 1 and found[0] is not None, "another worker took the key over"
