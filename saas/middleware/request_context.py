@@ -26,6 +26,7 @@ from saas.context import (
 from saas.responses import json_error
 
 log = structlog.get_logger("saas.access")
+MATCHES_KEPT = 4096  # (method, path) pairs whose customer route Endpoints remembers
 
 
 class Endpoints:
@@ -66,6 +67,7 @@ class Endpoints:
                 " declare what they cost next to the route (see saas/context.py)"
             )
         self.metering = {route.name: metering[route.name] for route in self.routes}
+        self._matched: dict[tuple[str, str, str], tuple[APIRoute | None, Metering, str | None]] = {}
         # The routes behind a key (/v1, /admin), for the route template of a request answered
         # before the router ran (a refused key, a rate limit): the template it would have reached.
         # Public paths are never refused before routing, so a scanner's 404s cost no search.
@@ -80,6 +82,18 @@ class Endpoints:
         """The customer route that matches, what it costs (UNROUTED when none matches: 404,
         405, as the router will decide), and the model the URL names, as typed (None for a
         route without one)."""
+        # Remembered per method and path: customers call a handful of URLs, and trying each
+        # route's regex cost more than the rest of this middleware.
+        key = (scope["method"], scope.get("root_path", ""), scope["path"])
+        found = self._matched.get(key)
+        if found is None:
+            found = self._match(scope)
+            if len(self._matched) >= MATCHES_KEPT:  # made-up paths must not grow it forever
+                self._matched.clear()
+            self._matched[key] = found
+        return found
+
+    def _match(self, scope: Scope) -> tuple[APIRoute | None, Metering, str | None]:
         for route in self.routes:
             match, child = route.matches(scope)
             if match is Match.FULL:

@@ -178,10 +178,9 @@ class Admission:
             return await self.local.admit(account_id, windows, quota=quota, cost=cost)
         if self.monotonic() >= self._redis_down_until:
             try:
-                decision = await asyncio.wait_for(
-                    self.shared.admit(account_id, windows, quota=quota, cost=cost),
-                    self.redis_timeout,
-                )
+                # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own.
+                async with asyncio.timeout(self.redis_timeout):
+                    decision = await self.shared.admit(account_id, windows, quota=quota, cost=cost)
                 self._timeouts_in_a_row = 0
                 return decision
             except TimeoutError:

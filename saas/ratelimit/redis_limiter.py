@@ -10,8 +10,12 @@ starts from fresh keys instead of misreading old ones.
 """
 
 from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
 
 from saas import redis_client
+from saas.ratelimit.pipelining import ScriptPipeline
 from saas.ratelimit.windows import (
     BUCKETS,
     Decision,
@@ -37,11 +41,21 @@ class RedisLimiter:
         self.redis = redis
         self._admit = redis.register_script(_ADMIT)
         self._refund = redis.register_script(_REFUND)
+        # One node: the admissions of concurrent requests share a round trip (pipelining.py).
+        self._pipeline = ScriptPipeline(redis, _ADMIT) if isinstance(redis, Redis) else None
 
     async def load_scripts(self) -> None:
         """Without this the first call per connection pays NOSCRIPT, SCRIPT LOAD and a retry."""
         await self.redis.script_load(_ADMIT)
         await self.redis.script_load(_REFUND)
+        if self._pipeline is not None:
+            await self._pipeline.load()
+
+    async def _run_admit(self, keys: list[str], args: list[int]) -> list[Any]:
+        if self._pipeline is not None:
+            raw: list[Any] = await self._pipeline.call(keys, args)
+            return raw
+        return await self._admit(keys=keys, args=args)  # type: ignore[no-any-return]
 
     def window_key(self, account_id: int, window: Window) -> str:
         return f"{self.prefix}:rl:{{acct_{account_id}}}:{window.seconds}:b{BUCKETS}"
@@ -62,7 +76,7 @@ class RedisLimiter:
         args: list[int] = [cost, -1 if quota is None else quota]
         for window in windows:
             args += [window.limit, window.micros, window.bucket_micros]
-        raw = await self._admit(keys=keys, args=args)
+        raw = await self._run_admit(keys, args)
         outcome = _OUTCOMES[int(raw[0])]
         now = int(raw[1]) / 1e6
         month = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])

@@ -1,0 +1,128 @@
+"""Concurrent admissions share Redis round trips (saas/ratelimit/pipelining.py), on a real Redis:
+the same decisions as calls sent one by one, each script still atomic, and a Redis that lost
+its scripts (restarted, flushed) costs no admission."""
+
+import asyncio
+import uuid
+
+import redis.asyncio as aioredis
+
+from saas.ratelimit.pipelining import ScriptPipeline
+from saas.ratelimit.redis_limiter import RedisLimiter
+from saas.ratelimit.windows import parse_windows
+from tests.conftest import redis_url
+from tests.servers import RedisServer
+
+COUNT = """
+redis.call('INCR', KEYS[1])
+return {tonumber(ARGV[1]), redis.call('GET', KEYS[1])}
+"""
+
+
+class CountingPipeline(ScriptPipeline):
+    """Counts the pipelines sent (the round trips), nothing else changed."""
+
+    sent = 0
+
+    async def _pipeline(self, calls):  # type: ignore[no-untyped-def]
+        self.sent += 1
+        return await super()._pipeline(calls)
+
+
+def test_concurrent_calls_share_round_trips_and_keep_their_own_answers():
+    async def scenario():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(redis_url())
+        key = f"test-pipelining-{uuid.uuid4().hex}"
+        pipeline = CountingPipeline(client, COUNT)
+        try:
+            answers = await asyncio.gather(*(pipeline.call([key], [n]) for n in range(100)))
+            alone = await pipeline.call([key], [100])
+            return answers, alone, pipeline.sent
+        finally:
+            await client.delete(key)
+            await client.aclose()
+
+    answers, alone, sent = asyncio.run(scenario())
+    # Each call gets its own answer, in order, and every script ran once.
+    assert [int(echo) for echo, _ in answers] == list(range(100))
+    assert sorted(int(count) for _, count in answers) == list(range(1, 101))
+    assert int(alone[1]) == 101
+    assert sent <= 3  # 101 calls: the first goes alone (at most), the crowd together, then one
+
+
+def test_limiter_decisions_through_the_pipeline_count_exactly():
+    """100 concurrent requests against 30/minute: exactly 30 admitted, as one by one."""
+    windows = parse_windows("30/minute")
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(redis_url())
+        limiter = RedisLimiter(client, prefix=f"test-pipelining-{uuid.uuid4().hex}")
+        account = 7
+        try:
+            await limiter.load_scripts()
+            decisions = await asyncio.gather(
+                *(limiter.admit(account, windows, quota=None) for _ in range(100))
+            )
+            return decisions
+        finally:
+            await client.delete(limiter.window_key(account, windows[0]))
+            await client.aclose()
+
+    decisions = asyncio.run(scenario())
+    assert sum(decision.admitted for decision in decisions) == 30
+    remaining = sorted(d.windows[0].remaining for d in decisions if d.admitted)
+    assert remaining == list(range(30))  # each admission saw the count after its own
+
+
+def test_scripts_lost_by_redis_are_loaded_again(tmp_path):  # type: ignore[no-untyped-def]
+    """SCRIPT FLUSH (what a restart does) on a Redis of the test's own: the next calls get
+    NOSCRIPT, the script is loaded once more, and every call is answered, counted once."""
+    server = RedisServer(tmp_path)
+    server.start()
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(server.url)
+        pipeline = CountingPipeline(client, COUNT)
+        try:
+            await pipeline.call(["counter"], [0])
+            await client.script_flush()
+            answers = await asyncio.gather(*(pipeline.call(["counter"], [n]) for n in range(10)))
+            return answers, int(await client.get("counter"))
+        finally:
+            await client.aclose()
+
+    try:
+        answers, count = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert [int(echo) for echo, _ in answers] == list(range(10))
+    assert count == 11  # nothing ran twice
+
+
+def test_a_failed_pipeline_fails_its_callers_and_the_next_one_works(tmp_path):  # type: ignore[no-untyped-def]
+    server = RedisServer(tmp_path)
+    server.start()
+    port = server.port
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+        pipeline = ScriptPipeline(client, COUNT)
+        try:
+            await pipeline.call(["counter"], [0])
+            server.stop()
+            failed = await asyncio.gather(
+                *(pipeline.call(["counter"], [n]) for n in range(5)), return_exceptions=True
+            )
+            restarted = RedisServer(tmp_path, port=port)
+            restarted.start()
+            try:
+                after = await pipeline.call(["counter"], [1])  # scripts lost with the restart
+            finally:
+                restarted.stop()
+            return failed, after
+        finally:
+            await client.aclose()
+
+    failed, after = asyncio.run(scenario())
+    assert all(isinstance(result, Exception) for result in failed)
+    assert int(after[0]) == 1 and int(after[1]) == 1  # a fresh Redis (no --save): counted once
