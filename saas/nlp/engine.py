@@ -168,7 +168,7 @@ class Lane:
         name: str = "short",
         max_batch: int = 64,
         max_wait: float = 0.02,
-        wait_fraction: float = 0.1,
+        wait_fraction: float = 0.0,
         max_queue: int = 2048,
         max_queued_chars: int | None = None,
         start_timeout: float = 180.0,
@@ -352,7 +352,7 @@ class Engine:
         long_max_queued_chars: int | None = None,
         max_batch: int = 64,
         max_wait: float = 0.02,
-        wait_fraction: float = 0.1,
+        wait_fraction: float = 0.0,
         max_queue: int = 2048,
         start_timeout: float = 180.0,
     ) -> None:
