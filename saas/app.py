@@ -1,6 +1,7 @@
 """create_app(): lifespan (database, Redis, models), middleware order, error handlers, routers."""
 
 import asyncio
+import gc
 import os
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -157,6 +158,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await alerts.resume()
         await warn_about_plans(db_engine, settings.models)
         await make_ledger_partitions(db_engine)
+        # Everything built to start is kept for the worker's life: out of the collector's sight,
+        # a full collection no longer walks it. Measured (bench.admission, c=32): p99 of an
+        # admitted no-op request 15-17 ms instead of 77-87 ms, the same requests/s.
+        gc.freeze()
         try:
             yield
         finally:

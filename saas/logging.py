@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+import orjson
 import structlog
 from structlog.typing import Processor
 
@@ -30,9 +31,17 @@ def _timestamper() -> Processor:
     return structlog.processors.TimeStamper(fmt="iso", utc=True)
 
 
+def _orjson_dumps(event: Any, **_: Any) -> str:
+    """structlog's recommended fast serializer; anything orjson cannot encode becomes its str."""
+    return orjson.dumps(event, default=str).decode()
+
+
 def _render(json: bool) -> list[Processor]:
     if json:
-        return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        return [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+        ]
     return [structlog.dev.ConsoleRenderer()]  # renders exceptions itself
 
 

@@ -5,6 +5,7 @@ It runs apart from the server process so that spaCy and the event loop do not fi
 What goes through its pipe, and how, is wire.py.
 """
 
+import gc
 import os
 import signal
 import time
@@ -183,6 +184,10 @@ def serve_loaded(
     except (BrokenPipeError, OSError):  # stopped while loading: the parent has hung up
         return
     batcher = Batcher(conn, max_batch, max_wait, wait_fraction)
+    # The loaded models out of the collector's sight: full collections stop walking them (and,
+    # in a forked lane, stop writing to the pages it shares with its parent). Measured at 32
+    # connections, 1 worker: 0.812 against 0.798 x offline nlp.pipe (median of three runs).
+    gc.freeze()
     while True:
         try:
             batch = batcher.next_batch()
