@@ -13,7 +13,8 @@ A no-op route served six ways by three Uvicorn servers of one worker each, all o
   (f) GET /noop          the slowapi app's process without slowapi: bare FastAPI, for scale
 (b), (m) and (s) give every request a limit it never reaches (100,000,000/minute). The servers run
 together and take turns under wrk, in an order that rotates every round. Goals: (b) >= 0.5 x
-(a), (c) >= 0.8 x (a), (b) >= 2 x (s) in requests/s at a lower p99. Needs wrk and a Redis
+(a), (c) >= 0.8 x (a), and the throughput issue's: authentication + admission (m) >= 2 x
+slowapi (s) in requests/s at a lower p99 (slowapi meters nothing; (b) against (s) is printed too). Needs wrk and a Redis
 (default 127.0.0.1:6379); this app's database is SQLite (a cached key never reads it), its logs
 JSON (SAAS_LOG_JSON=true, the README's production advice), sent to /dev/null like slowapi's.
 """
@@ -206,7 +207,7 @@ def main() -> None:
         "command": "python -m bench.admission " + " ".join(sys.argv[1:]),
         "seconds": options.seconds,
         "rounds": options.rounds,
-        "goals": {"b_to_a": 0.5, "c_to_a": 0.8, "b_to_s": 2.0, "p99_b_below_s": True},
+        "goals": {"b_to_a": 0.5, "c_to_a": 0.8, "m_to_s": 2.0, "p99_m_below_s": True},
         "load": "wrk -t1, GET, keep-alive, 1 s unmeasured warm-up per run",
         "levels": {},
     }
@@ -220,6 +221,8 @@ def main() -> None:
             "ratio_c_to_a": ratio(c, a),
             "ratio_b_to_s": ratio(b, s),
             "p99_b_below_s": summary[names[1]]["p99_ms"] < summary[names[3]]["p99_ms"],
+            "p99_m_below_s": summary["m_unmetered_key_redis_admits"]["p99_ms"]
+            < summary["s_slowapi_redis"]["p99_ms"],
             "ratio_m_to_s": ratio(rps["m_unmetered_key_redis_admits"], s),
             "runs": runs[level],
         }
@@ -230,7 +233,7 @@ def main() -> None:
             print(f"  {name:28} {row['rps']:9.1f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f}")
         print(f"  b/a {figures['ratio_b_to_a']}  c/a {figures['ratio_c_to_a']}  "
               f"b/s {figures['ratio_b_to_s']}  p99 b < s: {figures['p99_b_below_s']}  "
-              f"m/s {figures['ratio_m_to_s']}")  # fmt: skip
+              f"m/s {figures['ratio_m_to_s']}  p99 m < s: {figures['p99_m_below_s']}")  # fmt: skip
 
 
 if __name__ == "__main__":
