@@ -1,5 +1,6 @@
-"""Domain errors carry their HTTP status (saas/responses.py renders every error as
-`{"detail": ...}`). No web framework here: services and the CLI raise these too."""
+"""Domain errors carry their problem type (saas/problems.py: code and HTTP status) and the
+fields that help, e.g. `limit`; saas/responses.py renders every one as problem details. No web
+framework here: services and the CLI raise these too."""
 
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -7,50 +8,54 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from saas import problems
+from saas.problems import ProblemType
+
 
 class AppError(Exception):
-    status_code = 400
+    """`problem` is required: no error leaves without a code."""
 
     def __init__(
         self,
         detail: str,
-        status_code: int | None = None,
+        problem: ProblemType,
+        *,
         headers: Mapping[str, str] | None = None,
+        **fields: Any,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
-        if status_code is not None:
-            self.status_code = status_code
+        self.problem = problem
+        self.status_code = problem.status
         self.headers = dict(headers or {})
+        self.fields = fields  # the problem's extension members: limit, texts_index, errors
 
 
 class NotFound(AppError):
     """The named plan, account or key does not exist (or is not the caller's)."""
 
-    status_code = 404
+    def __init__(self, detail: str, problem: ProblemType = problems.NOT_FOUND) -> None:
+        super().__init__(detail, problem)
 
 
 class Forbidden(AppError):
-    status_code = 403
+    pass
 
 
 class Conflict(AppError):
     """A name that must be unique is taken, or the object is in a state that forbids the change."""
 
-    status_code = 409
-
 
 class Invalid(AppError):
     """Input that is well-formed but not acceptable (an unknown model, a bad rate limit...)."""
 
-    status_code = 422
+    def __init__(self, detail: str, **fields: Any) -> None:
+        super().__init__(detail, problems.VALIDATION_FAILED, **fields)
 
 
 class Overloaded(AppError):
-    status_code = 503
-
     def __init__(self, detail: str = "The service is overloaded; retry shortly.") -> None:
-        super().__init__(detail, headers={"Retry-After": "1"})
+        super().__init__(detail, problems.OVERLOADED, headers={"Retry-After": "1"})
 
 
 CONFLICTING_WRITE = "The change conflicts with one made at the same time; read and retry."
@@ -64,8 +69,8 @@ def is_unique_violation(exc: IntegrityError) -> bool:
 
 
 def describe_errors(errors: Sequence[Any]) -> str:
-    """One readable sentence for a list of pydantic errors, so every error body is
-    {"detail": str} (FastAPI's request errors and a service's own validation alike)."""
+    """One readable sentence for a list of pydantic errors, for `detail` (FastAPI's request
+    errors and a service's own validation alike)."""
     messages = []
     for error in errors:
         if error.get("type") == "json_invalid":
@@ -74,6 +79,22 @@ def describe_errors(errors: Sequence[Any]) -> str:
         message = error.get("msg", "invalid value")
         messages.append(f"{location}: {message}" if location else message)
     return "; ".join(messages) or "Invalid request."
+
+
+def is_json_invalid(errors: Sequence[Any]) -> bool:
+    """A body that is not JSON at all (describe_errors says so alone), rather than wrong fields."""
+    return any(error.get("type") == "json_invalid" for error in errors)
+
+
+def issues(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """The `errors` member of a 422: where (`loc`, as pydantic gives it) and what (`msg`)."""
+    return [
+        {
+            "loc": [part if isinstance(part, int) else str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "invalid value")),
+        }
+        for error in errors
+    ]
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -85,4 +106,4 @@ def validated(model: type[Model], data: Mapping[str, Any]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise Invalid(describe_errors(exc.errors())) from None
+        raise Invalid(describe_errors(exc.errors()), errors=issues(exc.errors())) from None

@@ -7,6 +7,8 @@ Uvicorn, as of 0.54, bounds none of these (tests/e2e/test_hostile_input.py shows
 - open connections: `limit_concurrency` answers 503 to requests, but only once their headers
   have arrived, so idle connections pile up until the process runs out of file descriptors;
 - the size of a request's headers (httptools takes them all; h11 has its own limit).
+Its own 400 for a request httptools cannot parse is plain text: here it is problem details, as
+every error of the API (saas/problems.py).
 No timer and no call per header is added to Uvicorn's: a no-op app serves 0.96 times the
 requests/s of Uvicorn's own protocol (bench/hostile_overhead.py; spaCy requests take ms).
 
@@ -14,18 +16,19 @@ Settings (saas/config.py): SAAS_KEEP_ALIVE_TIMEOUT, SAAS_MAX_CONNECTIONS, SAAS_M
 """
 
 import asyncio
+import functools
 from typing import Any
 
-import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from saas import problems
 from saas.config import get_settings
 
 # Uvicorn's `http` as an import string: `saas serve --workers N` spawns processes that import it.
 GUARDED_HTTP = f"{__name__}:GuardedHttpToolsProtocol"
-HEADERS_TOO_LARGE = orjson.dumps({"detail": "Request headers are too large."})
+HEADERS_TOO_LARGE = "Request headers are too large."
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -40,6 +43,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         settings = get_settings()
         self.max_connections = settings.max_connections
         self.max_header_bytes = settings.max_header_bytes
+        self.root_path = settings.root_path  # no scope yet for a 431: the app's, from settings
         # Between a connection's start (or an answer) and a request's complete headers.
         self.awaiting_headers = True
         self.header_bytes = 0
@@ -97,9 +101,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.awaiting_headers = self.cycle.response_complete
 
     def _refuse_headers(self) -> None:
-        body = HEADERS_TOO_LARGE
-        head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
-        self.transport.write(STATUS_LINE[431] + head + b"connection: close\r\n\r\n" + body)
+        self._refuse(431, headers_too_large(self.root_path, self.max_header_bytes))
+
+    def send_400_response(self, msg: str) -> None:
+        # Uvicorn's, for a request httptools cannot parse (`msg` says no more than the title).
+        self._refuse(400, invalid_request(self.root_path))
+
+    def _refuse(self, status: int, body: bytes) -> None:
+        """Answer with problem details and close: the rest of what arrives cannot be read as
+        requests."""
+        head = b"content-type: %s\r\ncontent-length: %d\r\n" % (
+            problems.MEDIA_TYPE.encode(),
+            len(body),
+        )
+        self.transport.write(STATUS_LINE[status] + head + b"connection: close\r\n\r\n" + body)
         self.transport.close()
 
     def _make_room(self) -> None:
@@ -111,6 +126,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 connection.transport.close()
                 return
         self.transport.close()
+
+
+@functools.cache
+def invalid_request(root_path: str) -> bytes:
+    detail = "Invalid HTTP request received."  # Uvicorn's words
+    return problems.render(problems.INVALID_REQUEST, detail, root_path)
+
+
+@functools.cache
+def headers_too_large(root_path: str, limit: int) -> bytes:
+    """The 431's problem details, rendered once."""
+    return problems.render(
+        problems.HEADERS_TOO_LARGE, HEADERS_TOO_LARGE, root_path, {"limit": limit}
+    )
 
 
 def _idle(connection: object) -> bool:

@@ -1,5 +1,6 @@
-"""What the OpenAPI schema promises beyond what FastAPI derives from the routes: every error has
-one shape, `{"detail": str}` (saas/responses.py renders them all), each area of the API declares
+"""What the OpenAPI schema promises beyond what FastAPI derives from the routes: every error is
+problem details (`application/problem+json`, the `Problem` schema; saas/responses.py renders them
+all, saas/problems.py lists the codes, also in the description), each area of the API declares
 the errors its middleware answers with, ids have their real bounds, and `model` is an enum of the
 models this deployment runs. tests/test_contract.py fuzzes the app against this schema."""
 
@@ -8,8 +9,9 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from saas import problems
 from saas.context import Area, area_of
 
 if TYPE_CHECKING:  # the CLI imports the schemas, and starts without FastAPI
@@ -68,16 +70,50 @@ def never_null(*nullable: str) -> Callable[[dict[str, Any]], None]:
     return edit
 
 
-class ErrorOut(BaseModel):
-    detail: str
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="Where: `body`, `query` or `path`, then the field")
+    msg: str
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details. Programs branch on `code` (the description's
+    Errors table, and `/errors`, list every one); `detail` is the sentence for people."""
+
+    # Documented members beyond these may be added (a new field is not a breaking change).
+    model_config = ConfigDict(json_schema_extra=never_null())
+
+    type: str = Field(
+        json_schema_extra={"format": "uri-reference"},
+        description="This code's entry on the service's Errors page, e.g. `/errors#rate_limited`",
+    )
+    title: str = Field(description="A short summary of the code, the same every time")
+    status: int = Field(ge=400, le=599, description="The HTTP status, repeated")
+    detail: str = Field(description="What happened, for people (NLP Cloud clients read it)")
+    code: str = Field(
+        pattern="^[a-z][a-z0-9_]*$", description="The stable identifier programs branch on"
+    )
+    retry_after: int | None = Field(
+        default=None, ge=0, description="Seconds to wait; sent whenever `Retry-After` is"
+    )
+    limit: int | None = Field(
+        default=None, description="The limit that was hit (rate limit, quota, batch, size)"
+    )
+    texts_index: int | None = Field(
+        default=None, ge=0, description="The text of a batch's `texts` at fault"
+    )
+    errors: list[ValidationIssue] | None = Field(
+        default=None, description="Each field at fault (422 `validation_failed`)"
+    )
 
 
 Responses = dict[int | str, dict[str, Any]]
+_PROBLEM_REF = {"$ref": f"#/components/schemas/{Problem.__name__}"}
 
 
 def errors(descriptions: Mapping[int, str]) -> Responses:
-    """`responses=` for FastAPI: each status with its description and the one error shape."""
-    return {code: {"model": ErrorOut, "description": text} for code, text in descriptions.items()}
+    """`responses=` for FastAPI: each status with its description and the problem body (moved
+    under application/problem+json by `tighten`)."""
+    return {code: {"model": Problem, "description": text} for code, text in descriptions.items()}
 
 
 # The answers of the middleware chain (saas/middleware/), by area, declared once per router.
@@ -135,21 +171,45 @@ _SECURITY_SCHEMES = {
 }
 
 
+def _problem_content(answer: dict[str, Any]) -> None:
+    """An error answer's body: problem details, under their own media type. FastAPI puts every
+    body under application/json, and its default 422 is a list of errors."""
+    schemas = [media.get("schema") for media in answer.get("content", {}).values()]
+    if _PROBLEM_REF in schemas or {"$ref": _VALIDATION_REF} in schemas:
+        answer["content"] = {problems.MEDIA_TYPE: {"schema": dict(_PROBLEM_REF)}}
+
+
+def errors_section() -> str:
+    """The description's Errors section: every code, from the registry."""
+    return (
+        "\n\n## Errors\n\nEvery error is `application/problem+json` (RFC 9457): `type`, `title`,"
+        " `status`, `detail` (the sentence NLP Cloud clients read) and `code`, plus `retry_after`"
+        " (whenever `Retry-After` is sent), `limit` (the limit that was hit) and `texts_index`"
+        " (the text of a batch at fault) where they apply. `type` links each code to the"
+        f" `{problems.PAGE}` page.\n\n{problems.markdown_table()}\n"
+    )
+
+
 def tighten(schema: dict[str, Any], models: Collection[str]) -> dict[str, Any]:
-    """FastAPI's schema, corrected in place where it cannot know better: its default 422 is a
-    list of errors, ours is `{"detail": str}`; `model` is any string to it, but only the
-    configured models reach an endpoint (any other is 404) or go into a plan."""
+    """FastAPI's schema, corrected in place where it cannot know better: errors are problem
+    details under their own media type (its default 422 is a list of errors); `model` is any
+    string to it, but only the configured models reach an endpoint (any other is 404) or go
+    into a plan. The description gains the Errors table."""
     schema.setdefault("components", {})["securitySchemes"] = _SECURITY_SCHEMES
     components = schema["components"].setdefault("schemas", {})
-    components.setdefault(ErrorOut.__name__, ErrorOut.model_json_schema())
+    # Declared even if no route names it (FastAPI's own 422s point to it below).
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in {**problem.pop("$defs", {}), Problem.__name__: problem}.items():
+        components.setdefault(name, definition)
+    info = schema.setdefault("info", {})
+    info["description"] = info.get("description", "") + errors_section()
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             if area_of(path) is not Area.public:
                 operation["security"] = [{name: []} for name in _SECURITY_SCHEMES]
-            content = operation.get("responses", {}).get("422", {}).get("content", {})
-            for media in content.values():
-                if media.get("schema", {}).get("$ref") == _VALIDATION_REF:
-                    media["schema"] = {"$ref": f"#/components/schemas/{ErrorOut.__name__}"}
+            for status, answer in operation.get("responses", {}).items():
+                if status[:1] in ("4", "5"):
+                    _problem_content(answer)
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] == "model":
                     parameter["schema"] = {"type": "string", "enum": sorted(models)}

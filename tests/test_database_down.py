@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from saas import security
 from saas.app import create_app
 from saas.config import Settings
-from tests.conftest import MODEL, metric
+from tests.conftest import MODEL, assert_problem, metric
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +32,9 @@ def test_key_lookup_without_database_is_503(unreachable_db_client):  # type: ign
         headers={"X-API-Key": security.generate_key()},
         json={"text": "Paris"},
     )
-    assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
-    assert response.json() == {
-        "detail": "Authentication is temporarily unavailable; retry shortly."
-    }
+    detail = "Authentication is temporarily unavailable; retry shortly."
+    assert_problem(response, "authentication_unavailable", detail, retry_after=1)
     after = metric(unreachable_db_client, "saas_database_errors_total", component="keys")
     assert after - errors == 1
 

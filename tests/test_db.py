@@ -14,7 +14,7 @@ from saas.db import make_engine
 from saas.deps import DbSession
 from saas.errors import is_unique_violation
 from saas.keys.models import ApiKey
-from tests.conftest import SQLITE_ONLY
+from tests.conftest import SQLITE_ONLY, assert_problem
 
 
 @SQLITE_ONLY
@@ -33,7 +33,7 @@ def test_a_commit_that_fails_is_never_answered_as_a_success(settings: Settings) 
 
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post("/probe-commit")
-    assert response.status_code == 500 and response.json() == {"detail": "Internal server error."}
+    assert_problem(response, "internal_error", "Internal server error.")
     engine = make_engine(settings.database_url)
     try:
         with engine.connect() as connection:

@@ -7,7 +7,8 @@ import uuid
 import pytest
 
 from saas.openapi import MAX_INT
-from tests.conftest import SQLITE_ONLY
+from saas.problems import markdown_table
+from tests.conftest import PROBLEM_EXTRAS, PROBLEM_MEMBERS, SQLITE_ONLY
 
 BEYOND_64_BITS = 19775923005800954178382602436608  # the id schemathesis first found
 
@@ -58,7 +59,7 @@ def test_405_allows_every_method_of_the_path(client, make_customer):  # type: ig
 def test_schema_declares_the_real_errors_and_models(client, settings):  # type: ignore[no-untyped-def]
     schema = client.get("/openapi.json").json()
     assert "HTTPValidationError" not in schema["components"]["schemas"]
-    error = {"$ref": "#/components/schemas/ErrorOut"}
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     operations = [
         (path, method, operation)
         for path, methods in schema["paths"].items()
@@ -67,7 +68,7 @@ def test_schema_declares_the_real_errors_and_models(client, settings):  # type: 
     for path, method, operation in operations:
         for status, answer in operation["responses"].items():
             if status.startswith(("4", "5")) and path != "/readyz":
-                assert answer["content"]["application/json"]["schema"] == error, (path, status)
+                assert answer["content"] == problem, (path, status)
         if path.startswith(("/v1", "/admin")):  # what the middleware may answer
             assert {"401", "403", "429", "503"} <= set(operation["responses"]), (method, path)
             assert operation["security"] == [{"bearer": []}, {"apiKey": []}]
@@ -95,3 +96,17 @@ def test_nul_in_stored_or_searched_text_is_422(client, make_customer):  # type: 
         client.post("/v1/keys", headers=customer.headers, json={"name": "a\x00b"}),
     ]
     assert [answer.status_code for answer in answers] == [422] * len(answers)
+
+
+@SQLITE_ONLY
+def test_the_problem_schema_and_the_errors_table(client):  # type: ignore[no-untyped-def]
+    schema = client.get("/openapi.json").json()
+    problem = schema["components"]["schemas"]["Problem"]
+    assert problem["required"] == ["type", "title", "status", "detail", "code"]
+    assert set(problem["properties"]) == PROBLEM_MEMBERS | PROBLEM_EXTRAS
+    # Optional members are left out, never null: a generated client needs no null checks.
+    assert all("anyOf" not in member for member in problem["properties"].values())
+    assert schema["components"]["schemas"]["ValidationIssue"]["required"] == ["loc", "msg"]
+    # /docs and /redoc show every code, as the README does.
+    assert "## Errors" in schema["info"]["description"]
+    assert markdown_table() in schema["info"]["description"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from saas import problems
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.accounts.schemas import AccountCreate, AccountUpdate, PlanCreate, PlanRules, PlanUpdate
 from saas.audit import service as audit
@@ -61,7 +62,7 @@ def create_plan(
 ) -> Plan:
     check_models(data.models, known_models)
     if session.exec(select(Plan).where(Plan.name == data.name)).first() is not None:
-        raise Conflict(f"Plan {data.name!r} already exists.")
+        raise Conflict(f"Plan {data.name!r} already exists.", problems.NAME_TAKEN)
     plan = Plan.model_validate(data)
     session.add(plan)
     session.flush()
@@ -158,7 +159,7 @@ def search_accounts(
 def create_account(*, session: Session, data: AccountCreate, actor: Actor) -> Account:
     plan = get_plan(session, data.plan)
     if session.exec(select(Account).where(Account.name == data.name)).first() is not None:
-        raise Conflict(f"Account {data.name!r} already exists.")
+        raise Conflict(f"Account {data.name!r} already exists.", problems.NAME_TAKEN)
     account = Account(name=data.name, email=data.email, plan_id=_id(plan))
     session.add(account)
     session.flush()

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from saas import security
+from saas import problems, security
 from saas.dashboard import sessions
 from saas.dashboard.pages import COOKIE, SignedOut
 from saas.db import utcnow
@@ -139,7 +139,8 @@ async def current_visitor(request: Request) -> Visitor:
 
 async def admin_visitor(visitor: Annotated[Visitor, Depends(current_visitor)]) -> Visitor:
     if not visitor.principal.is_admin:
-        raise Forbidden("These pages need a key with the 'admin' scope.")
+        detail = "These pages need a key with the 'admin' scope."
+        raise Forbidden(detail, problems.ADMIN_SCOPE_REQUIRED)
     return visitor
 
 
@@ -151,7 +152,8 @@ async def checked_form(
     if not sessions.csrf_matches(visitor.csrf_token, form.get("csrf_token")):
         raise Forbidden(
             "This form has expired or did not come from this dashboard; reload the page and "
-            "try again."
+            "try again.",
+            problems.CSRF_FAILED,
         )
     return form
 

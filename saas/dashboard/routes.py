@@ -9,6 +9,7 @@ from fastapi import APIRouter, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from saas import problems
 from saas.accounts import service as accounts
 from saas.dashboard import auth, pages, views
 from saas.dashboard.auth import CheckedForm, CurrentVisitor
@@ -39,7 +40,7 @@ async def sign_in_form(request: Request) -> Response:
 @router.post("")
 async def sign_in(request: Request, api_key: Annotated[str, Form()] = "") -> Response:
     if auth.posted_from_another_site(request):
-        raise Forbidden("Sign in from this dashboard's own page.")
+        raise Forbidden("Sign in from this dashboard's own page.", problems.CSRF_FAILED)
     previous = request.cookies.get(pages.COOKIE)
     if previous:  # whatever this sign-in gives, the browser's old session ends here
         await run_in_threadpool(auth.close, request.app.state.engine, previous)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, bindparam, update
 from sqlmodel import Session, col, select
 
-from saas import security
+from saas import problems, security
 from saas.accounts import service as accounts
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.audit import service as audit
@@ -107,7 +107,8 @@ def _check_caller(caller: Principal, now: datetime) -> None:
     """A key being replaced (rolled) must not mint or revoke keys: a roll is how a leaked key
     is contained, and its holder would otherwise make itself a key the roll does not cover."""
     if caller.status(now) is KeyStatus.grace:
-        raise Forbidden("This key is being replaced (rolled); manage keys with its successor.")
+        detail = "This key is being replaced (rolled); manage keys with its successor."
+        raise Forbidden(detail, problems.KEY_BEING_REPLACED)
 
 
 def create_own_key(
@@ -131,7 +132,8 @@ def create_own_key(
     limit = accounts.plan_of(session, account).max_keys
     usable = sum(1 for key in list_keys(session, caller.account_id) if key.status(now).usable)
     if usable >= limit:
-        raise Forbidden(f"Your plan allows {limit} active keys; revoke one first.")
+        detail = f"Your plan allows {limit} active keys; revoke one first."
+        raise Forbidden(detail, problems.KEY_LIMIT_REACHED, limit=limit)
     if caller.expires_at is not None:
         wanted = as_utc(expires_at)
         expires_at = caller.expires_at if wanted is None else min(wanted, caller.expires_at)
@@ -198,9 +200,11 @@ def roll_key(
     status = key.status(now)
     if status is KeyStatus.grace:
         # Its expiry is now the grace deadline, which a successor must not inherit.
-        raise Conflict(f"Key {key_id} was already rolled; roll its successor instead.")
+        detail = f"Key {key_id} was already rolled; roll its successor instead."
+        raise Conflict(detail, problems.KEY_NOT_ROLLABLE)
     if not status.usable:
-        raise Conflict(f"Key {key_id} is {status}; create a new key instead of rolling it.")
+        detail = f"Key {key_id} is {status}; create a new key instead of rolling it."
+        raise Conflict(detail, problems.KEY_NOT_ROLLABLE)
     expires_at = as_utc(key.expires_at)  # the successor keeps the expiry the key had
     deadline = now + timedelta(seconds=grace_seconds)
     # Claimed with one conditional UPDATE, so of two concurrent rolls exactly one wins.
@@ -218,7 +222,8 @@ def roll_key(
         .execution_options(synchronize_session="fetch")
     )
     if claimed.rowcount != 1:
-        raise Conflict(f"Key {key_id} was rolled or revoked meanwhile.")
+        detail = f"Key {key_id} was rolled or revoked meanwhile."
+        raise Conflict(detail, problems.KEY_NOT_ROLLABLE)
     new_key, plaintext = _new_key(
         session,
         account_id=key.account_id,

@@ -7,18 +7,25 @@ a 2xx batch that failed (RequestContext.failed_units). A batch for a model the s
 run (404) or the plan does not include (403), or larger than the plan allows (413), is refused
 before any counter moves, with the rate-limit headers as they stand."""
 
+from typing import Any
+
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from saas import problems
 from saas.context import Area, RequestContext, context_of
 from saas.middleware.batch_body import count_texts, read_body
 from saas.middleware.body_limit import BodyRefused
 from saas.nlp.tasks import batch_too_large, model_not_in_plan, unknown_model
 from saas.principal import Principal
+from saas.problems import ProblemType
 from saas.ratelimit.admission import Admission, LimiterUnavailable
-from saas.ratelimit.headers import as_strings, rate_limit_headers
+from saas.ratelimit.headers import as_strings, primary_window, rate_limit_headers
 from saas.ratelimit.windows import Decision, ceil_seconds
 from saas.responses import json_error
+
+# A request refused before admission: its problem, `detail` and the problem's fields.
+Refusal = tuple[ProblemType, str, dict[str, Any]]
 
 
 def without_retry_after(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -35,27 +42,29 @@ async def standing_headers(
     return without_retry_after(rate_limit_headers(peeked)) if peeked is not None else []
 
 
-def model_refusal(context: RequestContext, principal: Principal) -> tuple[int, str] | None:
+def model_refusal(context: RequestContext, principal: Principal) -> Refusal | None:
     """404 for a model the URL names that the service does not run, 403 for one the plan
     does not include (the route says the same, for requests that get that far)."""
     if context.named_model is not None and context.model is None:
-        return 404, unknown_model(context.named_model)
+        return problems.MODEL_NOT_FOUND, unknown_model(context.named_model), {}
     if context.model is not None and not principal.may_use_model(context.model):
-        return 403, model_not_in_plan(context.model)
+        return problems.MODEL_NOT_IN_PLAN, model_not_in_plan(context.model), {}
     return None
 
 
-def rejection(decision: Decision) -> Response:
+def rejection(decision: Decision, quota: int | None = None) -> Response:
+    """The 429 or 402 for a refused decision; `quota`: the monthly quota it was checked against,
+    the `limit` of a 402."""
     headers = as_strings(rate_limit_headers(decision))
     if decision.outcome == "rate_limited":
         wait = max(1, ceil_seconds(decision.retry_after))
         detail = f"Rate limit exceeded; retry in {wait} s."
-        return json_error(429, detail, headers)
-    return json_error(
-        402,
-        "Monthly quota exhausted: upgrade your plan or wait for the next month (UTC).",
-        headers,
-    )
+        # The window the X-RateLimit-* headers speak for: the one closest to running out.
+        limit = {"limit": primary_window(decision).window.limit} if decision.windows else {}
+        return json_error(problems.RATE_LIMITED, detail, headers, **limit)
+    fields = {} if quota is None else {"limit": quota}
+    detail = "Monthly quota exhausted: upgrade your plan or wait for the next month (UTC)."
+    return json_error(problems.QUOTA_EXHAUSTED, detail, headers, **fields)
 
 
 class AdmissionMiddleware:
@@ -86,35 +95,39 @@ class AdmissionMiddleware:
                 try:
                     body, receive = await read_body(receive)
                 except BodyRefused as exc:  # a chunked body over the limit, or too slow (408)
-                    refusal, closing = (exc.status_code, exc.detail), dict(exc.headers or {})
+                    refusal = exc.problem, exc.detail, exc.fields
+                    closing = dict(exc.headers or {})
                 else:
                     # Not JSON, or no list of texts: cost 1, and the route answers 422.
                     count = count_texts(body)
                     if count is not None and count > principal.batch_limit:
-                        refusal = 413, batch_too_large(principal, count)
+                        limit = principal.batch_limit
+                        detail = batch_too_large(principal, count)
+                        refusal = problems.BATCH_TOO_LARGE, detail, {"limit": limit}
                     context.cost = max(1, count or 0)  # an empty list is still a request (422)
             if refusal is not None:
-                status, detail = refusal
+                problem, detail, fields = refusal
                 context.rate_limit_headers = await standing_headers(
                     self.admission, subject, rate_limit
                 )
                 headers_out = {**as_strings(context.rate_limit_headers), **closing}
-                await json_error(status, detail, headers_out)(scope, receive, send)
+                await json_error(problem, detail, headers_out, **fields)(scope, receive, send)
                 return
         cost = context.cost
 
         cached = self.admission.cached_rejection(subject, quota is not None, cost)
         if cached is not None:
-            await rejection(cached)(scope, receive, send)
+            await rejection(cached, quota)(scope, receive, send)
             return
         try:
             decision = await self.admission.admit(subject, rate_limit, quota=quota, cost=cost)
         except LimiterUnavailable:
             detail = "Rate limiting is temporarily unavailable; retry shortly."
-            await json_error(503, detail, {"Retry-After": "1"})(scope, receive, send)
+            unavailable = json_error(problems.LIMITER_UNAVAILABLE, detail, {"Retry-After": "1"})
+            await unavailable(scope, receive, send)
             return
         if not decision.admitted:
-            await rejection(decision)(scope, receive, send)
+            await rejection(decision, quota)(scope, receive, send)
             return
 
         headers = context.rate_limit_headers = rate_limit_headers(decision)

@@ -9,11 +9,12 @@ import structlog
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from saas import security
+from saas import problems, security
 from saas.context import Area, context_of
 from saas.db import utcnow
 from saas.keys.authenticator import KeyAuthenticator
 from saas.principal import KeyStatus, Principal
+from saas.problems import ProblemType
 from saas.ratelimit.bruteforce import FailedAuthGuard
 from saas.ratelimit.windows import ceil_seconds
 from saas.responses import json_error
@@ -21,9 +22,11 @@ from saas.responses import json_error
 log = structlog.get_logger(__name__)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
 _REFUSED = {
-    KeyStatus.revoked: "API key has been revoked.",
-    KeyStatus.expired: "API key has expired.",
+    KeyStatus.revoked: (problems.KEY_REVOKED, "API key has been revoked."),
+    KeyStatus.expired: (problems.KEY_EXPIRED, "API key has expired."),
 }
+_MALFORMED = (problems.MALFORMED_API_KEY, "Malformed API key.")
+_UNKNOWN = (problems.INVALID_API_KEY, "Invalid API key.")
 
 
 def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -41,7 +44,7 @@ def extract_key(headers: list[tuple[bytes, bytes]]) -> str | None:
 def too_many_failures(seconds: float) -> Response:
     wait = max(1, ceil_seconds(seconds))
     detail = f"Too many failed authentication attempts from your address; retry in {wait} s."
-    return json_error(429, detail, {"Retry-After": str(wait)})
+    return json_error(problems.TOO_MANY_FAILED_KEYS, detail, {"Retry-After": str(wait)})
 
 
 class AuthMiddleware:
@@ -73,7 +76,7 @@ class AuthMiddleware:
             return
         if key is None:
             detail = "Missing API key: send 'Authorization: Token <key>' or 'X-API-Key: <key>'."
-            await json_error(401, detail, _CHALLENGE)(scope, receive, send)
+            await json_error(problems.MISSING_API_KEY, detail, _CHALLENGE)(scope, receive, send)
             return
         try:
             principal, failure = await self._check(key_hash)
@@ -81,35 +84,41 @@ class AuthMiddleware:
             # Never fail open: without the database no key can be checked.
             log.exception("key_lookup_failed")
             detail = "Authentication is temporarily unavailable; retry shortly."
-            await json_error(503, detail, {"Retry-After": "1"})(scope, receive, send)
+            unavailable = problems.AUTHENTICATION_UNAVAILABLE
+            await json_error(unavailable, detail, {"Retry-After": "1"})(scope, receive, send)
             return
         if key_hash is not None:
             self.authenticator.vouch(key_hash, principal is not None and principal.account_active)
         if principal is None:
+            assert failure is not None
             block = await self.guard.record_failure(client_ip)
-            response = too_many_failures(block) if block else json_error(401, failure, _CHALLENGE)
+            response = too_many_failures(block) if block else json_error(*failure, _CHALLENGE)
             await response(scope, receive, send)
             return
         if not principal.account_active:
-            await json_error(403, "Account is suspended.")(scope, receive, send)
+            suspended = json_error(problems.ACCOUNT_SUSPENDED, "Account is suspended.")
+            await suspended(scope, receive, send)
             return
         if context.area is Area.admin and not principal.is_admin:
-            await json_error(403, "This key lacks the 'admin' scope.")(scope, receive, send)
+            detail = "This key lacks the 'admin' scope."
+            await json_error(problems.ADMIN_SCOPE_REQUIRED, detail)(scope, receive, send)
             return
 
         self.authenticator.touch(principal.key_id)
         context.principal = principal
         await self.app(scope, receive, send)
 
-    async def _check(self, key_hash: str | None) -> tuple[Principal | None, str]:
+    async def _check(
+        self, key_hash: str | None
+    ) -> tuple[Principal | None, tuple[ProblemType, str] | None]:
         """The key's principal, or why it is refused (401); `key_hash` is None for a key that
         is not well-formed."""
         if key_hash is None:
-            return None, "Malformed API key."
+            return None, _MALFORMED
         principal = await self.authenticator.lookup_hash(key_hash)
         if principal is None:
-            return None, "Invalid API key."
+            return None, _UNKNOWN
         status = principal.status(utcnow())
         if not status.usable:
             return None, _REFUSED[status]
-        return principal, ""
+        return principal, None

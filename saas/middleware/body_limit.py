@@ -3,27 +3,28 @@ that take longer than SAAS_BODY_TIMEOUT to arrive with 408."""
 
 import asyncio
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from saas.responses import json_error
+from saas import problems
+from saas.responses import HTTPProblem, json_error
 
 
-class BodyRefused(HTTPException):
+class BodyRefused(HTTPProblem):
     # An HTTPException so that FastAPI's body reader passes it through unchanged.
     pass
 
 
 class BodyTooLarge(BodyRefused):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"Request body is larger than {limit} bytes.")
+        detail = f"Request body is larger than {limit} bytes."
+        super().__init__(problems.BODY_TOO_LARGE, detail, limit=limit)
 
 
 class BodyTooSlow(BodyRefused):
     def __init__(self, timeout: float) -> None:
         # Close the connection: the rest of the body may still be on its way.
         super().__init__(
-            408,
+            problems.REQUEST_TIMEOUT,
             f"Request body did not arrive within {timeout:g} s.",
             headers={"Connection": "close"},
         )
@@ -45,11 +46,11 @@ class BodyLimitMiddleware:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await json_error(400, "Invalid Content-Length header.")(scope, receive, send)
+                    detail = "Invalid Content-Length header."
+                    await json_error(problems.INVALID_CONTENT_LENGTH, detail)(scope, receive, send)
                     return
                 if declared > self.limit:
-                    too_large = BodyTooLarge(self.limit)
-                    await json_error(413, too_large.detail)(scope, receive, send)
+                    await BodyTooLarge(self.limit).response()(scope, receive, send)
                     return
                 has_body = has_body or declared > 0
             elif name == b"transfer-encoding":
@@ -82,9 +83,7 @@ class BodyLimitMiddleware:
             # Raised while a middleware, not the route, was reading the body (batch admission):
             # no exception handler is that far out. Nothing has answered yet: this app reads a
             # body before it answers.
-            await json_error(refused.status_code, refused.detail, refused.headers)(
-                scope, receive, send
-            )
+            await refused.response()(scope, receive, send)
         finally:
             deadline.cancel()
 

@@ -23,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from saas import problems
 from saas.context import UNROUTED, Area, RequestContext, app_path, context_of
 from saas.db import utcnow
 from saas.idempotency import store
@@ -65,7 +66,7 @@ def mismatch(key: str) -> Response:
         f"Idempotency-Key {key!r} was already used with another request (a different body,"
         " endpoint or model); send a new key for a new request."
     )
-    return json_error(422, detail)
+    return json_error(problems.IDEMPOTENCY_KEY_REUSED, detail)
 
 
 class IdempotencyMiddleware:
@@ -104,12 +105,12 @@ class IdempotencyMiddleware:
         response: Response | None
         if not store.valid_key(key):
             detail = "Idempotency-Key must be 1 to 255 printable ASCII characters."
-            response = json_error(400, detail)
+            response = json_error(problems.INVALID_IDEMPOTENCY_KEY, detail)
         else:
             try:
                 body, receive = await read_body(receive)
             except BodyRefused as exc:  # over the size limit, or too slow (408)
-                response = json_error(exc.status_code, exc.detail, exc.headers)
+                response = exc.response()
             else:
                 path = app_path(scope)  # the same request directly or through the proxy
                 fingerprint = store.fingerprint(scope["method"], path, scope["query_string"], body)
@@ -172,7 +173,7 @@ class IdempotencyMiddleware:
             except Exception as exc:  # noqa: BLE001 - without the database nothing is billed
                 log.error("idempotency_claim_failed", error=type(exc).__name__)
                 detail = "Idempotency keys are temporarily unavailable; retry shortly."
-                return json_error(503, detail, {"Retry-After": "1"})
+                return json_error(problems.IDEMPOTENCY_UNAVAILABLE, detail, {"Retry-After": "1"})
             if found is None:
                 await self._run(context, slot, fingerprint, scope, receive, send)
                 return None
@@ -259,4 +260,4 @@ def still_running(key: str, retry_after: int) -> Response:
         f"A request with Idempotency-Key {key!r} is still running; retry in {retry_after} s"
         " to get its answer."
     )
-    return json_error(409, detail, {"Retry-After": str(retry_after)})
+    return json_error(problems.IDEMPOTENCY_KEY_IN_USE, detail, {"Retry-After": str(retry_after)})

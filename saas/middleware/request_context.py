@@ -23,7 +23,7 @@ from saas.context import (
     area_of,
     set_context,
 )
-from saas.responses import json_error
+from saas.responses import internal_error
 
 log = structlog.get_logger("saas.access")
 MATCHES_KEPT = 4096  # (method, path) pairs whose customer route Endpoints remembers
@@ -172,7 +172,7 @@ class RequestContextMiddleware:
             )
             if answered:
                 raise  # too late for another answer: the server closes the connection
-            await json_error(500, "Internal server error.")(scope, receive, send_with_id)
+            await internal_error()(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             route = self._route(scope, context.area, customer_route)

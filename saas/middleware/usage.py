@@ -7,6 +7,7 @@ import time
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from saas import problems
 from saas.context import Area, context_of
 from saas.db import utcnow
 from saas.idempotency.store import KEEP_ANSWERS, Answer, Completion
@@ -63,7 +64,7 @@ class UsageMiddleware:
                 context.billing_failed = True  # the admission step gives the quota back
                 detail = "Usage could not be recorded, so nothing was billed; retry shortly."
                 headers = {**as_strings(context.rate_limit_headers), "Retry-After": "1"}
-                await json_error(503, detail, headers)(scope, receive, send)
+                await json_error(problems.USAGE_UNAVAILABLE, detail, headers)(scope, receive, send)
                 return
             for message in held:
                 await send(message)

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from saas import metrics
+from saas import metrics, problems
 from saas.errors import AppError, Overloaded
 from saas.nlp import prefork, wire, worker
 
@@ -48,10 +48,8 @@ class InferenceFailed(AppError):
     """A text that failed inside spaCy (the inference process isolated it from its batch).
     `error` is spaCy's message: for the log, never for the client."""
 
-    status_code = 500
-
     def __init__(self, error: str) -> None:
-        super().__init__(TEXT_FAILED)
+        super().__init__(TEXT_FAILED, problems.INFERENCE_FAILED)
         self.error = error
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from saas import problems
 from saas.context import CUSTOMER_PREFIX, Metering, RequestContext
 from saas.deps import Context, CurrentPrincipal, idempotency_key
 from saas.errors import AppError, Forbidden, NotFound
@@ -116,14 +117,14 @@ async def require_json(request: Request) -> None:
         return
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        raise AppError("Content-Type must be application/json.", status_code=415)
+        raise AppError("Content-Type must be application/json.", problems.UNSUPPORTED_MEDIA_TYPE)
 
 
 def check_model(model: str, principal: Principal, engine: Engine, context: RequestContext) -> str:
     if model not in engine.models:
-        raise NotFound(unknown_model(model))
+        raise NotFound(unknown_model(model), problems.MODEL_NOT_FOUND)
     if not principal.may_use_model(model):
-        raise Forbidden(model_not_in_plan(model))
+        raise Forbidden(model_not_in_plan(model), problems.MODEL_NOT_IN_PLAN)
     context.model = model  # for the usage event: only models the service runs
     return model
 
@@ -138,18 +139,22 @@ async def resolve_model(
     return check_model(model, principal, engine, context)
 
 
-def check_text(text: str, principal: Principal, field: str = "text") -> None:
+def check_text(
+    text: str, principal: Principal, field: str = "text", index: int | None = None
+) -> None:
+    """`index`: the text's place in a batch's `texts`, which the error names."""
+    where: dict[str, Any] = {} if index is None else {"texts_index": index}
     if not text.strip():
-        raise AppError(f"'{field}' must not be empty.", status_code=400)
-    if len(text) > principal.max_text_chars:
-        raise AppError(
-            f"'{field}' has {len(text)} characters; your plan allows {principal.max_text_chars}.",
-            status_code=413,
-        )
+        raise AppError(f"'{field}' must not be empty.", problems.EMPTY_TEXT, **where)
+    limit = principal.max_text_chars
+    if len(text) > limit:
+        detail = f"'{field}' has {len(text)} characters; your plan allows {limit}."
+        raise AppError(detail, problems.TEXT_TOO_LONG, limit=limit, **where)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise AppError(f"'{field}' is not valid Unicode (unpaired surrogate).") from None
+        detail = f"'{field}' is not valid Unicode (unpaired surrogate)."
+        raise AppError(detail, problems.INVALID_TEXT, **where) from None
 
 
 ModelName = Annotated[str, Depends(resolve_model)]
@@ -248,7 +253,8 @@ def _log_failure(
 
 
 # A batch's entry for a text that failed inside spaCy.
-_FAILED_ENTRY = orjson.dumps(TextFailed(error=TextError(detail=TEXT_FAILED)).model_dump())
+_FAILED = TextError(detail=TEXT_FAILED, code=problems.INFERENCE_FAILED.code)
+_FAILED_ENTRY = orjson.dumps(TextFailed(error=_FAILED).model_dump())
 
 
 async def _annotate_batch(
@@ -263,9 +269,10 @@ async def _annotate_batch(
     context.chars = sum(map(len, texts))
     # The admission step already refused larger batches; this covers any other way in.
     if len(texts) > principal.batch_limit:
-        raise AppError(batch_too_large(principal, len(texts)), status_code=413)
+        detail = batch_too_large(principal, len(texts))
+        raise AppError(detail, problems.BATCH_TOO_LARGE, limit=principal.batch_limit)
     for index, text in enumerate(texts):
-        check_text(text, principal, f"texts[{index}]")
+        check_text(text, principal, f"texts[{index}]", index)
     payloads = await engine.run_many(model, task, texts, options)
     failures = {i: p for i, p in enumerate(payloads) if isinstance(p, InferenceFailed)}
     for index, failure in failures.items():
@@ -273,7 +280,7 @@ async def _annotate_batch(
     failed = len(failures)
     if failed == len(payloads):
         # Nothing to answer but errors: as the single endpoint does, so that a client retries.
-        raise AppError("No text of the batch could be processed.", status_code=500)
+        raise AppError("No text of the batch could be processed.", problems.INFERENCE_FAILED)
     # A text that failed inside spaCy gets an error entry at its index and is not billed.
     context.failed_units = failed
     context.chars = sum(len(t) for i, t in enumerate(texts) if i not in failures)
@@ -289,9 +296,9 @@ def _batch_route(task: str, answer: type[BaseModel], summary: str) -> dict[str, 
         "name": batch_route_name(task),
         "summary": summary,
         "description": f"`results[i]` is exactly what `POST /v1/{{model}}/{task}` answers for"
-        ' `texts[i]`, or `{"error": {"detail": ...}}` for a text that failed inside spaCy'
-        " (not billed; 500 when every text fails). Each text is billed and rate limited as one"
-        " request.",
+        ' `texts[i]`, or `{"error": {"detail": ..., "code": "inference_failed"}}` for a text that'
+        " failed inside spaCy (not billed; 500 when every text fails). Each text is billed and"
+        " rate limited as one request.",
         "response_model": answer,
         "dependencies": _JSON_BODY,
         "responses": _BATCH_ERRORS,

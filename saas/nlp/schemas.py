@@ -125,6 +125,7 @@ class ModelsOut(BaseModel):
 
 class TextError(BaseModel):
     detail: str
+    code: str  # saas/problems.py: always "inference_failed"
 
 
 class TextFailed(BaseModel):

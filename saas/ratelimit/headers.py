@@ -3,7 +3,7 @@ RateLimit fields (draft-ietf-httpapi-ratelimit-headers), plus Retry-After on rej
 
 import math
 
-from saas.ratelimit.windows import Decision, ceil_seconds
+from saas.ratelimit.windows import Decision, WindowState, ceil_seconds
 
 
 def as_strings(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -11,11 +11,16 @@ def as_strings(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {name.decode(): value.decode() for name, value in headers}
 
 
+def primary_window(decision: Decision) -> WindowState:
+    """The window closest to running out (ties: the longest): it speaks for the X-RateLimit-*
+    trio, and is the `limit` of a 429."""
+    return min(decision.windows, key=lambda s: (s.remaining, -s.window.seconds))
+
+
 def rate_limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
     if not decision.windows:
         return []
-    # The window closest to running out speaks for the X-RateLimit-* trio (ties: the longest).
-    primary = min(decision.windows, key=lambda s: (s.remaining, -s.window.seconds))
+    primary = primary_window(decision)
     policy = ", ".join(
         f'"{s.window.name}";q={s.window.limit};w={s.window.seconds}' for s in decision.windows
     )

@@ -19,11 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
 from saas.responses import UNPARSABLE_BODY
-from tests.conftest import MODEL, free_port, start_process, stop_process, wait_until_ready
+from tests.conftest import (
+    MODEL,
+    assert_problem,
+    free_port,
+    start_process,
+    stop_process,
+    wait_until_ready,
+)
 
 BIN = Path(sys.executable).parent
 GUNICORN_CONFIG = str(Path(__file__).resolve().parents[2] / "ops" / "gunicorn.conf.py")
@@ -120,6 +126,10 @@ class Answer:
     body: bytes
     seconds: float
 
+    def response(self) -> httpx.Response:
+        """As httpx's, for assert_problem."""
+        return httpx.Response(self.status, headers=self.headers, content=self.body)
+
 
 def exchange(port: int, request: bytes, timeout: float = 10) -> Answer:
     """Send raw bytes (from a thread: the server may answer, and stop reading, before the
@@ -176,6 +186,7 @@ def test_a_10_mb_body_with_its_length_declared_is_refused_at_once(server: Server
     answer = exchange(server.port, post(server, b"Content-Length: %d\r\n" % TEN_MB, b"x" * TEN_MB))
     assert answer.status == 413
     assert b"Request body is larger than" in answer.body
+    assert_problem(answer.response(), "body_too_large", limit=1_000_000)
     assert answer.seconds < QUICK
     assert_healthy(server)
 
@@ -211,7 +222,7 @@ def test_json_nested_100000_deep_is_422(server: Server, path: str, body: bytes) 
     request = post(server, b"Content-Length: %d\r\n" % len(body), body)
     answer = exchange(server.port, request.replace(ENTITIES.encode(), path.encode(), 1))
     assert answer.status == 422, answer
-    assert answer.body == orjson.dumps({"detail": UNPARSABLE_BODY})
+    assert_problem(answer.response(), "invalid_json", UNPARSABLE_BODY)
     assert answer.seconds < QUICK
     assert_healthy(server)
 
@@ -220,7 +231,8 @@ def test_100_headers_of_8_kb_get_431(server: Server) -> None:
     headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 8192) for i in range(100))
     answer = exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n")
     assert answer.status == 431
-    assert answer.body == b'{"detail":"Request headers are too large."}'
+    detail = "Request headers are too large."
+    assert_problem(answer.response(), "headers_too_large", detail, limit=65_536)
     assert answer.headers["connection"] == "close"
     assert answer.seconds < QUICK
     assert_healthy(server)
@@ -250,7 +262,9 @@ def test_a_slowloris_body_gets_408_while_others_are_served(server: Server) -> No
         received += _rest(sock)
         sock.close()
         assert received.startswith(b"HTTP/1.1 408 "), (path, received)
-        assert b'{"detail":"Request body did not arrive within 1 s."}' in received
+        assert b'"detail":"Request body did not arrive within 1 s."' in received
+        assert b'"code":"request_timeout"' in received
+        assert b"content-type: application/problem+json" in received.lower()
         assert b"connection: close" in received.lower()
         assert BODY_TIMEOUT - 0.5 < seconds < BODY_TIMEOUT + LATE
     assert_healthy(server)

@@ -7,7 +7,7 @@ import uuid
 from sqlmodel import func, select
 
 from saas.usage.models import UsageEvent
-from tests.conftest import MODEL
+from tests.conftest import MODEL, assert_problem
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Angela Merkel met Emmanuel Macron in Berlin."}
@@ -85,9 +85,8 @@ def test_invalid_keys_are_400_and_key_creation_ignores_the_header(client, custom
     for key in ["", "x" * 256, "tab\tinside"]:
         answer = client.post(ENTITIES, headers=with_key(customer, key), json=BODY)
         assert answer.status_code == 400, key
-        assert answer.json() == {
-            "detail": "Idempotency-Key must be 1 to 255 printable ASCII characters."
-        }
+        detail = "Idempotency-Key must be 1 to 255 printable ASCII characters."
+        assert_problem(answer, "invalid_idempotency_key", detail)
     longest = client.post(ENTITIES, headers=with_key(customer, "x" * 255), json=BODY)
     assert longest.status_code == 200
     refused = client.post(ENTITIES, headers=with_key(customer, ""), json=BODY)

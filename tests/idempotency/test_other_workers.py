@@ -18,7 +18,7 @@ from saas.idempotency.store import Answer, Completion
 from saas.middleware.idempotency import IdempotencyMiddleware
 from saas.ratelimit.admission import Admission
 from saas.usage.ledger import Event, write_events
-from tests.conftest import MODEL
+from tests.conftest import MODEL, assert_problem
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = json.dumps({"text": "Paris is in France."}).encode()
@@ -118,7 +118,7 @@ def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer)
     assert answer.status_code == 409 and ran == []
     assert 0.3 <= time.monotonic() - started < 5
     assert 1 <= int(answer.headers["retry-after"]) <= 31
-    assert "still running" in answer.json()["detail"]
+    assert "still running" in assert_problem(answer, "idempotency_key_in_use")["detail"]
 
 
 def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from saas.db import make_engine, utcnow
 from saas.keys import service as keys
 from saas.keys.authenticator import KeyAuthenticator
 from saas.keys.models import ApiKey
-from tests.conftest import MODEL, TEST_ACTOR, eventually
+from tests.conftest import MODEL, TEST_ACTOR, assert_problem, eventually
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -34,38 +34,55 @@ def test_each_header_form_is_accepted(client, customer, header):  # type: ignore
     assert response.headers["x-request-id"]
 
 
-def _assert_401(response, detail_fragment):  # type: ignore[no-untyped-def]
-    assert response.status_code == 401
-    assert response.headers["content-type"] == "application/json"
+def _assert_401(response, code, detail_fragment):  # type: ignore[no-untyped-def]
+    body = assert_problem(response, code)
     assert response.headers["www-authenticate"].startswith("Bearer")
-    assert detail_fragment in response.json()["detail"]
+    assert detail_fragment in body["detail"]
 
 
 def test_missing_key(client):  # type: ignore[no-untyped-def]
-    _assert_401(client.post(ENTITIES, json=BODY), "Missing API key")
-    _assert_401(client.post(ENTITIES, headers={"Authorization": "Basic abc"}, json=BODY), "Missing")
+    _assert_401(client.post(ENTITIES, json=BODY), "missing_api_key", "Missing API key")
+    _assert_401(
+        client.post(ENTITIES, headers={"Authorization": "Basic abc"}, json=BODY),
+        "missing_api_key",
+        "Missing",
+    )
 
 
 def test_malformed_key_is_rejected_without_a_database_query(client, settings):  # type: ignore[no-untyped-def]
     key = security.generate_key()
     typo = key[:-1] + ("A" if key[-1] != "A" else "B")
     with count_key_queries(client) as queries:
-        _assert_401(client.post(ENTITIES, headers={"X-API-Key": typo}, json=BODY), "Malformed")
-        _assert_401(client.post(ENTITIES, headers={"X-API-Key": "hello"}, json=BODY), "Malformed")
+        _assert_401(
+            client.post(ENTITIES, headers={"X-API-Key": typo}, json=BODY),
+            "malformed_api_key",
+            "Malformed",
+        )
+        _assert_401(
+            client.post(ENTITIES, headers={"X-API-Key": "hello"}, json=BODY),
+            "malformed_api_key",
+            "Malformed",
+        )
     # Only lookups count: the batched last_used_at UPDATE of earlier requests may land meanwhile.
     assert [q for q in queries if q.lstrip().upper().startswith("SELECT")] == []
 
 
 def test_unknown_key(client):  # type: ignore[no-untyped-def]
     unknown = security.generate_key()
-    _assert_401(client.post(ENTITIES, headers={"X-API-Key": unknown}, json=BODY), "Invalid API key")
+    _assert_401(
+        client.post(ENTITIES, headers={"X-API-Key": unknown}, json=BODY),
+        "invalid_api_key",
+        "Invalid API key",
+    )
 
 
 def test_revoked_key(client, customer, db):  # type: ignore[no-untyped-def]
     with db() as session:
         keys.revoke_key(session=session, key_id=customer.key_id, actor=TEST_ACTOR)
         session.commit()
-    _assert_401(client.post(ENTITIES, headers=customer.headers, json=BODY), "revoked")
+    _assert_401(
+        client.post(ENTITIES, headers=customer.headers, json=BODY), "key_revoked", "revoked"
+    )
 
 
 def test_a_cached_key_is_looked_up_again_after_the_ttl(customer, db, settings):  # type: ignore[no-untyped-def]
@@ -101,7 +118,7 @@ def test_a_cached_key_is_looked_up_again_after_the_ttl(customer, db, settings): 
 
 def test_expired_key(client, make_customer):  # type: ignore[no-untyped-def]
     expired = make_customer(expires_at=utcnow() - timedelta(seconds=1))
-    _assert_401(client.post(ENTITIES, headers=expired.headers, json=BODY), "expired")
+    _assert_401(client.post(ENTITIES, headers=expired.headers, json=BODY), "key_expired", "expired")
 
 
 def test_key_expires_while_cached(client, make_customer):  # type: ignore[no-untyped-def]
@@ -115,21 +132,19 @@ def test_key_expires_while_cached(client, make_customer):  # type: ignore[no-unt
 
     response = eventually(refused)
     assert response is not None and utcnow() >= expires_at  # refused at expiry, not before
-    _assert_401(response, "expired")
+    _assert_401(response, "key_expired", "expired")
 
 
 def test_suspended_account(client, make_customer):  # type: ignore[no-untyped-def]
     suspended = make_customer(status="suspended")
     response = client.post(ENTITIES, headers=suspended.headers, json=BODY)
-    assert response.status_code == 403
-    assert response.json() == {"detail": "Account is suspended."}
+    assert_problem(response, "account_suspended", "Account is suspended.")
 
 
 def test_admin_routes_need_the_admin_scope(client, customer, make_customer):  # type: ignore[no-untyped-def]
     response = client.get("/admin/plans", headers=customer.headers)
-    assert response.status_code == 403
-    assert "admin" in response.json()["detail"]
-    _assert_401(client.get("/admin/accounts"), "Missing")
+    assert "admin" in assert_problem(response, "admin_scope_required")["detail"]
+    _assert_401(client.get("/admin/accounts"), "missing_api_key", "Missing")
     admin = make_customer(scopes=("admin",))
     plans = client.get("/admin/plans", headers=admin.headers)
     assert plans.status_code == 200

@@ -1,5 +1,5 @@
 """Hostile request bodies whose answer does not depend on the transport (in-process): each gets
-its documented status with a JSON detail, quickly, and the next normal request still works.
+its documented status as problem details, quickly, and the next normal request still works.
 Transport-level ones (10 MB bodies, slow bodies and headers, huge headers, idle connections)
 and JSON nested 100,000 deep (how deep the parser goes depends on the serving thread's stack):
 tests/e2e/test_hostile_input.py."""
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from saas.responses import UNPARSABLE_BODY
-from tests.conftest import MODEL, SQLITE_ONLY
+from tests.conftest import MODEL, SQLITE_ONLY, assert_problem
 
 # Nothing here depends on the database: run once, on the embedded default.
 pytestmark = SQLITE_ONLY
@@ -28,13 +28,8 @@ def post(client, customer, path, body, content_type="application/json"):  # type
     return response
 
 
-def assert_error(response, status, detail=None):  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"detail"} and isinstance(body["detail"], str)
-    if detail is not None:
-        assert body["detail"] == detail
+def assert_error(response, code, detail=None, **fields):  # type: ignore[no-untyped-def]
+    assert_problem(response, code, detail, **fields)
 
 
 def assert_healthy(client, customer):  # type: ignore[no-untyped-def]
@@ -46,7 +41,7 @@ def assert_healthy(client, customer):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("path", [ENTITIES, ENTITIES + "/batch"])
 def test_invalid_utf8_is_422(client, customer, path):  # type: ignore[no-untyped-def]
     body = b'{"text": "caf\xc3\x28 \xff", "texts": ["\xfe"]}'
-    assert_error(post(client, customer, path, body), 422, UNPARSABLE_BODY)
+    assert_error(post(client, customer, path, body), "invalid_json", UNPARSABLE_BODY)
     assert_healthy(client, customer)
 
 
@@ -59,16 +54,16 @@ def test_a_nul_byte_in_text(client, customer):  # type: ignore[no-untyped-def]
     assert entities and all(text[e["start"] : e["end"]] == e["text"] for e in entities)
     # Raw, it is a control character JSON forbids inside a string: malformed JSON.
     raw = post(client, customer, ENTITIES, b'{"text": "a\x00b John"}')
-    assert_error(raw, 422, "Request body is not valid JSON.")
+    assert_error(raw, "invalid_json", "Request body is not valid JSON.")
     assert_healthy(client, customer)
 
 
 @pytest.mark.parametrize("text", [" ", "\n\t\r ", "\u00a0\u2003\u3000"])
 def test_text_of_only_whitespace_is_400(client, customer, text):  # type: ignore[no-untyped-def]
     response = client.post(ENTITIES, headers=customer.headers, json={"text": text})
-    assert_error(response, 400, "'text' must not be empty.")
+    assert_error(response, "empty_text", "'text' must not be empty.")
     batch = client.post(ENTITIES + "/batch", headers=customer.headers, json={"texts": ["ok", text]})
-    assert_error(batch, 400, "'texts[1]' must not be empty.")
+    assert_error(batch, "empty_text", "'texts[1]' must not be empty.", texts_index=1)
     assert_healthy(client, customer)
 
 
@@ -94,21 +89,25 @@ def test_emoji_and_combining_marks_keep_offsets_right(client, customer, nlp, tex
 
 
 @pytest.mark.parametrize(
-    ("content_type", "body", "status"),
+    ("content_type", "body", "code"),
     [
-        ("text/plain", b'{"text": "John Doe"}', 415),  # JSON declared as something else
-        ("application/x-www-form-urlencoded", b"text=John+Doe", 415),
+        (
+            "text/plain",
+            b'{"text": "John Doe"}',
+            "unsupported_media_type",
+        ),  # JSON declared as something else
+        ("application/x-www-form-urlencoded", b"text=John+Doe", "unsupported_media_type"),
         (
             "multipart/form-data; boundary=b",
             b'--b\r\nContent-Disposition: form-data; name="text"\r\n\r\nJohn Doe\r\n--b--\r\n',
-            415,
+            "unsupported_media_type",
         ),
-        ("application/json", b"text=John+Doe", 422),  # a form declared as JSON
+        ("application/json", b"text=John+Doe", "invalid_json"),  # a form declared as JSON
     ],
     ids=["plain-json", "form", "multipart", "json-form"],
 )
-def test_content_type_lies(client, customer, content_type, body, status):  # type: ignore[no-untyped-def]
+def test_content_type_lies(client, customer, content_type, body, code):  # type: ignore[no-untyped-def]
     for path in (ENTITIES, ENTITIES + "/batch"):
         response = post(client, customer, path, body, content_type)
-        assert_error(response, status)
+        assert_error(response, code)
     assert_healthy(client, customer)

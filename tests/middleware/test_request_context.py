@@ -12,7 +12,7 @@ from saas.context import UNROUTED, Area, Metering, area_of
 from saas.middleware.request_context import Endpoints
 from saas.nlp import routes as nlp_routes
 from saas.nlp.tasks import BATCH_TASKS
-from tests.conftest import MODEL
+from tests.conftest import MODEL, assert_problem
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,6 @@ def test_a_bug_is_a_500_with_its_request_id_and_no_trace(app: FastAPI) -> None:
 
     client = TestClient(app, raise_server_exceptions=False)  # no lifespan: no models needed
     response = client.get("/probe-bug")
-    assert response.status_code == 500
-    assert response.json() == {"detail": "Internal server error."}
+    assert_problem(response, "internal_error", "Internal server error.")
     assert len(response.headers["x-request-id"]) == 32
     assert "secret internals" not in response.text

@@ -171,7 +171,7 @@ def test_malformed_bodies_are_422_and_not_billed(client, make_customer, content,
         content=content,
     )
     assert response.status_code == 422, response.text
-    assert set(response.json()) == {"detail"}
+    assert response.json()["code"] in ("invalid_json", "validation_failed")
     assert response.headers["x-ratelimit-remaining"] == str(10 - cost)
     # Not billed: all five units of quota are left for a batch of five.
     five = batch(client, customer, ["Paris."] * 5)

@@ -15,11 +15,11 @@ from structlog.testing import CapturingLogger
 from saas.config import Settings
 from saas.nlp import routes
 from saas.nlp.engine import TEXT_FAILED
-from tests.conftest import MODEL, dedicated_client, wait_for_events
+from tests.conftest import MODEL, assert_problem, dedicated_client, wait_for_events
 
 URL = f"/v1/{MODEL}"
 TOO_LONG_FOR_SPACY = "word " * 200_001  # 1,000,005 characters
-FAILED = {"error": {"detail": TEXT_FAILED}}
+FAILED = {"error": {"detail": TEXT_FAILED, "code": "inference_failed"}}
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +96,12 @@ def test_a_text_that_fails_alone_or_a_batch_of_failures_is_500_and_not_billed(
     single = big_client.post(
         f"{URL}/tokens", headers=customer.headers, json={"text": TOO_LONG_FOR_SPACY}
     )
-    assert single.status_code == 500 and single.json() == {"detail": TEXT_FAILED}
+    assert_problem(single, "inference_failed", TEXT_FAILED)
     assert "E088" in str(logged_failure(route_log, single.headers["x-request-id"])["error"])
     batch = big_client.post(
         f"{URL}/tokens/batch", headers=customer.headers, json={"texts": [TOO_LONG_FOR_SPACY]}
     )
-    assert batch.status_code == 500
-    assert batch.json() == {"detail": "No text of the batch could be processed."}
+    assert_problem(batch, "inference_failed", "No text of the batch could be processed.")
     events = wait_for_events(db, customer.account_id, 2)
     assert sorted((e.endpoint, e.status, e.billable) for e in events) == [
         ("tokens", 500, False),
