@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine as DatabaseEngine
 from sqlmodel import Session
 
-from saas import health, metrics, openapi, redis_client
+from saas import errors_page, health, metrics, openapi, redis_client
 from saas.accounts import routes as admin_routes
 from saas.accounts import service as accounts_service
 from saas.audit import routes as audit_routes
@@ -196,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the app serves, so no customer route can be served without its Metering.
     routers = [
         health.router,
+        errors_page.router,
         nlp_routes.router,
         usage_routes.customer_router,
         key_routes.customer_router,
