@@ -93,7 +93,7 @@ class Problem(BaseModel):
         pattern="^[a-z][a-z0-9_]*$", description="The stable identifier programs branch on"
     )
     retry_after: int | None = Field(
-        default=None, ge=0, description="Seconds to wait; sent whenever `Retry-After` is"
+        default=None, ge=0, description="Seconds to wait, as `Retry-After` (sent whenever it is)"
     )
     limit: int | None = Field(
         default=None, description="The limit that was hit (rate limit, quota, batch, size)"
@@ -184,9 +184,9 @@ def errors_section() -> str:
     return (
         "\n\n## Errors\n\nEvery error is `application/problem+json` (RFC 9457): `type`, `title`,"
         " `status`, `detail` (the sentence NLP Cloud clients read) and `code`, plus `retry_after`"
-        " (whenever `Retry-After` is sent), `limit` (the limit that was hit) and `texts_index`"
-        " (the text of a batch at fault) where they apply. `type` links each code to the"
-        f" `{problems.PAGE}` page.\n\n{problems.markdown_table()}\n"
+        " (whenever `Retry-After` is sent), `limit` (the limit that was hit), `texts_index` (the"
+        " text of a batch at fault) and `errors` (each field at fault) where they apply. `type`"
+        f" links each code to the `{problems.PAGE}` page.\n\n{problems.markdown_table()}\n"
     )
 
 

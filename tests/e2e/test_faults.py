@@ -36,7 +36,16 @@ from sqlmodel import Session
 from saas.config import Settings
 from saas.db import make_engine
 from saas.migrations import upgrade
-from tests.conftest import MODEL, Customer, assert_problem, eventually, metric, new_customer
+from saas.problems import REGISTRY
+from tests.conftest import (
+    MODEL,
+    PROBLEM_MEMBERS,
+    Customer,
+    assert_problem,
+    eventually,
+    metric,
+    new_customer,
+)
 from tests.e2e.test_gunicorn import Gunicorn, children
 from tests.servers import PostgresServer, RedisServer, ServerUnavailable
 
@@ -303,8 +312,9 @@ def check(figures: Figures, stack: Stack, account_id: int, log: Path | None = No
     assert all(o.retry_after for o in outcomes if o.status == 503), "503 without Retry-After"
     for outcome in outcomes:
         if outcome.error_body is not None:
-            body = json.loads(outcome.error_body)
-            assert list(body) == ["detail"] and isinstance(body["detail"], str), body
+            body = json.loads(outcome.error_body)  # problem details, with a registered code
+            assert set(body) >= PROBLEM_MEMBERS and isinstance(body["detail"], str), body
+            assert REGISTRY[body["code"]].status == outcome.status, body
     assert ok <= billed, f"{len(ok - billed)} answers 2xx not billed"
     assert all(events == 1 and units == 1 for _, events, units in ledger), "billed twice"
     assert not billed & errors, f"{len(billed & errors)} error answers billed"
