@@ -15,6 +15,7 @@ from sqlmodel import Session
 from saas import health, metrics, openapi, redis_client
 from saas.accounts import routes as admin_routes
 from saas.accounts import service as accounts_service
+from saas.apidocs import routes as docs_routes
 from saas.audit import routes as audit_routes
 from saas.changes import Change
 from saas.config import Settings, get_settings
@@ -186,6 +187,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "compatible with NLP Cloud's spaCy endpoints.",
         lifespan=lifespan,
         root_path=settings.root_path,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: blank without internet.
+        # saas/apidocs serves them from the package instead, at the same paths.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
     app.state.engine = db_engine
@@ -200,6 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the app serves, so no customer route can be served without its Metering.
     routers = [
         health.router,
+        docs_routes.router,
         nlp_routes.router,
         usage_routes.customer_router,
         key_routes.customer_router,
