@@ -42,6 +42,7 @@ from saas.usage import routes as usage_routes
 from saas.usage.alerts import QuotaAlerts
 from saas.usage.recorder import UsageRecorder
 from saas.usage.service import month_billable_units
+from saas.version import VERSION
 
 log = structlog.get_logger(__name__)
 
@@ -177,7 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="spaCy API",
-        version="1.0.0",
+        version=VERSION,
         description="Named entities, tokens and dependency parses from spaCy, "
         "compatible with NLP Cloud's spaCy endpoints.",
         lifespan=lifespan,
