@@ -181,6 +181,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         description="Named entities, tokens and dependency parses from spaCy, "
         "compatible with NLP Cloud's spaCy endpoints.",
+        # operationId = the route's name (`entities`, `my_usage`): what a client generated from
+        # the schema names its functions, instead of FastAPI's `entities_v1__model__entities_post`.
+        generate_unique_id_function=lambda route: route.name,
         lifespan=lifespan,
         root_path=settings.root_path,
     )
