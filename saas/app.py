@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine as DatabaseEngine
 from sqlmodel import Session
 
-from saas import health, metrics, openapi, redis_client
+from saas import health, metrics, openapi, quickstart, redis_client
 from saas.accounts import routes as admin_routes
 from saas.accounts import service as accounts_service
 from saas.audit import routes as audit_routes
@@ -179,8 +179,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="spaCy API",
         version=VERSION,
-        description="Named entities, tokens and dependency parses from spaCy, "
-        "compatible with NLP Cloud's spaCy endpoints.",
+        description=quickstart.description(
+            "Named entities, tokens and dependency parses from spaCy, "
+            "compatible with NLP Cloud's spaCy endpoints."
+        ),
         # operationId = the route's name (`entities`, `my_usage`): what a client generated from
         # the schema names its functions, instead of FastAPI's `entities_v1__model__entities_post`.
         generate_unique_id_function=lambda route: route.name,
