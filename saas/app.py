@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine as DatabaseEngine
 from sqlmodel import Session
 
-from saas import health, metrics, openapi, redis_client
+from saas import health, metrics, openapi, quickstart, redis_client
 from saas.accounts import routes as admin_routes
 from saas.accounts import service as accounts_service
 from saas.apidocs import routes as docs_routes
@@ -43,6 +43,7 @@ from saas.usage import routes as usage_routes
 from saas.usage.alerts import QuotaAlerts
 from saas.usage.recorder import UsageRecorder
 from saas.usage.service import month_billable_units
+from saas.version import VERSION
 
 log = structlog.get_logger(__name__)
 
@@ -182,9 +183,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="spaCy API",
-        version="1.0.0",
-        description="Named entities, tokens and dependency parses from spaCy, "
-        "compatible with NLP Cloud's spaCy endpoints.",
+        version=VERSION,
+        description=quickstart.description(
+            "Named entities, tokens and dependency parses from spaCy, "
+            "compatible with NLP Cloud's spaCy endpoints."
+        ),
+        # operationId = the route's name (`entities`, `my_usage`): what a client generated from
+        # the schema names its functions, instead of FastAPI's `entities_v1__model__entities_post`.
+        generate_unique_id_function=lambda route: route.name,
         lifespan=lifespan,
         root_path=settings.root_path,
         # FastAPI's own pages load Swagger UI and ReDoc from a CDN: blank without internet.
