@@ -14,9 +14,10 @@ A no-op route served six ways by three Uvicorn servers of one worker each, all o
 (b), (m) and (s) give every request a limit it never reaches (100,000,000/minute). The servers run
 together and take turns under wrk, in an order that rotates every round. Goals: (b) >= 0.5 x
 (a), (c) >= 0.8 x (a), and the throughput issue's: authentication + admission (m) >= 2 x
-slowapi (s) in requests/s at a lower p99 (slowapi meters nothing; (b) against (s) is printed too). Needs wrk and a Redis
-(default 127.0.0.1:6379); this app's database is SQLite (a cached key never reads it), its logs
-JSON (SAAS_LOG_JSON=true, the README's production advice), sent to /dev/null like slowapi's.
+slowapi (s) in requests/s at a lower p99 (slowapi meters nothing; (b) against (s) is printed
+too). Needs wrk and a Redis (default 127.0.0.1:6379); this app's database is SQLite (a cached
+key never reads it), its logs JSON (SAAS_LOG_JSON=true, the README's production advice), sent
+to /dev/null like slowapi's.
 """
 
 import argparse

@@ -10,6 +10,7 @@ per request (saas/middleware/request_context.py), with its route template, statu
 request id and account id.
 """
 
+import json
 import logging
 import sys
 from typing import Any
@@ -32,8 +33,13 @@ def _timestamper() -> Processor:
 
 
 def _orjson_dumps(event: Any, **_: Any) -> str:
-    """structlog's recommended fast serializer; anything orjson cannot encode becomes its str."""
-    return orjson.dumps(event, default=str).decode()
+    """structlog's recommended fast serializer. What orjson cannot encode is rendered as the
+    standard library's encoder would have (repr of unknown types), never an error: a log line
+    must not fail the request that writes it."""
+    try:
+        return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an int beyond 64 bits, say
+        return json.dumps(event, default=repr)
 
 
 def _render(json: bool) -> list[Processor]:

@@ -162,13 +162,40 @@ ADMIN = errors(
 )
 
 _VALIDATION_REF = "#/components/schemas/HTTPValidationError"
-# How a key is sent (saas/middleware/auth.py; `Authorization: Token <key>`, NLP Cloud's form,
-# works too but is no OpenAPI scheme). Declared, /docs can send it and a fuzzer can check that
-# every /v1 and /admin operation refuses a request without it.
+# The three ways a key is sent (saas/middleware/auth.py), each operation behind a key accepting
+# any one of them. Declared, "Authorize" in /docs sends the key, generated clients know how, and
+# a fuzzer can check that every /v1 and /admin operation refuses a request without one.
+# NLP Cloud's `Token` is no HTTP authentication scheme that OpenAPI names: it is declared as the
+# whole Authorization header, which the person authorizing types with its "Token " prefix.
 _SECURITY_SCHEMES = {
-    "bearer": {"type": "http", "scheme": "bearer"},
-    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "token": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "NLP Cloud's form: type the word Token, a space and the key "
+        "(`Token sk_live_...`).",
+    },
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <key>`. Type the key alone: `sk_live_...`.",
+    },
+    "apiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "`X-API-Key: <key>`. Type the key alone: `sk_live_...`.",
+    },
 }
+# OpenAPI 3.1 lets the requirement of a scheme that is not OAuth list the roles it needs.
+ADMIN_SCOPE = "admin"
+_ADMIN_NOTE = f"Needs a key with the `{ADMIN_SCOPE}` scope: any other key gets 403."
+
+
+def security(area: Area) -> list[dict[str, list[str]]]:
+    """An operation's `security`: any one of the schemes, with the admin scope under /admin."""
+    roles = [ADMIN_SCOPE] if area is Area.admin else []
+    return [{name: roles} for name in _SECURITY_SCHEMES]
 
 
 def _problem_content(answer: dict[str, Any]) -> None:
@@ -204,9 +231,13 @@ def tighten(schema: dict[str, Any], models: Collection[str]) -> dict[str, Any]:
     info = schema.setdefault("info", {})
     info["description"] = info.get("description", "") + errors_section()
     for path, operations in schema.get("paths", {}).items():
+        area = area_of(path)
         for operation in operations.values():
-            if area_of(path) is not Area.public:
-                operation["security"] = [{name: []} for name in _SECURITY_SCHEMES]
+            if area is not Area.public:
+                operation["security"] = security(area)
+            if area is Area.admin:
+                described = [operation.get("description"), _ADMIN_NOTE]
+                operation["description"] = "\n\n".join(filter(None, described))
             for status, answer in operation.get("responses", {}).items():
                 if status[:1] in ("4", "5"):
                     _problem_content(answer)
@@ -225,7 +256,8 @@ def tighten(schema: dict[str, Any], models: Collection[str]) -> dict[str, Any]:
 
 
 def install(app: "FastAPI", models: Collection[str]) -> None:
-    """Serve the tightened schema at /openapi.json and /docs (built once, on first request)."""
+    """Serve the tightened schema at /openapi.json, which /docs and /redoc read (built once, on
+    first request)."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -32,6 +32,8 @@ try:
 except ZeroDivisionError:
     logging.getLogger("gunicorn.error").exception("Exception in worker process")
 structlog.get_logger("saas.access").info("request", status=200, route="/healthz")
+# Values orjson does not take as they are: written as the standard library's encoder would.
+structlog.get_logger("saas.odd").info("odd", error=TimeoutError(), counts={2: 1}, big=2**70)
 """
 
 
@@ -47,10 +49,12 @@ def test_server_and_library_lines_are_the_apps_json() -> None:
         ("sqlalchemy.pool", "error", "a library speaks"),
         ("gunicorn.error", "error", "Exception in worker process"),
         ("saas.access", "info", "request"),
+        ("saas.odd", "info", "odd"),
     ]
     assert all(record["timestamp"].endswith("Z") for record in records)
     assert "ZeroDivisionError" in records[3]["exception"]
     assert records[4]["status"] == 200
+    assert records[5]["error"] == "TimeoutError()" and records[5]["big"] == 2**70
 
 
 def test_access_logs_of_both_servers_are_off_and_levels_follow_the_setting() -> None:

@@ -71,12 +71,30 @@ def test_schema_declares_the_real_errors_and_models(client, settings):  # type: 
                 assert answer["content"] == problem, (path, status)
         if path.startswith(("/v1", "/admin")):  # what the middleware may answer
             assert {"401", "403", "429", "503"} <= set(operation["responses"]), (method, path)
-            assert operation["security"] == [{"bearer": []}, {"apiKey": []}]
+            # Any one of the three forms of the key; under /admin, one with the admin scope.
+            roles = ["admin"] if path.startswith("/admin") else []
+            assert operation["security"] == [
+                {"token": roles},
+                {"bearer": roles},
+                {"apiKey": roles},
+            ], (method, path)
+            if roles:
+                assert "`admin` scope" in operation["description"], (method, path)
         else:
             assert "security" not in operation
         for parameter in operation.get("parameters", []):
             if parameter["name"] == "model":
                 assert parameter["schema"]["enum"] == sorted(settings.models)
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["token"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": schemes["token"]["description"],
+    }
+    assert "Token sk_live_" in schemes["token"]["description"]
+    assert (schemes["bearer"]["type"], schemes["bearer"]["scheme"]) == ("http", "bearer")
+    assert (schemes["apiKey"]["in"], schemes["apiKey"]["name"]) == ("header", "X-API-Key")
     entities = schema["paths"]["/v1/{model}/entities"]["post"]["responses"]
     assert {"400", "402", "404", "413", "415", "422"} <= set(entities)
     assert "402" not in schema["paths"]["/v1/models"]["get"]["responses"]  # never billed

@@ -1,7 +1,6 @@
 """What every dashboard page shares: the templates, the static files, the security headers, and
 the route class that turns errors into pages (the API's handlers answer JSON)."""
 
-import hashlib
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,8 +13,9 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from starlette.datastructures import FormData
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
+from saas.assets import Assets
 from saas.errors import AppError, describe_errors
 
 log = structlog.get_logger(__name__)
@@ -57,18 +57,7 @@ def field(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _static_files() -> dict[str, tuple[Path, str]]:
-    """Every file under static/, by its relative name, with a digest of its contents for the
-    URL: a file's URL changes with it, so browsers may cache it for good."""
-    files = {}
-    for path in sorted(STATIC.rglob("*")):
-        if path.is_file():
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-            files[path.relative_to(STATIC).as_posix()] = (path, digest)
-    return files
-
-
-STATIC_FILES = _static_files()
+ASSETS = Assets(STATIC)
 
 
 def base_path(request: Request) -> str:
@@ -77,8 +66,7 @@ def base_path(request: Request) -> str:
 
 
 def static_url(request: Request, name: str) -> str:
-    _, digest = STATIC_FILES[name]
-    return f"{base_path(request)}/static/{name}?v={digest}"
+    return ASSETS.url(f"{base_path(request)}/static", name)
 
 
 def money(cents: int) -> str:
@@ -100,11 +88,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
 
 
 def static_file(name: str) -> Response:
-    found = STATIC_FILES.get(name)
-    if found is None:
-        return Response("Not found.", status_code=404, media_type="text/plain")
-    path, _ = found
-    return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    return ASSETS.response(name)
 
 
 class SignedOut(Exception):

@@ -26,7 +26,8 @@ from saas.context import (
 from saas.responses import internal_error
 
 log = structlog.get_logger("saas.access")
-MATCHES_KEPT = 4096  # (method, path) pairs whose customer route Endpoints remembers
+MATCHES_KEPT = 4096  # (method, path) pairs whose customer route Endpoints remembers...
+MATCHED_PATH_CHARS = 200  # ...for paths up to this long (4096 x 200 characters at most)
 
 
 class Endpoints:
@@ -83,14 +84,19 @@ class Endpoints:
         405, as the router will decide), and the model the URL names, as typed (None for a
         route without one)."""
         # Remembered per method and path: customers call a handful of URLs, and trying each
-        # route's regex cost more than the rest of this middleware.
+        # route's regex cost more than the rest of this middleware. Only short paths that reach
+        # a route of a model the service runs: this runs before authentication, and made-up
+        # paths (404s, unknown models, long ones) must not fill memory.
         key = (scope["method"], scope.get("root_path", ""), scope["path"])
         found = self._matched.get(key)
         if found is None:
             found = self._match(scope)
-            if len(self._matched) >= MATCHES_KEPT:  # made-up paths must not grow it forever
-                self._matched.clear()
-            self._matched[key] = found
+            route, _, model = found
+            short = len(key[2]) <= MATCHED_PATH_CHARS
+            if route is not None and short and self.known(model) == model:
+                if len(self._matched) >= MATCHES_KEPT:
+                    self._matched.clear()
+                self._matched[key] = found
         return found
 
     def _match(self, scope: Scope) -> tuple[APIRoute | None, Metering, str | None]:

@@ -109,7 +109,7 @@ class Batcher:
     held, it waits for them, at most that fraction of the last batch's inference time (and never
     more than max_wait). Off by default: measured at 32 connections (three interleaved runs of
     10 s, 1 worker), waiting up to 0.1 of the last batch's time made the inference process idle
-    14% of the time for 9 % fewer requests/s (0.69 against 0.77 x offline nlp.pipe); at 128
+    14% of the time for 10 % fewer requests/s (0.69 against 0.77 x offline nlp.pipe); at 128
     connections both gave the same requests/s.
     """
 
@@ -184,9 +184,11 @@ def serve_loaded(
     except (BrokenPipeError, OSError):  # stopped while loading: the parent has hung up
         return
     batcher = Batcher(conn, max_batch, max_wait, wait_fraction)
-    # The loaded models out of the collector's sight: full collections stop walking them (and,
-    # in a forked lane, stop writing to the pages it shares with its parent). Measured at 32
-    # connections, 1 worker: 0.812 against 0.798 x offline nlp.pipe (median of three runs).
+    # The loaded models out of the collector's sight, so full collections stop walking them, as
+    # prefork.preload does before forking lanes (there they are frozen already). Measured on a
+    # spawned lane at 32 connections, 1 worker: 0.812 against 0.798 x offline nlp.pipe (median
+    # of three runs: within this machine's noise, but never behind).
+    gc.collect()
     gc.freeze()
     while True:
         try:

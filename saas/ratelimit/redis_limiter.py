@@ -46,10 +46,11 @@ class RedisLimiter:
 
     async def load_scripts(self) -> None:
         """Without this the first call per connection pays NOSCRIPT, SCRIPT LOAD and a retry."""
-        await self.redis.script_load(_ADMIT)
-        await self.redis.script_load(_REFUND)
         if self._pipeline is not None:
             await self._pipeline.load()
+        else:
+            await self.redis.script_load(_ADMIT)
+        await self.redis.script_load(_REFUND)
 
     async def _run_admit(self, keys: list[str], args: list[int]) -> list[Any]:
         if self._pipeline is not None:

@@ -3,6 +3,7 @@ Gunicorn with 2 workers, on PostgreSQL and a Redis of the test's own, the API un
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import MODEL, eventually, free_port, start_process, stop_process
+from tests.e2e.browser import chromium
+from tests.e2e.test_docs import Offline, try_entities
 
 STACK = str(Path(__file__).resolve().parents[2] / "ops" / "stack.py")
 TEXT = "John Doe is a Go developer at Google in London."
@@ -82,10 +85,19 @@ def test_the_api_is_public_under_api_only(stack, customer):  # type: ignore[no-u
     assert len(response.headers["x-request-id"]) == 32  # the app's id, through the proxy
     schema = httpx.get(f"{stack.api}/openapi.json").json()
     assert schema["servers"] == [{"url": "/api"}]
-    docs = httpx.get(f"{stack.api}/docs")
-    assert docs.status_code == 200 and "/api/openapi.json" in docs.text
-    # The metrics are for the scraper on the app's own port, never public.
     root = f"http://127.0.0.1:{stack.port}"
+    for page in ("docs", "redoc"):  # their files, through the proxy, under /api
+        docs = httpx.get(f"{stack.api}/{page}")
+        assert docs.status_code == 200 and 'data-spec-url="/api/openapi.json"' in docs.text
+        assets = re.findall(r'(?:href|src)="(/api/docs/static/[^"]+)"', docs.text)
+        assert len(assets) >= 3, docs.text
+        for url in assets:
+            assert httpx.get(f"{root}{url}").status_code == 200, url
+    # In a browser: "Try it out" sends its request under /api too (the schema's `servers`).
+    with chromium() as browser:
+        offline = Offline(browser, root)
+        try_entities(offline, f"{stack.api}/docs", customer.key)
+    # The metrics are for the scraper on the app's own port, never public.
     assert httpx.get(f"{stack.api}/metrics").status_code == 404
     assert httpx.get(f"{root}/metrics").status_code == 404
     assert httpx.get(f"{root}/v1/models", headers=customer.headers).status_code == 404

@@ -5,6 +5,7 @@ its scripts (restarted, flushed) costs no admission."""
 import asyncio
 import uuid
 
+import redis
 import redis.asyncio as aioredis
 
 from saas.ratelimit.pipelining import ScriptPipeline
@@ -47,7 +48,81 @@ def test_concurrent_calls_share_round_trips_and_keep_their_own_answers():
     assert [int(echo) for echo, _ in answers] == list(range(100))
     assert sorted(int(count) for _, count in answers) == list(range(1, 101))
     assert int(alone[1]) == 101
-    assert sent <= 3  # 101 calls: the first goes alone (at most), the crowd together, then one
+    assert sent == 2  # the 100 of one turn of the event loop together, then the lone one
+
+
+def test_a_caller_that_gave_up_before_its_call_left_is_not_counted():
+    async def scenario():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(redis_url())
+        key = f"test-pipelining-{uuid.uuid4().hex}"
+        pipeline = ScriptPipeline(client, COUNT)
+        try:
+            gave_up = asyncio.ensure_future(pipeline.call([key], [0]))
+            kept = asyncio.ensure_future(pipeline.call([key], [1]))
+            await asyncio.sleep(0)  # both queued, the pipeline not sent yet
+            gave_up.cancel()  # what a timeout does
+            echo, count = await kept
+            return int(echo), int(count), int(await client.get(key))
+        finally:
+            await client.delete(key)
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == (1, 1, 1)
+
+
+class HeldPipeline(ScriptPipeline):
+    """The first pipeline is held (a stuck socket, as far as the callers can tell) until
+    released; the others go through."""
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+        self.held = False
+
+    async def _pipeline(self, calls):  # type: ignore[no-untyped-def]
+        if not self.held:
+            self.held = True
+            await self.release.wait()
+        return await super()._pipeline(calls)
+
+
+def test_a_stalled_pipeline_does_not_hold_the_next_calls():
+    async def scenario():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(redis_url())
+        key = f"test-pipelining-{uuid.uuid4().hex}"
+        pipeline = HeldPipeline(client, COUNT, stalled_after=0.05)
+        try:
+            first = asyncio.ensure_future(pipeline.call([key], [1]))
+            await asyncio.sleep(0)
+            second = await asyncio.wait_for(pipeline.call([key], [2]), 5)  # not held by first
+            assert not first.done()
+            pipeline.release.set()
+            return int(second[0]), int((await first)[0]), int(await client.get(key))
+        finally:
+            await client.delete(key)
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == (2, 1, 2)
+
+
+def test_a_pipeline_cancelled_at_shutdown_fails_its_callers_like_a_lost_connection():
+    """They take their fallback (a Redis error); they are not cancelled themselves."""
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(redis_url())
+        pipeline = HeldPipeline(client, COUNT)
+        try:
+            waiter = asyncio.ensure_future(pipeline.call(["never-counted"], [1]))
+            while not pipeline.held:
+                await asyncio.sleep(0.001)
+            for task in list(pipeline._in_flight):
+                task.cancel()
+            return await asyncio.gather(waiter, return_exceptions=True)
+        finally:
+            await client.aclose()
+
+    (outcome,) = asyncio.run(scenario())
+    assert isinstance(outcome, redis.exceptions.ConnectionError)
 
 
 def test_limiter_decisions_through_the_pipeline_count_exactly():
@@ -60,6 +135,7 @@ def test_limiter_decisions_through_the_pipeline_count_exactly():
         account = 7
         try:
             await limiter.load_scripts()
+            assert limiter._pipeline is not None  # one Redis: the pipelined path
             decisions = await asyncio.gather(
                 *(limiter.admit(account, windows, quota=None) for _ in range(100))
             )
@@ -102,7 +178,6 @@ def test_scripts_lost_by_redis_are_loaded_again(tmp_path):  # type: ignore[no-un
 def test_a_failed_pipeline_fails_its_callers_and_the_next_one_works(tmp_path):  # type: ignore[no-untyped-def]
     server = RedisServer(tmp_path)
     server.start()
-    port = server.port
 
     async def scenario():  # type: ignore[no-untyped-def]
         client = aioredis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
@@ -113,16 +188,15 @@ def test_a_failed_pipeline_fails_its_callers_and_the_next_one_works(tmp_path):  
             failed = await asyncio.gather(
                 *(pipeline.call(["counter"], [n]) for n in range(5)), return_exceptions=True
             )
-            restarted = RedisServer(tmp_path, port=port)
-            restarted.start()
-            try:
-                after = await pipeline.call(["counter"], [1])  # scripts lost with the restart
-            finally:
-                restarted.stop()
+            server.start()  # the same port, empty: the scripts are lost too
+            after = await pipeline.call(["counter"], [1])
             return failed, after
         finally:
             await client.aclose()
 
-    failed, after = asyncio.run(scenario())
+    try:
+        failed, after = asyncio.run(scenario())
+    finally:
+        server.stop()
     assert all(isinstance(result, Exception) for result in failed)
     assert int(after[0]) == 1 and int(after[1]) == 1  # a fresh Redis (no --save): counted once
