@@ -3,4 +3,4 @@ version (pyproject.toml reads it from here). Semantic versioning of what custome
 Versions and changes, says what is breaking; CHANGELOG.md's latest release must carry this number
 (tests/test_version.py)."""
 
-VERSION = "0.9.0"
+VERSION = "1.0.0"
