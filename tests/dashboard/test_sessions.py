@@ -3,6 +3,7 @@ every form, and the security headers on every page (in-process; the browser test
 tests/e2e/test_dashboard.py)."""
 
 import re
+import uuid
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
@@ -175,7 +176,11 @@ def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer, mak
     """Guessing keys in the sign-in form is limited like guessing them at the API, with one
     count for both; keys the worker saw authenticate still sign in from the blocked address."""
     neighbour = make_customer()
-    with dedicated_client(settings, auth_failures_per_ip="3/minute") as browser:
+    # A Redis prefix of its own: the failed-key count of this address must not be shared with
+    # the other tests that fail keys from it within the same minute (ratelimit/test_bruteforce).
+    prefix = f"{settings.redis_prefix}-{uuid.uuid4().hex[:8]}"
+    guarded = {"auth_failures_per_ip": "3/minute", "redis_prefix": prefix}
+    with dedicated_client(settings, **guarded) as browser:
         assert browser.get("/v1/models", headers=neighbour.headers).status_code == 200
         for guess in (security.generate_key(), "not even a key"):
             refused = browser.post("/dashboard", data={"api_key": guess})
