@@ -198,6 +198,14 @@ def security(area: Area) -> list[dict[str, list[str]]]:
     return [{name: roles} for name in _SECURITY_SCHEMES]
 
 
+def _server_error() -> dict[str, Any]:
+    return {
+        "description": "Internal error (`internal_error`), or a text spaCy could not process"
+        " (`inference_failed`, routes that run it)",
+        "content": {problems.MEDIA_TYPE: {"schema": dict(_PROBLEM_REF)}},
+    }
+
+
 def _problem_content(answer: dict[str, Any]) -> None:
     """An error answer's body: problem details, under their own media type. FastAPI puts every
     body under application/json, and its default 422 is a list of errors."""
@@ -238,6 +246,9 @@ def tighten(schema: dict[str, Any], models: Collection[str]) -> dict[str, Any]:
             if area is Area.admin:
                 described = [operation.get("description"), _ADMIN_NOTE]
                 operation["description"] = "\n\n".join(filter(None, described))
+            # Any operation may fail (and one that runs spaCy may meet a text it cannot take):
+            # declared, so a generated client parses that answer too.
+            operation.setdefault("responses", {}).setdefault("500", _server_error())
             for status, answer in operation.get("responses", {}).items():
                 if status[:1] in ("4", "5"):
                     _problem_content(answer)

@@ -53,6 +53,14 @@ INTRO = (
     "last answer."
 )
 
+# The API's description (/docs) speaks to customers, who have a server's address and their key.
+API_INTRO = (
+    "Each snippet reads this server's address from `SPACY_API_URL` and your API key from "
+    "`SPACY_API_KEY` (their defaults, `http://127.0.0.1:8000` and `<demo key>`, are a local "
+    "development server's). Each one asks for the entities of a text, then of a batch of two "
+    "texts, and prints the rate-limit headers of the last answer."
+)
+
 # Where the README's generated part starts and ends.
 BEGIN = (
     "<!-- quickstart: generated from saas/quickstart/ by `python -m saas.quickstart README.md`;"
@@ -65,10 +73,10 @@ def _paragraph(text: str) -> str:
     return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
 
 
-def markdown(*, markers: bool) -> str:
+def markdown(*, markers: bool, intro: str = INTRO) -> str:
     """The intro and a section per snippet (### headings). With `markers`, each code block is
     preceded by the comment naming its snippet, which the README's tests look for."""
-    parts = [_paragraph(INTRO)]
+    parts = [_paragraph(intro)]
     for snippet in SNIPPETS:
         parts.append(f"### {snippet.title}")
         if snippet.note:
@@ -80,7 +88,7 @@ def markdown(*, markers: bool) -> str:
 
 def description(summary: str) -> str:
     """The OpenAPI description: `summary`, then the quickstarts."""
-    return f"{summary}\n\n## Quickstart\n\n{markdown(markers=False)}"
+    return f"{summary}\n\n## Quickstart\n\n{markdown(markers=False, intro=API_INTRO)}"
 
 
 def readme_part() -> str:

@@ -156,7 +156,8 @@ def test_docs_authorize_and_try_entities_without_internet(offline, served):  # t
     clip = {"x": 0, "y": top["y"], "width": 1280, "height": height}
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     mask = [page.locator(".curl-command")]
-    page.screenshot(path=SCREENSHOTS / "docs.png", full_page=True, clip=clip, mask=mask)
+    shot = {"full_page": True, "clip": clip, "mask": mask, "mask_color": "#3b4151"}
+    page.screenshot(path=SCREENSHOTS / "docs.png", **shot)
 
 
 def test_redoc_renders_and_searches_without_internet(offline, served):  # type: ignore[no-untyped-def]
