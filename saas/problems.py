@@ -105,8 +105,8 @@ LIMITER_UNAVAILABLE = _problem(
     "limiter_unavailable",
     503,
     "Rate limiting unavailable",
-    "Rate limits could not be checked (Redis is unreachable and the service fails closed);"
-    " retry after `retry_after`.",
+    "Rate limits could not be checked, and this deployment refuses requests rather than admit"
+    " them unchecked; retry after `retry_after`.",
     _RETRY,
 )
 
@@ -134,7 +134,8 @@ HEADERS_TOO_LARGE = _problem(
     "headers_too_large",
     431,
     "Request headers too large",
-    "The request's headers are over `SAAS_MAX_HEADER_BYTES` (`limit`); the connection is closed.",
+    "The request's headers are over the server's limit (`limit`, in bytes); the connection is"
+    " closed.",
     ("limit",),
 )
 INVALID_CONTENT_LENGTH = _problem(
@@ -147,14 +148,14 @@ BODY_TOO_LARGE = _problem(
     "body_too_large",
     413,
     "Request body too large",
-    "The body is over `SAAS_MAX_BODY_BYTES` (`limit`, in bytes).",
+    "The body is over the server's limit (`limit`, in bytes).",
     ("limit",),
 )
 REQUEST_TIMEOUT = _problem(
     "request_timeout",
     408,
     "Request body too slow",
-    "The body did not arrive within `SAAS_BODY_TIMEOUT`; the connection is closed.",
+    "The body did not arrive within the server's deadline; the connection is closed.",
 )
 UNSUPPORTED_MEDIA_TYPE = _problem(
     "unsupported_media_type",
