@@ -26,12 +26,21 @@ from typing import IO, Any
 
 import psycopg
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 STARTUP_TIMEOUT = 60.0  # seconds; initdb + start take ~2 s here
 
 
 class ServerUnavailable(RuntimeError):
     """A private server could not be started (missing binaries, failed start)."""
+
+
+class PortTaken(ServerUnavailable):
+    """The port was taken between being found free and being bound."""
+
+
+PORT_ATTEMPTS = 5  # ports a server tries before giving up
 
 
 def free_port() -> int:
@@ -143,8 +152,17 @@ class RedisServer:
     """A Redis of the run's or a test's own on a free port, which a test may stop and start again
     (never the machine's shared one)."""
 
-    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = (), port: int = 0) -> None:
-        self.port = port or free_port()
+    def __init__(
+        self,
+        workdir: Path,
+        extra_args: tuple[str, ...] = (),
+        port: int = 0,
+        pick_port: Callable[[], int] = free_port,
+    ) -> None:
+        # A port found free can be taken before redis-server binds it (by any socket the machine
+        # opens meanwhile): until it has started once, another one is picked (`pick_port`).
+        self.pick_port = None if port else pick_port
+        self.port = port or pick_port()
         self.workdir = workdir
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
@@ -154,6 +172,20 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        for _ in range(PORT_ATTEMPTS - 1):
+            if self.pick_port is None:
+                break
+            try:
+                self._start()
+            except PortTaken:
+                self.port = self.pick_port()
+                continue
+            self.pick_port = None  # started: restarts keep this port
+            return
+        self._start()
+        self.pick_port = None
+
+    def _start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServerUnavailable(
@@ -171,16 +203,25 @@ class RedisServer:
                 start_new_session=True,
                 preexec_fn=_die_with_parent(signal.SIGTERM),
             )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        # Short timeouts, no retries: the port may belong to something else until it is ours.
+        client = redis.Redis(
+            port=self.port,
+            socket_connect_timeout=0.2,
+            socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
+        )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
             while True:
                 if self.process.poll() is not None:
-                    raise ServerUnavailable(f"redis-server exited at start:\n{_log_tail(log)}")
+                    tail = _log_tail(log)
+                    if "Address already in use" in tail:  # this port's own log: this start's
+                        raise PortTaken(f"redis-server exited at start:\n{tail}")
+                    raise ServerUnavailable(f"redis-server exited at start:\n{tail}")
                 try:
                     if client.ping():
                         return
-                except redis.ConnectionError:
+                except (redis.ConnectionError, redis.TimeoutError):  # not up, or not ours yet
                     pass
                 if time.monotonic() > deadline:
                     raise ServerUnavailable(f"redis-server did not answer PING:\n{_log_tail(log)}")
@@ -222,7 +263,7 @@ class RedisClusterServers:
                     "--cluster-config-file", f"nodes-{index}.conf",
                     "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS),
                 ),
-                cluster_port(),
+                pick_port=cluster_port,
             )
             for index in range(2 * masters)
         ]  # fmt: skip
