@@ -19,13 +19,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
 import psycopg
 import redis
+import uvicorn
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -146,6 +148,25 @@ def _log_tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+@contextmanager
+def serve_in_thread(app: Any, **config: Any) -> Iterator[int]:
+    """`app` served by Uvicorn in a thread of this process on a free loopback port (yielded) once
+    it has started (the model loads first), until the block ends. `config`: uvicorn.Config's."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 class RedisServer:

@@ -10,8 +10,6 @@ accounts). SAAS_CONTRACT_EXAMPLES sets how many examples each operation gets (de
 import os
 import shutil
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -38,7 +35,7 @@ from saas.db import make_engine
 from saas.keys import service as keys
 from saas.migrations import upgrade
 from tests.conftest import REDIS_PREFIX, TEST_ACTOR, postgres_schema_url, postgres_url, redis_url
-from tests.servers import free_port
+from tests.servers import serve_in_thread
 
 MAX_EXAMPLES = int(os.environ.get("SAAS_CONTRACT_EXAMPLES", "10"))
 # Made by the fixture, so that collecting the test without running it leaves nothing behind.
@@ -135,20 +132,8 @@ def _served(settings: Settings) -> Iterator[Backend]:
         bystander = _caller(session, "bystander", ())
         session.commit()
     engine.dispose()
-    port = free_port()
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 120  # the model loads first
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.05)
+    with serve_in_thread(create_app(settings), log_level="warning") as port:
         yield Backend(f"http://127.0.0.1:{port}", callers, bystander)
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @contextmanager

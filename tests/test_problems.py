@@ -15,8 +15,6 @@ import os
 import re
 import signal
 import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -54,7 +51,7 @@ from tests.conftest import (
 )
 from tests.dashboard.test_sessions import signed_in
 from tests.e2e.test_hostile_input import exchange
-from tests.servers import free_port
+from tests.servers import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTITIES = f"/v1/{MODEL}/entities"
@@ -333,22 +330,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         closed_port = sock.getsockname()[1]
     app = create_app(settings)
     _probe_routes(app, closed_port)
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="critical", http=GuardedHttpToolsProtocol
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 120  # the model loads first
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.05)
-        yield Served(f"http://127.0.0.1:{port}", port, app, engine, customer)
+        with serve_in_thread(app, log_level="critical", http=GuardedHttpToolsProtocol) as port:
+            yield Served(f"http://127.0.0.1:{port}", port, app, engine, customer)
     finally:
-        server.should_exit = True
-        thread.join(30)
         engine.dispose()
 
 
