@@ -8,16 +8,27 @@ that every line of a server, whoever wrote it, has the same shape: `event`, `lev
 `log_config` (saas/cli/serve.py). Neither server's access log is kept: the app writes one line
 per request (saas/middleware/request_context.py), with its route template, status, latency,
 request id and account id.
+
+Nothing secret reaches a line, in either format, whoever wrote it:
+- tracebacks are the standard library's (`format_exc_info`), without local variables: the
+  console renderer's own formatter (Rich) prints every frame's locals, and a request's frames
+  hold its key, its cookies and its form;
+- `redact_secrets`, the last step before rendering, replaces the values of fields named like
+  credentials (headers, cookies, form fields, keyword arguments) and cuts out anything shaped
+  like an API key, in the message, every field and the traceback's text.
 """
 
 import json
 import logging
+import re
 import sys
 from typing import Any
 
 import orjson
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from saas.security import KEY_PREFIX, redact_keys
 
 # Levels below which nothing goes out: the access loggers of both servers stay silent (and
 # Uvicorn, seeing no handler, does not even format its access lines).
@@ -42,13 +53,84 @@ def _orjson_dumps(event: Any, **_: Any) -> str:
         return json.dumps(event, default=repr)
 
 
+REDACTED = "[redacted]"
+# A field, header, cookie or form field whose name has one of these words (separated by `_` or
+# `-`, any case) holds a credential: Authorization, X-API-Key, Cookie, csrf_token, the
+# dashboard's saas_session, a webhook secret...
+_SECRET_NAME = re.compile(
+    r"(?:^|[_-])(?:authorization|cookie|api[_-]?key|token|csrf|session|secret|password|passwd)"
+    r"(?:$|[_-])",
+    re.IGNORECASE,
+)
+_KEY_PREFIX_BYTES = KEY_PREFIX.encode()
+_MAX_DEPTH = 6  # nested containers deeper than this are not logged by this code
+
+
+_name_is_secret: dict[str, bool] = {}  # the field names seen so far: a few dozen
+
+
+def _is_secret_name(name: str) -> bool:
+    secret = _name_is_secret.get(name)
+    if secret is None:
+        secret = _name_is_secret[name] = _SECRET_NAME.search(name) is not None
+        if len(_name_is_secret) > 10_000:  # names are not meant to be data; stay bounded
+            _name_is_secret.clear()
+    return secret
+
+
+def _name(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return None
+
+
+def _redacted(value: Any, depth: int = 0) -> Any:
+    """`value` without key-shaped text and with credential-named entries replaced."""
+    if isinstance(value, str):
+        return redact_keys(value)
+    if isinstance(value, bytes | bytearray):
+        if _KEY_PREFIX_BYTES not in value:
+            return value
+        return redact_keys(bytes(value).decode("latin-1")).encode("latin-1")
+    if isinstance(value, int | float | None) or depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if (n := _name(k)) and _is_secret_name(n) else _redacted(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        if len(value) == 2 and (n := _name(value[0])) is not None and _is_secret_name(n):
+            return (value[0], REDACTED)  # a (name, value) pair: a header, a cookie, a form field
+        items = [_redacted(item, depth + 1) for item in value]
+        return items if isinstance(value, list) else tuple(items)
+    # Anything else is written as its repr (an exception, say): checked as that text.
+    text = repr(value)
+    return redact_keys(text) if KEY_PREFIX in text else value
+
+
+def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor, last before rendering (so the traceback is text by then). An access
+    line (short strings and numbers) costs a dict lookup and a substring search per field."""
+    for name, value in event_dict.items():
+        if _name_is_secret.get(name, True) and _is_secret_name(name):
+            event_dict[name] = REDACTED
+        elif type(value) is str:
+            if KEY_PREFIX in value:
+                event_dict[name] = redact_keys(value)
+        elif not isinstance(value, int | float | None):
+            event_dict[name] = _redacted(value)
+    return event_dict
+
+
 def _render(json: bool) -> list[Processor]:
+    # Both formats take the traceback as plain text, without locals (see the module's doc).
+    steps: list[Processor] = [structlog.processors.format_exc_info, redact_secrets]
     if json:
-        return [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
-        ]
-    return [structlog.dev.ConsoleRenderer()]  # renders exceptions itself
+        return [*steps, structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
+    return [*steps, structlog.dev.ConsoleRenderer()]
 
 
 class _StderrLogger(structlog.WriteLogger):

@@ -4,9 +4,13 @@ stay silent. Run in a subprocess: logging is global to a process.
 (tests/e2e/test_observability.py checks a real `saas serve` with Uvicorn.)"""
 
 import json
+import secrets
 import subprocess
 import sys
 
+import pytest
+
+from saas import security
 from saas.logging import logging_config
 
 PROGRAM = """
@@ -64,3 +68,82 @@ def test_access_logs_of_both_servers_are_off_and_levels_follow_the_setting() -> 
         assert loggers[name]["handlers"] == [] and not loggers[name]["propagate"]
     assert config["root"]["level"] == loggers["gunicorn.error"]["level"] == "WARNING"
     assert json.loads(json.dumps(config)) == config  # plain values: printable, picklable
+
+
+# Secrets a request carries, where a failing request's frames and log calls would hold them.
+LEAKY_PROGRAM = """
+import logging, logging.config, sys
+import structlog
+from saas.logging import configure_logging, logging_config
+
+json_lines = sys.argv[1] == "json"
+key, cookie, csrf, other_key = sys.argv[2:6]
+logging.config.dictConfig(logging_config("DEBUG", json=json_lines))
+configure_logging("DEBUG", json=json_lines)
+
+def handle(scope, form):
+    api_key = key  # locals of the failing frames: what Rich's tracebacks printed
+    session_cookie = cookie
+    raise RuntimeError("the database is gone")
+
+scope = {"headers": [(b"authorization", b"Bearer " + key.encode()), (b"cookie", cookie.encode())]}
+form = {"csrf_token": csrf, "name": "a key"}
+try:
+    handle(scope, form)
+except RuntimeError:
+    structlog.get_logger("saas.middleware.auth").exception("key_lookup_failed")
+    # Uvicorn's own line for an exception that escaped the app, through the standard library.
+    logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+try:
+    raise ValueError(f"no such key {other_key}")  # a message that quotes a key
+except ValueError:
+    structlog.get_logger("saas").exception("unhandled_error")
+structlog.get_logger("saas").warning(
+    "fields",
+    authorization=f"Token {key}",
+    x_api_key=key,
+    headers={"X-API-Key": key, "Cookie": f"saas_session={cookie}", "Accept": "text/html"},
+    raw_headers=scope["headers"],
+    form=form,
+    saas_session=cookie,
+    note=f"presented {other_key} twice",
+    error=PermissionError(f"refused {other_key}"),  # written as its repr
+)
+logging.getLogger("some.library").warning("connecting with %s", other_key)
+"""
+
+
+@pytest.mark.parametrize("mode", ["json", "console"])
+def test_no_secret_reaches_a_line_in_either_format(mode: str) -> None:
+    """A failing request's key, cookie and CSRF token are in its frames' locals, its headers and
+    its form: none of them may come out, from the app's lines or the standard library's."""
+    key, other_key = security.generate_key(), security.generate_key()
+    cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    result = subprocess.run(
+        [sys.executable, "-c", LEAKY_PROGRAM, mode, key, cookie, csrf, other_key],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    output = result.stdout + result.stderr
+    for secret in (key, key[len(security.display_prefix(key)) :], cookie, csrf, other_key):
+        assert secret not in output, f"{secret[:12]}... in the {mode} log:\n{output}"
+    # What the lines still tell: the tracebacks, the events, which fields were there.
+    assert output.count("RuntimeError: the database is gone") == 2, output
+    assert "ValueError: no such key sk_live_[redacted]" in output
+    for event in ("key_lookup_failed", "Exception in ASGI application", "fields"):
+        assert event in output
+    assert "[redacted]" in output and "text/html" in output and "a key" in output
+    assert "connecting with sk_live_[redacted]" in output
+    if mode == "json":
+        records = [json.loads(line) for line in result.stderr.splitlines()]
+        fields = next(r for r in records if r["event"] == "fields")
+        named = (fields["authorization"], fields["x_api_key"], fields["saas_session"])
+        assert named == ("[redacted]",) * 3
+        assert fields["headers"] == {
+            "X-API-Key": "[redacted]",
+            "Cookie": "[redacted]",
+            "Accept": "text/html",
+        }
+        assert fields["form"] == {"csrf_token": "[redacted]", "name": "a key"}

