@@ -44,11 +44,9 @@ bind = [address.strip() for address in _settings.bind.split(",")]
 workers = _settings.workers or os.cpu_count() or 1
 timeout = int(_settings.worker_timeout)
 graceful_timeout = int(_settings.graceful_timeout)
-# Uvicorn's keep-alive timeout, and the time a connection gets to send a request's headers.
-keepalive = _settings.keep_alive_timeout
-# The proxy's address: X-Forwarded-For from it names the client (the failed-key guard and the
-# access log see the customer's address); from anyone else it is ignored.
-forwarded_allow_ips = _settings.forwarded_allow_ips
+# Uvicorn's options (keep-alive, the proxy whose X-Forwarded-For names the client, the HTTP
+# protocol's limits) are the worker class's, from the same function as `saas serve`'s
+# (saas/http_protocol.py: uvicorn_options), not Gunicorn's `keepalive` / `forwarded_allow_ips`.
 # Import and build the app once, in the master: workers share those pages too.
 preload_app = True
 # Our request-context middleware writes one access line per request, with its request id;

@@ -13,6 +13,7 @@ No timer and no call per header is added to Uvicorn's: a no-op app serves 0.96 t
 requests/s of Uvicorn's own protocol (bench/hostile_overhead.py; spaCy requests take ms).
 
 Settings (saas/config.py): SAAS_KEEP_ALIVE_TIMEOUT, SAAS_MAX_CONNECTIONS, SAAS_MAX_HEADER_BYTES.
+`uvicorn_options` is everything both servers tell Uvicorn, this protocol included.
 """
 
 import asyncio
@@ -24,11 +25,26 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from saas import problems
-from saas.config import get_settings
+from saas.config import Settings, get_settings
 
 # Uvicorn's `http` as an import string: `saas serve --workers N` spawns processes that import it.
 GUARDED_HTTP = f"{__name__}:GuardedHttpToolsProtocol"
 HEADERS_TOO_LARGE = "Request headers are too large."
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Uvicorn's options under `saas serve` (uvicorn.run) and Gunicorn (saas/worker.py) alike,
+    built here once so that the two cannot drift. Whose X-Forwarded-For and -Proto to believe
+    is SAAS_FORWARDED_ALLOW_IPS: left out, Uvicorn would trust its own environment variable or
+    loopback, and any local process could pick the address the failed-key guard counts and the
+    scheme that marks the dashboard's cookie Secure."""
+    return {
+        "http": GUARDED_HTTP,
+        "loop": "auto",  # uvloop, installed with uvicorn[standard]
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+    }
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

@@ -12,12 +12,14 @@ finishes those requests like any other in flight.
 import asyncio
 import socket
 import sys
+from typing import Any
 
 import uvicorn
 import uvicorn_worker
 from gunicorn.arbiter import Arbiter
 
-from saas.http_protocol import GUARDED_HTTP
+from saas.config import get_settings
+from saas.http_protocol import uvicorn_options
 
 # A request follows its connection within a round trip; a connection still silent after this
 # long is idle, and closing it is what HTTP allows (RFC 9112, section 9.6).
@@ -45,9 +47,16 @@ class DrainingServer(uvicorn.Server):
 
 
 class UvicornWorker(uvicorn_worker.UvicornWorker):  # type: ignore[misc]  # untyped base
-    # httptools with the limits Uvicorn lacks (saas/http_protocol.py). Gunicorn's own
-    # `worker_connections` does not apply to this worker class: SAAS_MAX_CONNECTIONS does.
-    CONFIG_KWARGS = {**uvicorn_worker.UvicornWorker.CONFIG_KWARGS, "http": GUARDED_HTTP}
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Uvicorn's options as `saas serve` gives them (saas/http_protocol.py), over those that
+        # uvicorn_worker takes from Gunicorn's settings: httptools with the limits Uvicorn
+        # lacks (Gunicorn's `worker_connections` does not apply to this worker class:
+        # SAAS_MAX_CONNECTIONS does), the keep-alive timeout, the trusted proxies.
+        self.CONFIG_KWARGS = {
+            **uvicorn_worker.UvicornWorker.CONFIG_KWARGS,
+            **uvicorn_options(get_settings()),
+        }
+        super().__init__(*args, **kwargs)
 
     async def _serve(self) -> None:
         # uvicorn_worker's own _serve, with the server above.

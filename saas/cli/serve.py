@@ -36,7 +36,7 @@ def serve(
     import uvicorn
 
     from saas import metrics
-    from saas.http_protocol import GUARDED_HTTP
+    from saas.http_protocol import uvicorn_options
     from saas.logging import logging_config
 
     settings = get_settings()
@@ -57,12 +57,9 @@ def serve(
             access_log=False,  # our request-context middleware logs each request once
             # Uvicorn's own lines in the app's format (JSON with SAAS_LOG_JSON=true), on stderr.
             log_config=logging_config(settings.log_level, settings.log_json),
-            loop="auto",
-            # httptools with the limits Uvicorn lacks (idle connections, slow or huge headers).
-            http=GUARDED_HTTP,
-            timeout_keep_alive=settings.keep_alive_timeout,
-            proxy_headers=True,
             log_level=settings.log_level.lower(),
+            # The protocol with its limits, keep-alive, trusted proxies: as under Gunicorn.
+            **uvicorn_options(settings),
         )
 
 
