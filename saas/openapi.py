@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from saas import problems
 from saas.context import Area, area_of
@@ -23,6 +23,23 @@ MAX_INT = 2**31 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
 # Text that is stored or searched: PostgreSQL's text refuses NUL, which would be a 500 there.
 Stored = Annotated[str, Field(pattern="^[^\\x00]*$")]
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must be one line of text, without control characters")
+    return value
+
+
+# A name people read (an account's, a key's): one line without control characters, which would
+# garble the dashboard, the CSVs and the CLI's tables (an escape sequence in a terminal), and
+# of which NUL is a 500 in PostgreSQL. The validator gives the message; the schema the rule.
+Name = Annotated[
+    str,
+    Field(json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}),
+    AfterValidator(_no_control_characters),
+]
 # How far a listing may skip (SQLite refuses an OFFSET beyond 64 bits).
 Offset = Annotated[int, Field(ge=0, le=MAX_INT)]
 

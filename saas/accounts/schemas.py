@@ -9,7 +9,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, field_v
 
 from saas.accounts.models import Account, Plan, PlanBase
 from saas.db import as_utc
-from saas.openapi import MAX_INT, Stored, never_null
+from saas.openapi import MAX_INT, Name, Stored, never_null
 from saas.ratelimit.windows import parse_windows
 from saas.security import display_url
 
@@ -77,7 +77,7 @@ class PlanPublic(PlanBase):
 
 
 class AccountCreate(BaseModel):
-    name: Stored = Field(min_length=1, max_length=128, examples=["acme"])
+    name: Name = Field(min_length=1, max_length=128, examples=["acme"])
     email: EmailStr = Field(examples=["ops@acme.example"])
     plan: Stored = Field(examples=["free"])
 

@@ -16,9 +16,9 @@ from saas.dashboard.auth import CheckedForm, CurrentVisitor
 from saas.dashboard.pages import Id, Month, field, see_other
 from saas.db import utcnow
 from saas.deps import DbSession
-from saas.errors import Forbidden, NotFound
+from saas.errors import Forbidden, Invalid, NotFound, validated
 from saas.keys import service as keys
-from saas.keys.schemas import KeyPublic
+from saas.keys.schemas import CustomerKeyCreate, KeyPublic
 from saas.usage.service import current_month
 
 router = APIRouter(prefix=pages.PREFIX, route_class=pages.PageRoute, include_in_schema=False)
@@ -85,10 +85,10 @@ def usage_csv(visitor: CurrentVisitor, session: DbSession, month: Month = None) 
 
 
 def keys_page(
-    request: Request, visitor: auth.Visitor, session: DbSession, **extra: Any
+    request: Request, visitor: auth.Visitor, session: DbSession, status: int = 200, **extra: Any
 ) -> Response:
     listed = KeyPublic.listing(keys.list_keys(session, visitor.principal.account_id))
-    return pages.render(request, "keys.html", visitor=visitor, keys=listed, **extra)
+    return pages.render(request, "keys.html", status, visitor=visitor, keys=listed, **extra)
 
 
 @router.get("/keys")
@@ -100,9 +100,12 @@ def key_list(request: Request, visitor: CurrentVisitor, session: DbSession) -> R
 def create_key(
     request: Request, visitor: CurrentVisitor, form: CheckedForm, session: DbSession
 ) -> Response:
-    name = field(form, "name")[:128]
+    try:  # the API's schema (POST /v1/keys): the same rules, the same words
+        body = validated(CustomerKeyCreate, {"name": field(form, "name")})
+    except Invalid as exc:
+        return keys_page(request, visitor, session, status=exc.status_code, message=exc.detail)
     key, plaintext = keys.create_own_key(
-        session=session, caller=visitor.principal, actor=visitor.actor, name=name
+        session=session, caller=visitor.principal, actor=visitor.actor, name=body.name
     )
     # The one time this key is shown: the page is sent with Cache-Control: no-store.
     return keys_page(

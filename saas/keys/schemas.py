@@ -5,12 +5,12 @@ from pydantic import BaseModel, Field
 
 from saas.db import as_utc, utcnow
 from saas.keys.models import ApiKey
-from saas.openapi import IsoDateTime, Stored
+from saas.openapi import IsoDateTime, Name
 from saas.principal import KNOWN_SCOPES, KeyStatus
 
 
 class KeyCreate(BaseModel):
-    name: Stored = Field(default="", max_length=128, examples=["production"])
+    name: Name = Field(default="", max_length=128, examples=["production"])
     scopes: list[str] = Field(
         default_factory=list,
         examples=[[]],
@@ -21,7 +21,7 @@ class KeyCreate(BaseModel):
 
 
 class CustomerKeyCreate(BaseModel):
-    name: Stored = Field(default="", max_length=128, examples=["staging"])
+    name: Name = Field(default="", max_length=128, examples=["staging"])
     expires_at: IsoDateTime | None = Field(default=None, description="UTC if no offset is given.")
 
 
