@@ -10,7 +10,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, field_v
 from saas.accounts.models import Account, Plan, PlanBase
 from saas.db import as_utc
 from saas.openapi import MAX_INT, Name, Stored, never_null
-from saas.ratelimit.windows import parse_windows
+from saas.ratelimit.windows import MAX_WINDOW_SECONDS, parse_windows
 from saas.security import display_url
 
 PLAN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -31,6 +31,15 @@ class PlanRules(PlanBase):
         if len(set(lengths)) != len(lengths):
             # The limiter keeps one counter per window length.
             raise ValueError(f"two windows of the same length in {value!r}")
+        for window in windows:
+            if not 1 <= window.limit <= MAX_INT:
+                raise ValueError(
+                    f"{window.limit} requests a {window.name}: from 1 to {MAX_INT:,} a window"
+                )
+            if window.seconds > MAX_WINDOW_SECONDS:
+                days = f"{window.seconds / 86_400:,.0f}"
+                most = MAX_WINDOW_SECONDS // 86_400
+                raise ValueError(f"a window may be at most {most} days long, not {days} days")
         return value
 
 

@@ -13,6 +13,9 @@ from limits import parse_many
 # the price is that a request may be refused up to one bucket (1/BUCKETS of the window, 1 s of a
 # minute) before an exact moving window would admit it. Never admitted early.
 BUCKETS = 60
+# The longest window a plan may have: a month, whatever its length (`limits` counts a month as 30
+# days). Longer ones meant counters that never expire and reset times past 64 bits.
+MAX_WINDOW_SECONDS = 31 * 86_400
 
 
 @dataclass(frozen=True, slots=True)

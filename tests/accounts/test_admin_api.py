@@ -235,3 +235,33 @@ def test_plan_max_batch_texts_through_the_admin_api(client, make_customer):  # t
         "after": {"max_batch_texts": 2},
     }
     assert audit[1]["action"] == "plan.create" and audit[1]["changes"]["max_batch_texts"] == 32
+
+
+def test_rate_limits_must_admit_something_within_a_month(client, make_customer):  # type: ignore[no-untyped-def]
+    """A limit of 0 refuses every request; one over more than 31 days kept a Redis counter that
+    never expired, and customers on it got 500 from GET /v1/usage (a reset past 64 bits)."""
+    h = make_customer(scopes=("admin",)).headers
+    name = f"bounds-{uuid.uuid4().hex[:6]}"
+    assert client.post("/admin/plans", headers=h, json={"name": name}).status_code == 201
+    refused = {
+        "0/second": "0 requests a second: from 1 to 2,147,483,647 a window",
+        "10/second;0/minute": "0 requests a minute",
+        "2147483648/hour": "from 1 to 2,147,483,647 a window",
+        "1/999999999999999999 years": "a window may be at most 31 days long",
+        "1/year": "at most 31 days long, not 360 days",
+        "5/32 days": "not 32 days",
+    }
+    for limit, reason in refused.items():
+        for answer in (
+            client.post("/admin/plans", headers=h, json={"name": f"{name}-x", "rate_limit": limit}),
+            client.patch(f"/admin/plans/{name}", headers=h, json={"rate_limit": limit}),
+        ):
+            assert answer.status_code == 422, (limit, answer.text)
+            assert reason in answer.json()["detail"], (limit, answer.json()["detail"])
+    for limit in ("1/31 days", "1/month", "2147483647/second"):
+        answer = client.patch(f"/admin/plans/{name}", headers=h, json={"rate_limit": limit})
+        assert answer.status_code == 200, (limit, answer.text)
+    # The longest window works end to end: a customer on it sees its usage.
+    customer = make_customer(rate_limit="3/31 days")
+    usage = client.get("/v1/usage", headers=customer.headers)
+    assert usage.status_code == 200, usage.text
