@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             admission.forget_all()
 
     invalidator = Invalidator(forget)
-    alerts = QuotaAlerts(db_engine)
+    alerts = QuotaAlerts(db_engine, allow_private=settings.webhook_allow_private)
     recorder = UsageRecorder(db_engine, on_committed=alerts.after_commit)
     guard = FailedAuthGuard(settings.auth_failures_per_ip)
 

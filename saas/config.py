@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     dashboard_session_hours: float = Field(default=8.0, gt=0, le=8)
     dashboard_secure_cookie: bool | None = None
 
+    # Quota-alert webhooks may point at loopback and private addresses (receivers inside the
+    # deployment). Link-local (cloud metadata), multicast and unspecified ones never; see
+    # saas/accounts/webhooks.py.
+    webhook_allow_private: bool = False
+
     # Record one usage event per customer request (off only to measure what metering costs).
     usage_metering: bool = True
     # PostgreSQL: raw usage events are kept this many months before the current one, then

@@ -119,9 +119,17 @@ def update_account(
     responses={**BODY, **_ACCOUNT_NOT_FOUND},
 )
 def set_webhook(
-    account_id: Id, body: WebhookSet, session: DbSession, actor: RequestActor
+    account_id: Id, body: WebhookSet, request: Request, session: DbSession, actor: RequestActor
 ) -> WebhookCreated:
-    """Where quota alerts go. The signing secret is in this answer only."""
+    """Where quota alerts go: not to loopback, private, link-local, multicast or unspecified
+    addresses (private and loopback ones where the deployment allows them), nor to a URL with a
+    user name or password. The signing secret is in this answer only."""
     url = str(body.url) if body.url is not None else None
-    secret = service.set_webhook(session=session, account_id=account_id, url=url, actor=actor)
+    secret = service.set_webhook(
+        session=session,
+        account_id=account_id,
+        url=url,
+        actor=actor,
+        allow_private=request.app.state.settings.webhook_allow_private,
+    )
     return WebhookCreated(url=url, secret=secret)

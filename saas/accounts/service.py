@@ -10,6 +10,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from saas import problems
+from saas.accounts import webhooks
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.accounts.schemas import AccountCreate, AccountUpdate, PlanCreate, PlanRules, PlanUpdate
 from saas.audit import service as audit
@@ -213,10 +214,24 @@ def update_account(
     return account
 
 
-def set_webhook(*, session: Session, account_id: int, url: str | None, actor: Actor) -> str | None:
-    """Point quota alerts at `url` (None removes the webhook). Returns the new signing secret,
-    which exists only in this return value's caller's answer: never logged, never listed."""
+def set_webhook(
+    *,
+    session: Session,
+    account_id: int,
+    url: str | None,
+    actor: Actor,
+    allow_private: bool = False,
+) -> str | None:
+    """Point quota alerts at `url` (None removes the webhook), once it is a target alerts may
+    go to (webhooks.py; `allow_private`: SAAS_WEBHOOK_ALLOW_PRIVATE). Returns the new signing
+    secret, which exists only in this return value's caller's answer: never logged, never
+    listed. Resolves the URL's name: blocking, as every service function here."""
     account = get_account(session, account_id)
+    if url is not None:
+        try:
+            webhooks.check_url(url, allow_private=allow_private)
+        except webhooks.TargetRefused as exc:
+            raise Invalid(str(exc)) from None
     before = display_url(account.webhook_url) if account.webhook_url else None
     account.webhook_url = url
     account.webhook_secret = secrets.token_hex(32) if url else None

@@ -14,6 +14,7 @@ from saas.accounts.schemas import (
 )
 from saas.cli.output import JsonFlag, emit_json, listing
 from saas.cli.session import build, cli_actor, db_session
+from saas.config import get_settings
 
 app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 COLUMNS = ["id", "name", "email", "plan", "status", "webhook", "created_at"]
@@ -102,6 +103,7 @@ def webhook(
             account_id=account_id,
             url=str(target) if target is not None else None,
             actor=cli_actor(),
+            allow_private=get_settings().webhook_allow_private,
         )
     if as_json:
         emit_json(WebhookCreated(url=str(target) if target is not None else None, secret=secret))

@@ -3,6 +3,9 @@ one signed POST per threshold per month, retried with backoff, every attempt rec
 
 Signature (as Stripe does it): `X-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>"
 keyed with the account's webhook secret>`, so a receiver can check origin and freshness.
+
+Each attempt resolves the webhook's name, checks every address (saas/accounts/webhooks.py) and
+connects to the one it checked; a refused target is recorded and not tried again.
 """
 
 import asyncio
@@ -20,6 +23,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from saas import metrics
+from saas.accounts import webhooks
 from saas.accounts.models import Account, Plan
 from saas.db import table_of, utcnow
 from saas.ratelimit.windows import month_of
@@ -53,8 +57,10 @@ class QuotaAlerts:
         attempts: int = 6,
         first_delay: float = 1.0,
         timeout: float = 5.0,
+        allow_private: bool = False,
     ) -> None:
         self.engine = engine
+        self.allow_private = allow_private  # SAAS_WEBHOOK_ALLOW_PRIVATE
         self.attempts = attempts
         self.first_delay = first_delay
         self.timeout = timeout
@@ -165,16 +171,30 @@ class QuotaAlerts:
             for attempt in range(delivery.attempts_so_far + 1, self.attempts + 1):
                 error = None
                 try:
+                    target = await webhooks.resolve(delivery.url, allow_private=self.allow_private)
                     headers = {
+                        "Host": target.host,
                         "Content-Type": "application/json",
                         "X-Signature": sign(delivery.secret, int(time.time()), delivery.body),
                     }
                     response = await client.post(
-                        delivery.url, content=delivery.body, headers=headers
+                        target.url,
+                        content=delivery.body,
+                        headers=headers,
+                        extensions={"sni_hostname": target.server_name},
                     )
                     if response.status_code >= 300:
                         error = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
+                except webhooks.TargetRefused as exc:
+                    # Nothing was sent. Recorded as every attempt used, so that it is not tried
+                    # again, after a restart either: a name that pointed inside may again.
+                    error = f"refused: {exc}"[:500]
+                    await asyncio.to_thread(
+                        self._record, account_id, month, threshold, self.attempts, error
+                    )
+                    log.warning("quota_alert_refused", account_id=account_id, reason=str(exc))
+                    return
+                except (httpx.HTTPError, OSError) as exc:  # OSError: the name did not resolve
                     error = type(exc).__name__
                 await asyncio.to_thread(self._record, account_id, month, threshold, attempt, error)
                 if error is None:

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from saas.accounts.models import Account
 from saas.usage.models import QuotaAlert
-from tests.conftest import MODEL, eventually
+from tests.conftest import MODEL, dedicated_client, eventually
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -46,7 +46,16 @@ def receiver():  # type: ignore[no-untyped-def]
     server.shutdown()
 
 
-def test_80_and_100_percent_alerts_once_each(client, make_customer, db, receiver):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def alerting_client(settings):  # type: ignore[no-untyped-def]
+    """An app that may send alerts to this test's receiver, on loopback (SAAS_WEBHOOK_ALLOW_
+    PRIVATE; tests/accounts/test_webhooks.py has the refusals)."""
+    with dedicated_client(settings, webhook_allow_private=True) as client:
+        yield client
+
+
+def test_80_and_100_percent_alerts_once_each(alerting_client, make_customer, db, receiver):  # type: ignore[no-untyped-def]
+    client = alerting_client
     url, received = receiver
     customer = make_customer(monthly_quota=5)
     with db() as session:
