@@ -36,7 +36,7 @@ from saas.middleware.usage import UsageMiddleware
 from saas.nlp import routes as nlp_routes
 from saas.nlp.engine import Engine
 from saas.ratelimit.admission import Admission
-from saas.ratelimit.bruteforce import FailedAuthGuard
+from saas.ratelimit.bruteforce import FailedAuthGuard, Guard
 from saas.responses import install_error_handlers
 from saas.usage import partitions
 from saas.usage import routes as usage_routes
@@ -134,6 +134,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     alerts = QuotaAlerts(db_engine, allow_private=settings.webhook_allow_private)
     recorder = UsageRecorder(db_engine, on_committed=alerts.after_commit)
     guard = FailedAuthGuard(settings.auth_failures_per_ip)
+    dashboard_writes = Guard(
+        "dashboard_writes", settings.dashboard_writes_per_key, metrics.REDIS_ERRORS_DASHBOARD_WRITES
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -151,7 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = connect_redis(settings) if settings.redis_url else None
         if settings.redis_url:
             admission.use_redis(app.state.redis, settings.redis_prefix)
-            guard.use_redis(settings.redis_url, settings.redis_prefix, settings.redis_timeout)
+            for counted in (guard, dashboard_writes):
+                counted.use_redis(settings.redis_url, settings.redis_prefix, settings.redis_timeout)
             invalidator.start(settings.redis_url, settings.redis_prefix)
         await admission.warm_up()
         await nlp.start()
@@ -207,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.invalidator = invalidator
     app.state.alerts = alerts
     app.state.guard = guard
+    app.state.dashboard_writes = dashboard_writes
     openapi.install(app, settings.models)
     # Every router, in one list: Endpoints takes the customer routes (/v1) from the same list
     # the app serves, so no customer route can be served without its Metering.

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # marked Secure. Unset: Secure when the request came over HTTPS (as the proxy reports it).
     dashboard_session_hours: float = Field(default=8.0, gt=0, le=8)
     dashboard_secure_cookie: bool | None = None
+    # Sign-ins and form submissions per key on the dashboard (moving window, `limits` notation),
+    # outside every plan's limits. Unknown session ids count toward SAAS_AUTH_FAILURES_PER_IP.
+    dashboard_writes_per_key: str = "60/minute"
 
     # Quota-alert webhooks may point at loopback and private addresses (receivers inside the
     # deployment). Link-local (cloud metadata), multicast and unspecified ones never; see

@@ -76,11 +76,12 @@ LIMITER_UNAVAILABLE = _ADMISSIONS.labels("unavailable")
 
 _REDIS_ERRORS = Counter(
     "saas_redis_errors",
-    "Failed Redis calls, by component (limiter, auth_guard, invalidation).",
+    "Failed Redis calls, by component (limiter, auth_guard, dashboard_writes, invalidation).",
     ["component"],
 )
 REDIS_ERRORS_LIMITER = _REDIS_ERRORS.labels("limiter")
 REDIS_ERRORS_AUTH_GUARD = _REDIS_ERRORS.labels("auth_guard")
+REDIS_ERRORS_DASHBOARD_WRITES = _REDIS_ERRORS.labels("dashboard_writes")
 REDIS_ERRORS_INVALIDATION = _REDIS_ERRORS.labels("invalidation")
 
 _DATABASE_ERRORS = Counter(

@@ -323,6 +323,14 @@ CSRF_FAILED = _problem(
     "Form refused",
     "Dashboard only: a form that expired or was not sent from the dashboard's own pages.",
 )
+TOO_MANY_DASHBOARD_WRITES = _problem(
+    "too_many_dashboard_writes",
+    429,
+    "Too many changes",
+    "Dashboard only: this key signed in or submitted forms too often; retry after"
+    " `retry_after` seconds.",
+    _RETRY,
+)
 
 INTERNAL_ERROR = _problem(
     "internal_error",

@@ -139,6 +139,7 @@ def settings(backend: str) -> Settings:
         engine_long_text_chars=0,
         # Every test request comes from the same address; tests/ratelimit covers the guard.
         auth_failures_per_ip="100000/minute",
+        dashboard_writes_per_key="100000/minute",  # tests/dashboard/test_sessions.py checks it
         _env_file=None,
     )
 

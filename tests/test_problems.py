@@ -225,8 +225,9 @@ ELSEWHERE = {
         "needs a Redis of its own to stop, with the limiter failing closed",
     ),
 }
-# Refusals of the dashboard's pages: people get an HTML page there, never problem details.
-AS_PAGE = ("csrf_failed",)
+# Refusals of the dashboard's pages: people get an HTML page there, never problem details
+# (too_many_dashboard_writes: tests/dashboard/test_sessions.py, test_unknown_sessions_...).
+AS_PAGE = ("csrf_failed", "too_many_dashboard_writes")
 
 
 def test_every_code_is_walked() -> None:

@@ -1,5 +1,11 @@
 """Who is looking at a dashboard page: signing in with an API key, the session each page checks
-(through the same cached key status as the API), and the CSRF check of every form."""
+(through the same cached key status as the API), and the CSRF check of every form.
+
+Guessing is as slow here as on the API: a bad key at sign-in and an unknown session id both
+count toward the address's failed-key guard (SAAS_AUTH_FAILURES_PER_IP), and a blocked address
+is refused without a database lookup, except for the keys and sessions this worker saw
+authenticate recently. Writes (sign-ins, forms) have a limit of their own per key
+(SAAS_DASHBOARD_WRITES_PER_KEY)."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +22,7 @@ from saas import problems, security
 from saas.dashboard import sessions
 from saas.dashboard.pages import COOKIE, SignedOut
 from saas.db import utcnow
-from saas.errors import Forbidden
+from saas.errors import AppError, Forbidden
 from saas.principal import Actor, KeyStatus, Principal
 from saas.ratelimit.windows import ceil_seconds
 
@@ -83,20 +89,53 @@ def posted_from_another_site(request: Request) -> bool:
     return urlsplit(origin).netloc != request.headers.get("host")  # "null" has no netloc
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _too_many_failures(blocked: float) -> SignedOut:
+    wait = max(1, ceil_seconds(blocked))
+    return SignedOut(f"Too many failed sign-ins from your address; retry in {wait} s.", 429)
+
+
+class TooManyWrites(AppError):
+    def __init__(self, blocked: float) -> None:
+        wait = max(1, ceil_seconds(blocked))
+        super().__init__(
+            f"Too many changes from this key in a short time; retry in {wait} s.",
+            problems.TOO_MANY_DASHBOARD_WRITES,
+            headers={"Retry-After": str(wait)},
+        )
+
+
+async def _count_write(request: Request, key_id: int) -> None:
+    """One more dashboard write by this key, or TooManyWrites (429) once it has made too many."""
+    writes = request.app.state.dashboard_writes
+    identity = str(key_id)
+    blocked = writes.blocked_for(identity)
+    if blocked is None:
+        blocked = await writes.count(identity)
+    if blocked is not None:
+        raise TooManyWrites(blocked)
+
+
 async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
     """The key's principal and a new session id, or SignedOut saying why not. Failed attempts
-    count toward the same per-address guard as the API's bad keys."""
+    count toward the same per-address guard as the API's bad keys; a sign-in is a write of its
+    key (a session row)."""
     guard = request.app.state.guard
     authenticator = request.app.state.authenticator
-    address = request.client.host if request.client else "unknown"
+    address = _address(request)
     key = api_key.strip()
     key_hash = security.hash_key(key) if security.is_well_formed(key) else None
     blocked = guard.blocked_for(address)
     # As for the API (saas/middleware/auth.py): a blocked address still lets the keys this
     # worker saw authenticate sign in, so one bad client does not lock out its neighbours.
     if blocked is not None and not (key_hash and authenticator.vouches_for(key_hash)):
-        wait = max(1, ceil_seconds(blocked))
-        raise SignedOut(f"Too many failed sign-ins from your address; retry in {wait} s.", 429)
+        raise _too_many_failures(blocked)
+    previous = request.cookies.get(COOKIE)
+    if previous:  # whatever this sign-in gives, the browser's old session ends here
+        await run_in_threadpool(close, request.app.state.engine, previous)
     principal = await authenticator.lookup_hash(key_hash) if key_hash else None
     now = utcnow()
     refused = refusal(principal, now)
@@ -108,28 +147,47 @@ async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
             message, status_code = "Too many failed sign-ins from your address.", 429
         raise SignedOut(message, status_code)
     assert principal is not None
+    try:
+        await _count_write(request, principal.key_id)
+    except TooManyWrites as exc:
+        raise SignedOut(exc.detail, 429) from None
     settings = request.app.state.settings
     lifetime = timedelta(hours=settings.dashboard_session_hours)
     session_id = await run_in_threadpool(
         _open, request.app.state.engine, principal.key_id, now, lifetime
     )
+    authenticator.vouch(sessions.hash_id(session_id), True)  # made here: valid
     return principal, session_id
 
 
 async def current_visitor(request: Request) -> Visitor:
     """The signed-in visitor, or SignedOut. A session ends by itself once its key is revoked or
-    expires or its account is suspended (as the API's cache sees it, within seconds)."""
+    expires or its account is suspended (as the API's cache sees it, within seconds). An
+    unknown session id counts as a failed key of the address (once: the answer deletes the
+    cookie); a blocked address keeps the sessions this worker saw valid recently."""
     session_id = request.cookies.get(COOKIE)
     if not session_id:
         raise SignedOut()
+    guard = request.app.state.guard
+    authenticator = request.app.state.authenticator
+    address = _address(request)
+    # Vouched for like a key, under the hash of the id (which is what the database keeps).
+    id_hash = sessions.hash_id(session_id)
+    blocked = guard.blocked_for(address)
+    if blocked is not None and not authenticator.vouches_for(id_hash):
+        raise _too_many_failures(blocked)
     engine = request.app.state.engine
     now = utcnow()
     found = await run_in_threadpool(_find, engine, session_id, now)
     if found is None:
+        authenticator.vouch(id_hash, False)
+        if block := await guard.record_failure(address):
+            raise _too_many_failures(block)
         raise SignedOut("Your session has ended; sign in again.")
     csrf_token, key_hash = found
-    principal = await request.app.state.authenticator.lookup_hash(key_hash)
+    principal = await authenticator.lookup_hash(key_hash)
     refused = refusal(principal, now)
+    authenticator.vouch(id_hash, refused is None)
     if refused is not None:
         await run_in_threadpool(close, engine, session_id)
         raise SignedOut(f"{refused[0]} Your session has ended.", refused[1])
@@ -147,7 +205,8 @@ async def admin_visitor(visitor: Annotated[Visitor, Depends(current_visitor)]) -
 async def checked_form(
     request: Request, visitor: Annotated[Visitor, Depends(current_visitor)]
 ) -> FormData:
-    """The POSTed form, once its csrf_token matches the session's."""
+    """The POSTed form, once its csrf_token matches the session's and the key is within its
+    dashboard writes (every form that changes something depends on this)."""
     form = await request.form()
     if not sessions.csrf_matches(visitor.csrf_token, form.get("csrf_token")):
         raise Forbidden(
@@ -155,6 +214,7 @@ async def checked_form(
             "try again.",
             problems.CSRF_FAILED,
         )
+    await _count_write(request, visitor.principal.key_id)
     return form
 
 

@@ -149,6 +149,7 @@ class PageRoute(APIRoute):
                 response = sign_in_page(request, exc.message, exc.status_code)
             except AppError as exc:
                 response = error_page(request, exc.status_code, exc.detail)
+                response.headers.update(exc.headers)  # Retry-After
             except RequestValidationError as exc:
                 response = error_page(request, 422, describe_errors(exc.errors()))
             for name, value in SECURITY_HEADERS.items():

@@ -41,9 +41,6 @@ async def sign_in_form(request: Request) -> Response:
 async def sign_in(request: Request, api_key: Annotated[str, Form()] = "") -> Response:
     if auth.posted_from_another_site(request):
         raise Forbidden("Sign in from this dashboard's own page.", problems.CSRF_FAILED)
-    previous = request.cookies.get(pages.COOKIE)
-    if previous:  # whatever this sign-in gives, the browser's old session ends here
-        await run_in_threadpool(auth.close, request.app.state.engine, previous)
     principal, session_id = await auth.sign_in(request, api_key)
     response = see_other(landing(request, principal.is_admin))
     settings = request.app.state.settings

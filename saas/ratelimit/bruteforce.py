@@ -1,8 +1,12 @@
-"""Failed-authentication guard: a client IP that presents too many bad keys is refused (429)
-for the rest of the moving window, so keys cannot be guessed at speed.
+"""Counted guards: an identity (a client address, a key) that is counted too often within a
+moving window is refused for the rest of it.
 
-Uses the `limits` library (moving window, shared through Redis when configured). Only failures
-are counted, so a request with a good key costs no extra Redis call; a blocked IP is answered
+- `FailedAuthGuard` counts bad keys and unknown dashboard sessions per address (429), so that
+  keys and session ids cannot be guessed at speed;
+- `Guard("dashboard_writes", ...)` counts the dashboard's writes per key (saas/dashboard/auth.py).
+
+Uses the `limits` library (moving window, shared through Redis when configured). Only what is
+counted costs a Redis call (a good key costs none); an identity found over the limit is answered
 from a local cache until its block lapses.
 """
 
@@ -14,15 +18,18 @@ from cachetools import TLRUCache
 from limits import parse
 from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from prometheus_client import Counter
 
 from saas import metrics, redis_client
 
 log = structlog.get_logger(__name__)
 
 
-class FailedAuthGuard:
-    def __init__(self, limit: str) -> None:
+class Guard:
+    def __init__(self, name: str, limit: str, redis_errors: Counter) -> None:
+        self.name = name  # in its Redis keys and log lines
         self.item = parse(limit)
+        self.redis_errors = redis_errors
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._deadline: float | None = None  # in process: nothing to wait for
         self._blocked: TLRUCache[str, float] = TLRUCache(
@@ -35,32 +42,43 @@ class FailedAuthGuard:
         storage: Storage = kind(
             f"async+{redis_url}",
             implementation="redispy",
-            key_prefix=f"{prefix}:authfail",
+            key_prefix=f"{prefix}:{self.name}",
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
         self._limiter = MovingWindowRateLimiter(storage)
-        # The cluster client retries with backoff on its own: a bad key's 401 must not wait
-        # through a failover for a count that only guards against guessing.
+        # The cluster client retries with backoff on its own: what this guards must not wait
+        # through a failover for a count.
         self._deadline = 2 * timeout
 
-    def blocked_for(self, ip: str) -> float | None:
-        """Seconds this IP stays blocked, or None."""
-        until = self._blocked.get(ip)
+    def blocked_for(self, identity: str) -> float | None:
+        """Seconds this identity stays blocked, or None."""
+        until = self._blocked.get(identity)
         return None if until is None else max(0.0, until - time.monotonic())
 
-    async def record_failure(self, ip: str) -> float | None:
-        """Count a failed attempt; returns the block length when this one crossed the limit."""
+    async def count(self, identity: str) -> float | None:
+        """Count one; returns the block length when this one crossed the limit (it is refused).
+        Redis unreachable: not counted (what is guarded goes on: a 401 stands, a write is made)."""
         try:
             async with asyncio.timeout(self._deadline):
-                if await self._limiter.hit(self.item, ip):
+                if await self._limiter.hit(self.item, identity):
                     return None
-                stats = await self._limiter.get_window_stats(self.item, ip)
-        except Exception as exc:  # noqa: BLE001 - the 401 stands; only the counting is lost
-            metrics.REDIS_ERRORS_AUTH_GUARD.inc()
-            log.warning("auth_failure_count_failed", error=type(exc).__name__)
+                stats = await self._limiter.get_window_stats(self.item, identity)
+        except Exception as exc:  # noqa: BLE001 - only the counting is lost
+            self.redis_errors.inc()
+            log.warning("guard_count_failed", guard=self.name, error=type(exc).__name__)
             return None
         seconds = max(1.0, stats.reset_time - time.time())
-        self._blocked[ip] = time.monotonic() + seconds
-        log.warning("auth_failures_blocked", ip=ip, seconds=round(seconds))
+        self._blocked[identity] = time.monotonic() + seconds
+        log.warning("guard_blocked", guard=self.name, identity=identity, seconds=round(seconds))
         return seconds
+
+
+class FailedAuthGuard(Guard):
+    """Bad keys (API and dashboard sign-in) and unknown session ids, per client address."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__("authfail", limit, metrics.REDIS_ERRORS_AUTH_GUARD)
+
+    async def record_failure(self, ip: str) -> float | None:
+        return await self.count(ip)

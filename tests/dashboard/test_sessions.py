@@ -3,16 +3,20 @@ every form, and the security headers on every page (in-process; the browser test
 tests/e2e/test_dashboard.py)."""
 
 import re
+import secrets
 import uuid
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
+from httpx import Response
+from sqlmodel import select
 
 from saas import security
 from saas.dashboard.models import DashboardSession
-from saas.dashboard.sessions import hash_id
+from saas.dashboard.sessions import hash_id, open_session
 from saas.db import utcnow
 from saas.keys.models import ApiKey
+from saas.problems import REGISTRY
 from tests.conftest import dedicated_client, eventually
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -195,6 +199,63 @@ def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer, mak
         seen = browser.post("/dashboard", data={"api_key": neighbour.key})
         assert seen.status_code == 200 and seen.url.path == "/dashboard/overview"
         assert "saas_session" in seen.history[0].headers.get("set-cookie", "")
+
+
+def test_unknown_sessions_count_as_failed_keys_and_writes_have_a_limit(settings, db, make_customer):  # type: ignore[no-untyped-def]
+    """Any cookie value cost a database lookup, uncounted: now an unknown session id counts
+    toward the address's failed-key guard like a bad key, and a blocked address is refused
+    without a lookup, except for the sessions this worker saw valid. The dashboard's writes
+    (sign-ins, forms) have a limit per key of their own, outside the plans'."""
+    neighbour, other = make_customer(), make_customer()
+    prefix = f"{settings.redis_prefix}-{uuid.uuid4().hex[:8]}"
+    guarded = {
+        "auth_failures_per_ip": "3/minute",
+        "dashboard_writes_per_key": "4/minute",
+        "redis_prefix": prefix,
+    }
+    # One client throughout: its requests share one event loop, as a worker's do (a client
+    # made per request would not reach the guards' Redis connections).
+    with dedicated_client(settings, **guarded) as client:
+
+        def visit(cookie: str, method: str = "GET", **form: str) -> Response:
+            client.cookies.clear()  # each request names its own session
+            headers = {"Cookie": f"saas_session={cookie}"}
+            return client.request(method, "/dashboard/keys", headers=headers, data=form or None)
+
+        signed = client.post("/dashboard", data={"api_key": neighbour.key}, follow_redirects=False)
+        assert signed.status_code == 303  # write 1 of the neighbour's key
+        seen = signed.cookies["saas_session"]
+        assert visit(seen).status_code == 200
+        # A session opened elsewhere (another worker), not yet seen by this one.
+        with db() as session:
+            unseen, _ = open_session(
+                session=session, key_id=other.key_id, now=utcnow(), lifetime=timedelta(hours=1)
+            )
+            session.commit()
+
+        guesses = [visit(secrets.token_urlsafe(32)).status_code for _ in range(4)]
+        assert guesses == [401, 401, 401, 429]
+        blocked = visit(unseen)
+        assert blocked.status_code == 429 and "Too many failed" in blocked.text  # no lookup
+        assert visit(seen).status_code == 200  # a session seen valid goes on
+
+        # Writes: three more forms of the neighbour's key pass, valid or not; the next is 429.
+        token = csrf_of(visit(seen).text)
+        statuses = [visit(seen, "POST", csrf_token=token, name="ci").status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        refused = visit(seen, "POST", csrf_token=token, name="ci")
+        assert refused.status_code == REGISTRY["too_many_dashboard_writes"].status
+        assert "Too many changes" in refused.text
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert refused.headers["content-type"].startswith("text/html")
+        client.cookies.clear()
+        again = client.post("/dashboard", data={"api_key": neighbour.key})
+        assert again.status_code == 429 and "Too many changes" in again.text  # sign-ins count
+        # The API is not held back: the plans' limits apply there.
+        assert client.get("/v1/models", headers=neighbour.headers).status_code == 200
+    with db() as session:
+        made = session.exec(select(ApiKey).where(ApiKey.account_id == neighbour.account_id))
+        assert len(made.all()) == 1 + 3
 
 
 def test_a_session_ends_when_it_expires_or_its_key_does(app_client, db, make_customer):  # type: ignore[no-untyped-def]
