@@ -69,16 +69,23 @@ def connect_redis(settings: Settings) -> redis_client.Client:
 
 
 async def warn_about_plans(engine: DatabaseEngine, known_models: Collection[str]) -> None:
-    """Log plans that name models this deployment does not run (best effort: a database that
-    is down must not keep the server from starting; readiness reports it)."""
+    """Log plans that name models this deployment does not run, and plans stored before a rule
+    they break (best effort: a database that is down must not keep the server from starting;
+    readiness reports it)."""
 
-    def check() -> dict[str, list[str]]:
+    def check() -> tuple[dict[str, list[str]], dict[str, str]]:
         with Session(engine) as session:
-            return accounts_service.plans_naming_unknown_models(session, known_models)
+            return (
+                accounts_service.plans_naming_unknown_models(session, known_models),
+                accounts_service.plans_breaking_rules(session),
+            )
 
     try:
-        for plan, models in (await asyncio.to_thread(check)).items():
+        unknown, broken = await asyncio.to_thread(check)
+        for plan, models in unknown.items():
             log.warning("plan_names_unknown_models", plan=plan, models=models)
+        for plan, reason in broken.items():
+            log.warning("plan_breaks_rules", plan=plan, reason=reason)
     except Exception as exc:  # noqa: BLE001
         log.error("plan_check_failed", error=type(exc).__name__)
 

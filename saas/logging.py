@@ -63,7 +63,7 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _KEY_PREFIX_BYTES = KEY_PREFIX.encode()
-_MAX_DEPTH = 6  # nested containers deeper than this are not logged by this code
+_MAX_DEPTH = 6  # containers nested deeper than this are replaced, not walked
 
 
 _name_is_secret: dict[str, bool] = {}  # the field names seen so far: a few dozen
@@ -94,8 +94,10 @@ def _redacted(value: Any, depth: int = 0) -> Any:
         if _KEY_PREFIX_BYTES not in value:
             return value
         return redact_keys(bytes(value).decode("latin-1")).encode("latin-1")
-    if isinstance(value, int | float | None) or depth >= _MAX_DEPTH:
+    if isinstance(value, int | float | None):
         return value
+    if depth >= _MAX_DEPTH:
+        return "[nested too deep]"  # not walked, so not written either
     if isinstance(value, dict):
         return {
             k: REDACTED if (n := _name(k)) and _is_secret_name(n) else _redacted(v, depth + 1)
@@ -130,7 +132,11 @@ def _render(json: bool) -> list[Processor]:
     steps: list[Processor] = [structlog.processors.format_exc_info, redact_secrets]
     if json:
         return [*steps, structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
-    return [*steps, structlog.dev.ConsoleRenderer()]
+    # Its own formatter too, should a traceback ever reach it unformatted: never Rich's (locals).
+    return [
+        *steps,
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
 
 
 class _StderrLogger(structlog.WriteLogger):
@@ -180,6 +186,7 @@ def logging_config(level: str = "INFO", json: bool = False) -> dict[str, Any]:
     format; both servers' access logs off. Plain values only, so that it can be printed and
     pickled (Uvicorn hands it to the worker processes it spawns)."""
     name = logging.getLevelName(_level(level))
+    quiet = logging.getLevelName(max(logging.WARNING, _level(level)))
 
     def silent() -> dict[str, Any]:
         return {"handlers": [], "level": _SILENT, "propagate": False}
@@ -202,5 +209,9 @@ def logging_config(level: str = "INFO", json: bool = False) -> dict[str, Any]:
             "uvicorn": {"handlers": ["stderr"], "level": name, "propagate": False},
             "uvicorn.error": {"level": name, "propagate": True},
             "uvicorn.access": silent(),
+            # httpx writes every request's URL at INFO: a webhook's URL often carries its own
+            # credential (Slack's, Discord's), so only its warnings and errors are kept.
+            "httpx": {"level": quiet},
+            "httpcore": {"level": quiet},
         },
     }

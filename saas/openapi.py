@@ -5,6 +5,7 @@ the errors its middleware answers with, ids have their real bounds, and `model` 
 models this deployment runs. tests/test_contract.py fuzzes the app against this schema."""
 
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,22 +24,53 @@ MAX_INT = 2**31 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
 # Text that is stored or searched: PostgreSQL's text refuses NUL, which would be a 500 there.
 Stored = Annotated[str, Field(pattern="^[^\\x00]*$")]
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def _no_control_characters(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must be one line of text, without control characters")
+# Characters a name may not hold: controls (C0, DEL, C1), line and paragraph separators, and
+# the invisible format characters (bidirectional overrides, zero-width space, BOM...) that let
+# a name pass for another; but for the zero-width (non-)joiners, which emoji sequences and
+# Persian words need. Within the Basic Multilingual Plane, so that the schema can say it too.
+def _character_class(codes: list[int]) -> str:
+    """Code points as a regex class body of `\\uXXXX` ranges, which every regex engine reads."""
+    runs: list[list[int]] = []
+    for code in codes:
+        if runs and code == runs[-1][1] + 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return "".join(
+        f"\\u{first:04x}" if first == last else f"\\u{first:04x}-\\u{last:04x}"
+        for first, last in runs
+    )
+
+
+_UNSEEN = _character_class(
+    [
+        c
+        for c in range(0x10000)
+        if unicodedata.category(chr(c)) in ("Cc", "Cf", "Zl", "Zp") and c not in (0x200C, 0x200D)
+    ]
+)
+_UNSEEN_CHAR = re.compile(f"[{_UNSEEN}]")
+
+
+def _readable(value: str) -> str:
+    if _UNSEEN_CHAR.search(value):
+        raise ValueError(
+            "must be one line of visible text: no control, line-break or invisible formatting"
+            " characters"
+        )
     return value
 
 
-# A name people read (an account's, a key's): one line without control characters, which would
-# garble the dashboard, the CSVs and the CLI's tables (an escape sequence in a terminal), and
-# of which NUL is a 500 in PostgreSQL. The validator gives the message; the schema the rule.
+# A name people read (an account's, a key's): what would garble or disguise it in the dashboard,
+# the CSVs and the CLI's tables (an escape sequence in a terminal, a right-to-left override) is
+# refused, NUL (a 500 in PostgreSQL) with it. The validator gives the message; the schema the
+# same rule.
 Name = Annotated[
     str,
-    Field(json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}),
-    AfterValidator(_no_control_characters),
+    Field(json_schema_extra={"pattern": f"^[^{_UNSEEN}]*$"}),
+    AfterValidator(_readable),
 ]
 # How far a listing may skip (SQLite refuses an OFFSET beyond 64 bits).
 Offset = Annotated[int, Field(ge=0, le=MAX_INT)]

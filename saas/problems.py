@@ -327,9 +327,8 @@ TOO_MANY_DASHBOARD_WRITES = _problem(
     "too_many_dashboard_writes",
     429,
     "Too many changes",
-    "Dashboard only: this key signed in or submitted forms too often; retry after"
-    " `retry_after` seconds.",
-    _RETRY,
+    "Dashboard only: this key signed in or submitted forms too often; the page's `Retry-After`"
+    " header says when to try again.",
 )
 
 INTERNAL_ERROR = _problem(

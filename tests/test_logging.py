@@ -77,7 +77,7 @@ import structlog
 from saas.logging import configure_logging, logging_config
 
 json_lines = sys.argv[1] == "json"
-key, cookie, csrf, other_key = sys.argv[2:6]
+key, cookie, csrf, other_key, hook_token = sys.argv[2:7]
 logging.config.dictConfig(logging_config("DEBUG", json=json_lines))
 configure_logging("DEBUG", json=json_lines)
 
@@ -110,6 +110,24 @@ structlog.get_logger("saas").warning(
     error=PermissionError(f"refused {other_key}"),  # written as its repr
 )
 logging.getLogger("some.library").warning("connecting with %s", other_key)
+
+# A quota alert's POST: httpx logs each request's URL, and webhook URLs carry credentials.
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+import httpx
+
+class Hook(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(("127.0.0.1", 0), Hook)
+threading.Thread(target=server.handle_request, daemon=True).start()
+url = f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/{hook_token}"
+assert httpx.post(url, json={"threshold_percent": 80}).status_code == 204
 """
 
 
@@ -118,16 +136,17 @@ def test_no_secret_reaches_a_line_in_either_format(mode: str) -> None:
     """A failing request's key, cookie and CSRF token are in its frames' locals, its headers and
     its form: none of them may come out, from the app's lines or the standard library's."""
     key, other_key = security.generate_key(), security.generate_key()
-    cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    cookie, csrf, hook = (secrets.token_urlsafe(32) for _ in range(3))
     result = subprocess.run(
-        [sys.executable, "-c", LEAKY_PROGRAM, mode, key, cookie, csrf, other_key],
+        [sys.executable, "-c", LEAKY_PROGRAM, mode, key, cookie, csrf, other_key, hook],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
     output = result.stdout + result.stderr
-    for secret in (key, key[len(security.display_prefix(key)) :], cookie, csrf, other_key):
+    secret_part = key[len(security.display_prefix(key)) :]
+    for secret in (key, secret_part, cookie, csrf, other_key, hook):
         assert secret not in output, f"{secret[:12]}... in the {mode} log:\n{output}"
     # What the lines still tell: the tracebacks, the events, which fields were there.
     assert output.count("RuntimeError: the database is gone") == 2, output

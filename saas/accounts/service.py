@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Collection
 from typing import Any
 
+from pydantic import ValidationError
 from sqlmodel import Session, col, func, select
 
 from saas import problems
@@ -15,7 +16,7 @@ from saas.accounts.models import Account, AccountStatus, Plan
 from saas.accounts.schemas import AccountCreate, AccountUpdate, PlanCreate, PlanRules, PlanUpdate
 from saas.audit import service as audit
 from saas.changes import Change, announce
-from saas.errors import Conflict, Invalid, NotFound, validated
+from saas.errors import Conflict, Invalid, NotFound, describe_errors, validated
 from saas.principal import Actor
 from saas.security import display_url
 
@@ -45,6 +46,19 @@ def plans_naming_unknown_models(
         for plan in list_plans(session)
         if (unknown := sorted(set(plan.models or ()) - set(known_models)))
     }
+
+
+def plans_breaking_rules(session: Session) -> dict[str, str]:
+    """Plans stored before a rule of PlanRules existed and that break it (a rate limit over
+    31 days, say): they are served as they are, but must be fixed before any other change to
+    them is accepted. Plan name -> why."""
+    broken = {}
+    for plan in list_plans(session):
+        try:
+            PlanRules.model_validate(plan.model_dump())
+        except ValidationError as exc:
+            broken[plan.name] = describe_errors(exc.errors())
+    return broken
 
 
 def get_plan(session: Session, name: str) -> Plan:
@@ -226,12 +240,12 @@ def set_webhook(
     go to (webhooks.py; `allow_private`: SAAS_WEBHOOK_ALLOW_PRIVATE). Returns the new signing
     secret, which exists only in this return value's caller's answer: never logged, never
     listed. Resolves the URL's name: blocking, as every service function here."""
-    account = get_account(session, account_id)
-    if url is not None:
+    if url is not None:  # first: its name's lookup must not hold a database transaction open
         try:
             webhooks.check_url(url, allow_private=allow_private)
         except webhooks.TargetRefused as exc:
             raise Invalid(str(exc)) from None
+    account = get_account(session, account_id)
     before = display_url(account.webhook_url) if account.webhook_url else None
     account.webhook_url = url
     account.webhook_secret = secrets.token_hex(32) if url else None

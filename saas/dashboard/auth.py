@@ -93,18 +93,43 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _wait(seconds: float) -> int:
+    return max(1, ceil_seconds(seconds))
+
+
 def _too_many_failures(blocked: float) -> SignedOut:
-    wait = max(1, ceil_seconds(blocked))
-    return SignedOut(f"Too many failed sign-ins from your address; retry in {wait} s.", 429)
+    wait = _wait(blocked)
+    message = f"Too many failed sign-ins from your address; retry in {wait} s."
+    return SignedOut(message, 429, retry_after=wait)
+
+
+def _vouched_session(session_id: str) -> str:
+    """What the authenticator's vouch cache knows a session by: the hash of its id (what the
+    database keeps), apart from the keys' hashes."""
+    return f"session:{sessions.hash_id(session_id)}"
+
+
+class AddressBlocked(AppError):
+    """A session this worker cannot vouch for, from an address the failed-key guard blocks: a
+    page that says when to come back, and the cookie stays (the session may well be valid;
+    another worker may have seen it)."""
+
+    def __init__(self, blocked: float) -> None:
+        wait = _wait(blocked)
+        super().__init__(
+            f"Too many failed attempts from your address; retry in {wait} s.",
+            problems.TOO_MANY_FAILED_KEYS,
+            headers={"Retry-After": str(wait)},
+        )
 
 
 class TooManyWrites(AppError):
     def __init__(self, blocked: float) -> None:
-        wait = max(1, ceil_seconds(blocked))
+        self.wait = _wait(blocked)
         super().__init__(
-            f"Too many changes from this key in a short time; retry in {wait} s.",
+            f"Too many changes from this key in a short time; retry in {self.wait} s.",
             problems.TOO_MANY_DASHBOARD_WRITES,
-            headers={"Retry-After": str(wait)},
+            headers={"Retry-After": str(self.wait)},
         )
 
 
@@ -117,6 +142,13 @@ async def _count_write(request: Request, key_id: int) -> None:
         blocked = await writes.count(identity)
     if blocked is not None:
         raise TooManyWrites(blocked)
+
+
+async def _end_previous(request: Request) -> None:
+    """Whatever a sign-in gives, the browser's old session ends with it."""
+    previous = request.cookies.get(COOKIE)
+    if previous:
+        await run_in_threadpool(close, request.app.state.engine, previous)
 
 
 async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
@@ -133,30 +165,29 @@ async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
     # worker saw authenticate sign in, so one bad client does not lock out its neighbours.
     if blocked is not None and not (key_hash and authenticator.vouches_for(key_hash)):
         raise _too_many_failures(blocked)
-    previous = request.cookies.get(COOKIE)
-    if previous:  # whatever this sign-in gives, the browser's old session ends here
-        await run_in_threadpool(close, request.app.state.engine, previous)
     principal = await authenticator.lookup_hash(key_hash) if key_hash else None
     now = utcnow()
     refused = refusal(principal, now)
     if key_hash is not None:
         authenticator.vouch(key_hash, refused is None)
     if refused is not None:
+        await _end_previous(request)
         message, status_code = refused
-        if status_code == 401 and await guard.record_failure(address):
-            message, status_code = "Too many failed sign-ins from your address.", 429
+        if status_code == 401 and (block := await guard.record_failure(address)):
+            raise _too_many_failures(block)
         raise SignedOut(message, status_code)
     assert principal is not None
     try:
         await _count_write(request, principal.key_id)
-    except TooManyWrites as exc:
-        raise SignedOut(exc.detail, 429) from None
+    except TooManyWrites as exc:  # the browser's session, if any, goes on
+        raise SignedOut(exc.detail, 429, retry_after=exc.wait) from None
+    await _end_previous(request)
     settings = request.app.state.settings
     lifetime = timedelta(hours=settings.dashboard_session_hours)
     session_id = await run_in_threadpool(
         _open, request.app.state.engine, principal.key_id, now, lifetime
     )
-    authenticator.vouch(sessions.hash_id(session_id), True)  # made here: valid
+    authenticator.vouch(_vouched_session(session_id), True)  # made here: valid
     return principal, session_id
 
 
@@ -164,30 +195,30 @@ async def current_visitor(request: Request) -> Visitor:
     """The signed-in visitor, or SignedOut. A session ends by itself once its key is revoked or
     expires or its account is suspended (as the API's cache sees it, within seconds). An
     unknown session id counts as a failed key of the address (once: the answer deletes the
-    cookie); a blocked address keeps the sessions this worker saw valid recently."""
+    cookie); from a blocked address, only the sessions this worker saw valid in the last hour
+    are looked up (AddressBlocked for the others)."""
     session_id = request.cookies.get(COOKIE)
     if not session_id:
         raise SignedOut()
     guard = request.app.state.guard
     authenticator = request.app.state.authenticator
     address = _address(request)
-    # Vouched for like a key, under the hash of the id (which is what the database keeps).
-    id_hash = sessions.hash_id(session_id)
+    vouched = _vouched_session(session_id)
     blocked = guard.blocked_for(address)
-    if blocked is not None and not authenticator.vouches_for(id_hash):
-        raise _too_many_failures(blocked)
+    if blocked is not None and not authenticator.vouches_for(vouched):
+        raise AddressBlocked(blocked)
     engine = request.app.state.engine
     now = utcnow()
     found = await run_in_threadpool(_find, engine, session_id, now)
     if found is None:
-        authenticator.vouch(id_hash, False)
+        authenticator.vouch(vouched, False)
         if block := await guard.record_failure(address):
             raise _too_many_failures(block)
         raise SignedOut("Your session has ended; sign in again.")
     csrf_token, key_hash = found
     principal = await authenticator.lookup_hash(key_hash)
     refused = refusal(principal, now)
-    authenticator.vouch(id_hash, refused is None)
+    authenticator.vouch(vouched, refused is None)
     if refused is not None:
         await run_in_threadpool(close, engine, session_id)
         raise SignedOut(f"{refused[0]} Your session has ended.", refused[1])
@@ -202,11 +233,10 @@ async def admin_visitor(visitor: Annotated[Visitor, Depends(current_visitor)]) -
     return visitor
 
 
-async def checked_form(
+async def form_with_token(
     request: Request, visitor: Annotated[Visitor, Depends(current_visitor)]
 ) -> FormData:
-    """The POSTed form, once its csrf_token matches the session's and the key is within its
-    dashboard writes (every form that changes something depends on this)."""
+    """The POSTed form, once its csrf_token matches the session's."""
     form = await request.form()
     if not sessions.csrf_matches(visitor.csrf_token, form.get("csrf_token")):
         raise Forbidden(
@@ -214,10 +244,22 @@ async def checked_form(
             "try again.",
             problems.CSRF_FAILED,
         )
+    return form
+
+
+async def checked_form(
+    request: Request,
+    visitor: Annotated[Visitor, Depends(current_visitor)],
+    form: Annotated[FormData, Depends(form_with_token)],
+) -> FormData:
+    """The form of a change: its CSRF token checked, and counted as one of the key's dashboard
+    writes (SAAS_DASHBOARD_WRITES_PER_KEY). Every form that changes something depends on this;
+    signing out only on the token, so that a key over its limit can still sign out."""
     await _count_write(request, visitor.principal.key_id)
     return form
 
 
 CurrentVisitor = Annotated[Visitor, Depends(current_visitor)]
 AdminVisitor = Annotated[Visitor, Depends(admin_visitor)]
+FormWithToken = Annotated[FormData, Depends(form_with_token)]
 CheckedForm = Annotated[FormData, Depends(checked_form)]

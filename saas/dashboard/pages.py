@@ -92,12 +92,16 @@ def static_file(name: str) -> Response:
 
 
 class SignedOut(Exception):
-    """No usable session: the sign-in page, with why (None: nobody signed in yet)."""
+    """No usable session: the sign-in page, with why (None: nobody signed in yet), and when to
+    try again for a 429."""
 
-    def __init__(self, message: str | None = None, status_code: int = 401) -> None:
+    def __init__(
+        self, message: str | None = None, status_code: int = 401, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
+        self.retry_after = retry_after
 
 
 def error_page(request: Request, status_code: int, message: str) -> Response:
@@ -147,6 +151,8 @@ class PageRoute(APIRoute):
                 response = await handler(request)
             except SignedOut as exc:
                 response = sign_in_page(request, exc.message, exc.status_code)
+                if exc.retry_after is not None:
+                    response.headers["Retry-After"] = str(exc.retry_after)
             except AppError as exc:
                 response = error_page(request, exc.status_code, exc.detail)
                 response.headers.update(exc.headers)  # Retry-After

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from saas import problems
 from saas.accounts import service as accounts
 from saas.dashboard import auth, pages, views
-from saas.dashboard.auth import CheckedForm, CurrentVisitor
+from saas.dashboard.auth import CheckedForm, CurrentVisitor, FormWithToken
 from saas.dashboard.pages import Id, Month, field, see_other
 from saas.db import utcnow
 from saas.deps import DbSession
@@ -50,7 +50,7 @@ async def sign_in(request: Request, api_key: Annotated[str, Form()] = "") -> Res
 
 
 @router.post("/sign-out")
-async def sign_out(request: Request, visitor: CurrentVisitor, form: CheckedForm) -> Response:
+async def sign_out(request: Request, visitor: CurrentVisitor, form: FormWithToken) -> Response:
     await run_in_threadpool(auth.close, request.app.state.engine, visitor.session_id)
     return pages.sign_in_page(request, "You have signed out.")
 

