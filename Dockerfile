@@ -40,7 +40,7 @@ RUN groupadd --system --gid 10001 saas \
 COPY --from=deps /opt/venv /opt/venv
 
 # The code, after the dependencies. alembic/ and alembic.ini sit beside saas/, where
-# saas/migrations.py looks for them, so `saas migrate` works from the image.
+# saas/kit/migrations.py looks for them, so `saas migrate` works from the image.
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY alembic/ alembic/

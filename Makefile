@@ -102,4 +102,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix saas tests alembic bench ops
 
 clean:
-	rm -rf $(VENV) saas.db saas.db-shm saas.db-wal .pytest_cache .ruff_cache
+	rm -rf $(VENV) saas.kit.db saas.kit.db-shm saas.kit.db-wal .pytest_cache .ruff_cache

@@ -5,8 +5,8 @@ from sqlmodel import SQLModel
 import saas.models  # noqa: F401 - registers every table on SQLModel.metadata
 from alembic import context
 from saas.config import get_settings
-from saas.db import make_engine
-from saas.migrations import include_name
+from saas.kit.db import make_engine
+from saas.kit.migrations import include_name
 
 target_metadata = SQLModel.metadata
 

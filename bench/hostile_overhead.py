@@ -6,7 +6,7 @@ One Uvicorn worker each, a no-op ASGI app that reads a small JSON body (with an 
 header, as customers send), driven by wrk with keep-alive, the servers taking turns round after
 round (the machine is shared: only interleaved runs compare):
   (a) Uvicorn's own httptools protocol, bare app            (what ran before)
-  (b) saas/http_protocol.py's protocol, bare app             (b/a: the header deadline,
+  (b) saas/server/protocol.py's protocol, bare app             (b/a: the header deadline,
                                                               connection cap and header count)
   (c) (b) with the app behind BodyLimitMiddleware            (c/b: the whole body-limit step,
                                                               deadline included)
@@ -32,8 +32,8 @@ import uvloop
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bench.harness import stop, wait_ready
-from saas.http_protocol import GUARDED_HTTP
-from saas.middleware.body_limit import BodyLimitMiddleware
+from saas.pipeline.body_limit import BodyLimitMiddleware
+from saas.server.protocol import GUARDED_HTTP
 
 RESULTS = Path(__file__).parent / "results" / "hostile_overhead.json"
 WRK_SCRIPT = """

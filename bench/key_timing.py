@@ -4,7 +4,7 @@ wrong key? If it did, an attacker could find a key a few characters at a time.
     python -m bench.key_timing [--requests 3000]
 
 One `saas serve` worker on PostgreSQL (a schema of its own, dropped afterwards), English model
-only. Keys are looked up by the SHA-256 of the whole key (saas/security.py, saas/keys/
+only. Keys are looked up by the SHA-256 of the whole key (saas/key_format.py, saas/keys/
 authenticator.py), so the prefix should not matter. Kinds of request, all `GET /v1/models`
 answered 401, shuffled together and sent one at a time on one keep-alive connection:
 
@@ -35,7 +35,7 @@ import httpx
 from scipy.stats import mannwhitneyu
 
 from bench.harness import bench_key, postgres_schema, serve, stop
-from saas import security
+from saas.auth import key_format
 
 OUT = Path(__file__).parent / "results" / "key_timing.json"
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -49,9 +49,9 @@ def free_port() -> int:
 
 def near_miss(key: str) -> str:
     """The real key with its last random character changed, checksum recomputed."""
-    body = key[: -security.CHECKSUM_CHARS]
+    body = key[: -key_format.CHECKSUM_CHARS]
     last = "a" if body[-1] != "a" else "b"
-    return security.with_checksum(body[:-1] + last)
+    return key_format.with_checksum(body[:-1] + last)
 
 
 def bad_checksum(key: str) -> str:
@@ -74,12 +74,12 @@ def timed(client: httpx.Client, key: str) -> float:
 
 
 def phase(client: httpx.Client, real: str, requests: int, cold: bool) -> dict[str, list[float]]:
-    fixed = {"near": near_miss(real), "random": security.generate_key()}
+    fixed = {"near": near_miss(real), "random": key_format.generate_key()}
     fixed["bad_sum"] = bad_checksum(fixed["random"])
     makers = {
         "near": lambda: near_miss_fresh(real),
-        "random": security.generate_key,
-        "bad_sum": lambda: bad_checksum(security.generate_key()),
+        "random": key_format.generate_key,
+        "bad_sum": lambda: bad_checksum(key_format.generate_key()),
     }
     order = [kind for kind in makers for _ in range(requests)]
     random.shuffle(order)  # interleaved: drift on the machine hits every kind alike
@@ -93,10 +93,10 @@ def phase(client: httpx.Client, real: str, requests: int, cold: bool) -> dict[st
 def near_miss_fresh(real: str) -> str:
     """A new near miss each time (cold phase): the real key with its last 3 random characters
     drawn anew (62**3 choices, so a run almost never repeats one and each is a cache miss)."""
-    body = real[: -security.CHECKSUM_CHARS - 3]
+    body = real[: -key_format.CHECKSUM_CHARS - 3]
     while True:
         tail = "".join(random.choice(BASE62) for _ in range(3))
-        candidate = security.with_checksum(body + tail)
+        candidate = key_format.with_checksum(body + tail)
         if candidate != real:
             return candidate
 

@@ -59,7 +59,7 @@ def free_port() -> int:
 
 
 async def produce(url: str, producers: int, seconds: float) -> dict[str, float]:
-    from saas.db import make_engine
+    from saas.kit.db import make_engine
     from saas.usage.ledger import Event
     from saas.usage.recorder import UsageRecorder
 
@@ -330,7 +330,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     args = parser.parse_args()
     with harness.postgres_schema() as url:
-        from saas.migrations import upgrade
+        from saas.kit.migrations import upgrade
 
         upgrade(url)
         env = {

@@ -2,8 +2,8 @@
 
     python -m bench.log_redaction [--lines 20000] [--rounds 15]
 
-The access line every request writes (saas/middleware/request_context.py), through the app's
-processors in both formats (saas/logging.py) to /dev/null, with and without `redact_secrets`,
+The access line every request writes (saas/pipeline/request_context.py), through the app's
+processors in both formats (saas/kit/logging.py) to /dev/null, with and without `redact_secrets`,
 the two chains taking turns round after round (the machine is shared: only interleaved runs
 compare). Prints the median microseconds per line of each, the difference and the ratio; saves
 bench/results/log_redaction.json.
@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from saas import logging as saas_logging
+from saas.kit import logging as saas_logging
 
 RESULTS = Path(__file__).parent / "results" / "log_redaction.json"
 ACCESS_LINE: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
     python -m bench.metrics_overhead [--number 200000]
 
-An entities request answered 200 touches, on its way (saas/metrics.py):
+An entities request answered 200 touches, on its way (saas/kit/metrics.py):
   request      observe_request: the counter and latency histogram of its route, method, status
   key cache    one hit counted
   admission    one outcome counted
@@ -32,8 +32,8 @@ def measure(number: int) -> dict[str, float]:
     """Microseconds per call of each part, and per request in all."""
     import structlog
 
-    from saas import metrics
-    from saas.logging import configure_logging
+    from saas.kit import metrics
+    from saas.kit.logging import configure_logging
 
     route = "/v1/{model}/entities"
 

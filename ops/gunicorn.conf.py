@@ -5,7 +5,7 @@ worker is Uvicorn's event loop (PyPI `uvicorn-worker`; `uvicorn.workers` is depr
 the app. Settings come from the same SAAS_* environment as everything else (saas/config.py):
 SAAS_BIND, SAAS_WORKERS (default: CPU cores), SAAS_WORKER_TIMEOUT, SAAS_GRACEFUL_TIMEOUT,
 SAAS_FORWARDED_ALLOW_IPS, SAAS_SHARE_MODELS, SAAS_KEEP_ALIVE_TIMEOUT (with SAAS_MAX_CONNECTIONS and
-SAAS_MAX_HEADER_BYTES, see saas/http_protocol.py).
+SAAS_MAX_HEADER_BYTES, see saas/server/protocol.py).
 
 Memory: the app and, with SAAS_SHARE_MODELS (the default), the models are loaded once in the
 master; each worker forks its inference process right after it is forked (saas/nlp/prefork.py),
@@ -32,21 +32,22 @@ _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="saas-metrics-")
 
-from saas import metrics  # noqa: E402 - after the variable: prometheus-client reads it on import
-from saas.logging import logging_config  # noqa: E402
+from saas.kit import metrics  # noqa: E402 - after the variable: prometheus-client reads it on import
+from saas.kit.logging import logging_config  # noqa: E402
 
 metrics.prepare_multiprocess_dir()
 
 wsgi_app = "saas.app:create_app()"
-# uvicorn_worker.UvicornWorker, answering requests that arrive as it stops (saas/worker.py).
-worker_class = "saas.worker.UvicornWorker"
+# uvicorn_worker.UvicornWorker, answering requests that arrive as it stops
+# (saas/server/gunicorn_worker.py).
+worker_class = "saas.server.gunicorn_worker.UvicornWorker"
 bind = [address.strip() for address in _settings.bind.split(",")]
 workers = _settings.workers or os.cpu_count() or 1
 timeout = int(_settings.worker_timeout)
 graceful_timeout = int(_settings.graceful_timeout)
 # Uvicorn's options (keep-alive, the proxy whose X-Forwarded-For names the client, the HTTP
 # protocol's limits) are the worker class's, from the same function as `saas serve`'s
-# (saas/http_protocol.py: uvicorn_options), not Gunicorn's `keepalive` / `forwarded_allow_ips`.
+# (saas/server/protocol.py: uvicorn_options), not Gunicorn's `keepalive` / `forwarded_allow_ips`.
 # Import and build the app once, in the master: workers share those pages too.
 preload_app = True
 # Our request-context middleware writes one access line per request, with its request id;

@@ -12,38 +12,41 @@ from fastapi import FastAPI
 from sqlalchemy import Engine as DatabaseEngine
 from sqlmodel import Session
 
-from saas import errors_page, health, metrics, openapi, quickstart, redis_client
+from saas import quickstart
 from saas.accounts import routes as admin_routes
 from saas.accounts import service as accounts_service
 from saas.apidocs import routes as docs_routes
 from saas.audit import routes as audit_routes
-from saas.changes import Change
 from saas.config import Settings, get_settings
 from saas.dashboard import admin as dashboard_admin
+from saas.dashboard import errors_page
 from saas.dashboard import routes as dashboard_routes
-from saas.db import make_engine
-from saas.invalidation import Invalidator
 from saas.keys import routes as key_routes
 from saas.keys.authenticator import KeyAuthenticator
-from saas.logging import configure_logging
-from saas.middleware.admission import AdmissionMiddleware
-from saas.middleware.auth import AuthMiddleware
-from saas.middleware.body_limit import BodyLimitMiddleware
-from saas.middleware.cors import add_cors
-from saas.middleware.idempotency import IdempotencyMiddleware
-from saas.middleware.request_context import Endpoints, RequestContextMiddleware
-from saas.middleware.usage import UsageMiddleware
+from saas.kit import metrics, redis_client
+from saas.kit.changes import Change
+from saas.kit.db import make_engine
+from saas.kit.invalidation import Invalidator
+from saas.kit.logging import configure_logging
+from saas.kit.version import VERSION
 from saas.nlp import routes as nlp_routes
 from saas.nlp.engine import Engine
+from saas.pipeline.admission import AdmissionMiddleware
+from saas.pipeline.auth import AuthMiddleware
+from saas.pipeline.body_limit import BodyLimitMiddleware
+from saas.pipeline.cors import add_cors
+from saas.pipeline.idempotency import IdempotencyMiddleware
+from saas.pipeline.request_context import Endpoints, RequestContextMiddleware
+from saas.pipeline.usage import UsageMiddleware
+from saas.problems.responses import install_error_handlers
 from saas.ratelimit.admission import Admission
 from saas.ratelimit.bruteforce import FailedAuthGuard, Guard
-from saas.responses import install_error_handlers
 from saas.usage import partitions
 from saas.usage import routes as usage_routes
 from saas.usage.alerts import QuotaAlerts
 from saas.usage.recorder import UsageRecorder
 from saas.usage.service import month_billable_units
-from saas.version import VERSION
+from saas.web import health, openapi
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +60,7 @@ def redis_pool_size(settings: Settings) -> int:
 
 
 def connect_redis(settings: Settings) -> redis_client.Client:
-    """One Redis or a Redis Cluster (saas/redis_client.py): a bounded number of connections,
+    """One Redis or a Redis Cluster (saas/kit/redis_client.py): a bounded number of connections,
     short timeouts and no retry after a timeout; a slow Redis must not hold requests (the
     limiter decides what happens instead)."""
     assert settings.redis_url

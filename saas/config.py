@@ -10,7 +10,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAAS_", env_file=".env", extra="ignore")
 
     # Storage. A plain postgresql:// or sqlite:/// URL works; the driver is filled in (see db.py).
-    database_url: str = "sqlite:///./saas.db"
+    database_url: str = "sqlite:///./saas.kit.db"
     # Unset: in-process limiter and caches (one process). Set: shared state in Redis.
     redis_url: str | None = None
     # Every Redis key starts with this, so several deployments (or test runs) can share a Redis.
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     # process from it: workers share the weights (see saas/nlp/prefork.py). Off: each worker's
     # inference process loads its own copy (measured against in bench/).
     share_models: bool = True
-    # The server's connections (saas/http_protocol.py, for `saas serve` and Gunicorn alike).
+    # The server's connections (saas/server/protocol.py, for `saas serve` and Gunicorn alike).
     # Seconds a connection gets, after it opens or after its last answer, to send a request's
     # headers (complete, not merely a byte now and then); then it is closed.
     keep_alive_timeout: int = Field(default=5, ge=1)

@@ -27,11 +27,11 @@ from saas.accounts import service as accounts
 from saas.accounts.models import AccountStatus
 from saas.accounts.schemas import AccountCreate, PlanCreate
 from saas.app import create_app
+from saas.auth.principal import Actor
 from saas.config import Settings
-from saas.db import make_engine
 from saas.keys import service as keys
-from saas.migrations import upgrade
-from saas.principal import Actor
+from saas.kit.db import make_engine
+from saas.kit.migrations import upgrade
 from saas.problems import MEDIA_TYPE, PAGE, REGISTRY
 from saas.usage.models import UsageEvent
 from tests.servers import (
@@ -105,7 +105,7 @@ def backend(
 ) -> Iterator[str]:
     """A migrated, empty database: a private schema in PostgreSQL, or a fresh SQLite file."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'saas.db'}"
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'saas.kit.db'}"
         upgrade(url)
         yield url
         return
@@ -489,7 +489,7 @@ def metric(client: TestClient | httpx.Client, name: str, **labels: str) -> float
     )
 
 
-# The members every problem has, and those that only some carry (saas/problems.py).
+# The members every problem has, and those that only some carry (saas/problems/__init__.py).
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
 PROBLEM_EXTRAS = {"retry_after", "limit", "texts_index", "errors"}
 ANY = object()  # for assert_problem: the member is there, whatever its value

@@ -30,10 +30,10 @@ from saas.accounts import service as accounts
 from saas.accounts.schemas import AccountCreate, PlanCreate
 from saas.app import create_app
 from saas.config import Settings
-from saas.context import ADMIN_PREFIX
-from saas.db import make_engine
 from saas.keys import service as keys
-from saas.migrations import upgrade
+from saas.kit.db import make_engine
+from saas.kit.migrations import upgrade
+from saas.web.context import ADMIN_PREFIX
 from tests.conftest import REDIS_PREFIX, TEST_ACTOR, postgres_schema_url, postgres_url, redis_url
 from tests.servers import serve_in_thread
 
@@ -41,7 +41,7 @@ MAX_EXAMPLES = int(os.environ.get("SAAS_CONTRACT_EXAMPLES", "10"))
 # Made by the fixture, so that collecting the test without running it leaves nothing behind.
 DIRECTORY = Path(tempfile.gettempdir()) / f"saas-contract-{uuid.uuid4().hex[:12]}"
 SETTINGS = Settings(
-    database_url=f"sqlite:///{DIRECTORY / 'saas.db'}",
+    database_url=f"sqlite:///{DIRECTORY / 'saas.kit.db'}",
     log_level="WARNING",
     auth_failures_per_ip="100000/minute",
     admin_rate_limit="100000/second",

@@ -5,8 +5,8 @@ import socket
 import pytest
 from fastapi.testclient import TestClient
 
-from saas import security
 from saas.app import create_app
+from saas.auth import key_format
 from saas.config import Settings
 from tests.conftest import MODEL, assert_problem, metric
 
@@ -29,7 +29,7 @@ def test_key_lookup_without_database_is_503(unreachable_db_client):  # type: ign
     errors = metric(unreachable_db_client, "saas_database_errors_total", component="keys")
     response = unreachable_db_client.post(
         f"/v1/{MODEL}/entities",
-        headers={"X-API-Key": security.generate_key()},
+        headers={"X-API-Key": key_format.generate_key()},
         json={"text": "Paris"},
     )
     assert response.headers["retry-after"] == "1"

@@ -10,10 +10,10 @@ from sqlmodel import Session
 from saas.accounts.models import Plan
 from saas.app import create_app
 from saas.config import Settings
-from saas.db import make_engine
-from saas.deps import DbSession
-from saas.errors import is_unique_violation
 from saas.keys.models import ApiKey
+from saas.kit.db import make_engine
+from saas.problems.errors import is_unique_violation
+from saas.web.deps import DbSession
 from tests.conftest import SQLITE_ONLY, assert_problem
 
 

@@ -1,4 +1,4 @@
-"""saas/logging.py: with JSON on, the standard library's records (Gunicorn's, Uvicorn's, any
+"""saas/kit/logging.py: with JSON on, the standard library's records (Gunicorn's, Uvicorn's, any
 library's) come out as the same JSON lines as the app's, on stderr; both servers' access logs
 stay silent. Run in a subprocess: logging is global to a process.
 (tests/e2e/test_observability.py checks a real `saas serve` with Uvicorn.)"""
@@ -10,13 +10,13 @@ import sys
 
 import pytest
 
-from saas import security
-from saas.logging import logging_config
+from saas.auth import key_format
+from saas.kit.logging import logging_config
 
 PROGRAM = """
 import logging, logging.config, pickle, sys
 import structlog
-from saas.logging import configure_logging, logging_config
+from saas.kit.logging import configure_logging, logging_config
 
 config = logging_config("INFO", json=True)
 assert pickle.loads(pickle.dumps(config)) == config  # Uvicorn pickles it for its workers
@@ -74,7 +74,7 @@ def test_access_logs_of_both_servers_are_off_and_levels_follow_the_setting() -> 
 LEAKY_PROGRAM = """
 import logging, logging.config, sys
 import structlog
-from saas.logging import configure_logging, logging_config
+from saas.kit.logging import configure_logging, logging_config
 
 json_lines = sys.argv[1] == "json"
 key, cookie, csrf, other_key, hook_token = sys.argv[2:7]
@@ -91,7 +91,7 @@ form = {"csrf_token": csrf, "name": "a key"}
 try:
     handle(scope, form)
 except RuntimeError:
-    structlog.get_logger("saas.middleware.auth").exception("key_lookup_failed")
+    structlog.get_logger("saas.pipeline.auth").exception("key_lookup_failed")
     # Uvicorn's own line for an exception that escaped the app, through the standard library.
     logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
 try:
@@ -135,7 +135,7 @@ assert httpx.post(url, json={"threshold_percent": 80}).status_code == 204
 def test_no_secret_reaches_a_line_in_either_format(mode: str) -> None:
     """A failing request's key, cookie and CSRF token are in its frames' locals, its headers and
     its form: none of them may come out, from the app's lines or the standard library's."""
-    key, other_key = security.generate_key(), security.generate_key()
+    key, other_key = key_format.generate_key(), key_format.generate_key()
     cookie, csrf, hook = (secrets.token_urlsafe(32) for _ in range(3))
     result = subprocess.run(
         [sys.executable, "-c", LEAKY_PROGRAM, mode, key, cookie, csrf, other_key, hook],
@@ -145,7 +145,7 @@ def test_no_secret_reaches_a_line_in_either_format(mode: str) -> None:
         check=True,
     )
     output = result.stdout + result.stderr
-    secret_part = key[len(security.display_prefix(key)) :]
+    secret_part = key[len(key_format.display_prefix(key)) :]
     for secret in (key, secret_part, cookie, csrf, other_key, hook):
         assert secret not in output, f"{secret[:12]}... in the {mode} log:\n{output}"
     # What the lines still tell: the tracebacks, the events, which fields were there.

@@ -1,4 +1,4 @@
-"""/metrics (saas/metrics.py): Prometheus text that parses, counts that match the requests made,
+"""/metrics (saas/kit/metrics.py): Prometheus text that parses, counts that match the requests made,
 labels by route template with nothing of a customer in them. The app under test is this
 process's (its default registry); tests/e2e/test_observability.py covers several workers."""
 
@@ -7,7 +7,7 @@ import uuid
 from fastapi.routing import iter_route_contexts
 from prometheus_client.parser import text_string_to_metric_families
 
-from saas import security
+from saas.auth import key_format
 from tests.conftest import MODEL, metric
 
 ENTITIES = "/v1/{model}/entities"
@@ -75,7 +75,7 @@ def test_no_label_carries_a_key_an_account_a_text_or_a_typed_model(  # type: ign
     customer = make_customer()
     secret_text = f"Quixotic{uuid.uuid4().hex} visited Paris."
     typed_model = f"model{uuid.uuid4().hex[:12]}"
-    unknown_key = security.generate_key()
+    unknown_key = key_format.generate_key()
     headers = customer.headers
     assert client.post(
         f"/v1/{MODEL}/entities", headers=headers, json={"text": secret_text}
@@ -145,7 +145,7 @@ def test_key_cache_hits_and_misses(client, customer):  # type: ignore[no-untyped
         hit = metric(client, "saas_key_cache_lookups_total", result="hit")
         return hit, metric(client, "saas_key_cache_lookups_total", result="miss")
 
-    unknown = {"X-API-Key": security.generate_key()}
+    unknown = {"X-API-Key": key_format.generate_key()}
     hit, miss = lookups()
     assert client.get("/v1/models", headers=customer.headers).status_code == 200  # a new key
     assert lookups() == (hit, miss + 1)

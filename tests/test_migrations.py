@@ -12,8 +12,8 @@ from sqlmodel import SQLModel
 
 import saas.models  # noqa: F401 - registers the tables
 from alembic import command
-from saas.db import make_engine
-from saas.migrations import alembic_config, include_name, upgrade
+from saas.kit.db import make_engine
+from saas.kit.migrations import alembic_config, include_name, upgrade
 from tests.conftest import POSTGRES_URL, postgres_schema_url
 
 TABLES = {"plans", "accounts", "api_keys", "alembic_version"}

@@ -1,4 +1,4 @@
-"""What the OpenAPI schema promises (saas/openapi.py), and the bugs contract fuzzing found
+"""What the OpenAPI schema promises (saas/web/openapi.py), and the bugs contract fuzzing found
 (tests/test_contract.py), each as a plain test: numbers beyond their columns were 500s, a 405
 named only some of the path's methods."""
 
@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from saas.openapi import MAX_INT
+from saas.kit.fields import MAX_INT
 from saas.problems import markdown_table
 from tests.conftest import PROBLEM_EXTRAS, PROBLEM_MEMBERS, SQLITE_ONLY
 

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from saas.principal import KeyStatus, key_status
+from saas.auth.principal import KeyStatus, key_status
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 PAST, FUTURE = NOW - timedelta(seconds=1), NOW + timedelta(hours=1)

@@ -1,11 +1,11 @@
-"""Every code of saas/problems.py, provoked over HTTP against the real app and checked as
+"""Every code of saas/problems/__init__.py, provoked over HTTP against the real app and checked as
 problem details (status, `application/problem+json`, `type`, `title`, `detail`, `code` and the
 fields that help). A code added to the registry fails `test_every_code_is_walked` until it is
 walked here or listed, with its reason, in ELSEWHERE or AS_PAGE.
 
 - CASES run on the session's apps, PostgreSQL + Redis and SQLite (tests/conftest.py);
 - FAULTS need an app of their own that can be broken: on its own SQLite file, served by Uvicorn
-  with this service's HTTP protocol (saas/http_protocol.py) on a loopback port, so that the
+  with this service's HTTP protocol (saas/server/protocol.py) on a loopback port, so that the
   protocol's own answers (400, 431) and a slow body (408) are real;
 - the README's table, the /errors page, and the source (no error body is built without a code)
   are checked against the registry."""
@@ -29,16 +29,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlmodel import Session
 
-from saas import problems, security
+from saas import problems
 from saas.accounts.models import Plan
 from saas.app import create_app
+from saas.auth import key_format
 from saas.config import Settings
-from saas.db import make_engine, utcnow
-from saas.deps import DbSession
-from saas.http_protocol import GuardedHttpToolsProtocol, headers_too_large
-from saas.migrations import upgrade
+from saas.kit.db import make_engine, utcnow
+from saas.kit.migrations import upgrade
 from saas.nlp.engine import TEXT_FAILED
 from saas.problems import REGISTRY
+from saas.server.protocol import GuardedHttpToolsProtocol, headers_too_large
+from saas.web.deps import DbSession
 from tests.conftest import (
     ANY,
     FRENCH,
@@ -134,7 +135,7 @@ CASES: dict[str, Case] = {
     "missing_api_key": lambda w: (w.client.get("/v1/models"), {}),
     "malformed_api_key": lambda w: (w.client.get("/v1/models", headers={"X-API-Key": "sk_x"}), {}),
     "invalid_api_key": lambda w: (
-        w.client.get("/v1/models", headers={"X-API-Key": security.generate_key()}),
+        w.client.get("/v1/models", headers={"X-API-Key": key_format.generate_key()}),
         {},
     ),
     "key_revoked": _revoked,
@@ -319,7 +320,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('faults') / 'saas.db'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('faults') / 'saas.kit.db'}"
     upgrade(url)
     settings = Settings(database_url=url, _env_file=None, **FAULT_SETTINGS)  # type: ignore[arg-type]
     engine = make_engine(url)
@@ -397,7 +398,7 @@ def test_fault_codes_over_a_real_server(served: Served) -> None:
 
     # A key checked while its table is gone: authentication fails closed.
     with _renamed(served, "api_keys"):
-        unseen = {"X-API-Key": security.generate_key()}
+        unseen = {"X-API-Key": key_format.generate_key()}
         check(http.get("/v1/models", headers=unseen), "authentication_unavailable", retry_after=1)
     assert http.post(ENTITIES, headers=keyed, json=TEXT).status_code == 200  # now cached
 
@@ -444,11 +445,11 @@ def test_fault_codes_over_a_real_server(served: Served) -> None:
 
     # Last, as it blocks this address for unknown keys: too many of them.
     statuses = [
-        http.get("/v1/models", headers={"X-API-Key": security.generate_key()}).status_code
+        http.get("/v1/models", headers={"X-API-Key": key_format.generate_key()}).status_code
         for _ in range(3)
     ]
     assert statuses == [401] * 3
-    blocked = http.get("/v1/models", headers={"X-API-Key": security.generate_key()})
+    blocked = http.get("/v1/models", headers={"X-API-Key": key_format.generate_key()})
     check(blocked, "too_many_failed_keys")
     assert sorted(checked) == sorted(FAULTS)
 
@@ -504,8 +505,8 @@ def test_no_error_answer_is_built_without_a_code() -> None:
     problem type: no module builds an error body or an error Response of its own."""
     import inspect
 
-    from saas.errors import AppError
-    from saas.responses import HTTPProblem, json_error
+    from saas.problems.errors import AppError
+    from saas.problems.responses import HTTPProblem, json_error
 
     for function in (json_error, AppError.__init__, HTTPProblem.__init__):
         parameter = inspect.signature(function).parameters["problem"]
@@ -513,12 +514,12 @@ def test_no_error_answer_is_built_without_a_code() -> None:
     # Answers that are not API errors: a static file of the dashboard or the docs that does not
     # exist (a browser asked for a stylesheet), and /readyz's report (load balancers read its
     # status; its status is not a constant, so not found here).
-    allowed = {("saas/assets.py", 404)}
+    allowed = {("saas/kit/assets.py", 404)}
     found = []
     for path in sorted((ROOT / "saas").rglob("*.py")):
         name = path.relative_to(ROOT).as_posix()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Dict) and name != "saas/problems.py":
+            if isinstance(node, ast.Dict) and name != "saas/problems/__init__.py":
                 keys = [key.value for key in node.keys if isinstance(key, ast.Constant)]
                 assert "detail" not in keys, f"{name}:{node.lineno} builds an error body"
             if isinstance(node, ast.Call) and getattr(node.func, "id", "").endswith("Response"):

@@ -19,7 +19,7 @@ def test_readme_holds_the_generated_quickstarts() -> None:
 
 
 def test_openapi_description_shows_every_snippet(tmp_path: Path) -> None:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'saas.db'}", _env_file=None)
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'saas.kit.db'}", _env_file=None)
     description = create_app(settings).openapi()["info"]["description"]
     assert description.startswith("Named entities, tokens and dependency parses from spaCy")
     for snippet in quickstart.SNIPPETS:

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from saas import redis_client
 from saas.app import connect_redis, redis_pool_size
 from saas.config import Settings
+from saas.kit import redis_client
 from saas.ratelimit.admission import Admission, LimiterUnavailable
 from tests.conftest import REDIS_PREFIX, free_port, redis_url
 

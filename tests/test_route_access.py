@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
-from saas.context import ADMIN_PREFIX
+from saas.web.context import ADMIN_PREFIX
 from tests.conftest import MODEL, assert_problem
 from tests.dashboard.test_sessions import csrf_of, signed_in
 

@@ -1,4 +1,4 @@
-"""One API version (saas/version.py), semantic, shown by the OpenAPI document and carried by the
+"""One API version (saas/kit/version.py), semantic, shown by the OpenAPI document and carried by the
 latest release of CHANGELOG.md, which keeps the Keep a Changelog layout."""
 
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from saas.app import create_app
 from saas.config import Settings
-from saas.version import VERSION
+from saas.kit.version import VERSION
 
 ROOT = Path(__file__).parents[1]
 SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
@@ -35,13 +35,15 @@ def test_version_is_semantic_and_the_latest_release() -> None:
     assert versions == sorted(versions, reverse=True) and len(set(versions)) == len(versions)
     assert dates == sorted(dates, reverse=True)
     assert ".".join(map(str, versions[0])) == VERSION, (
-        "CHANGELOG.md's latest release is not saas/version.py's VERSION"
+        "CHANGELOG.md's latest release is not saas/kit/version.py's VERSION"
     )
 
 
 def test_openapi_and_package_carry_the_version(tmp_path: Path) -> None:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'saas.db'}", _env_file=None)
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'saas.kit.db'}", _env_file=None)
     assert create_app(settings).openapi()["info"]["version"] == VERSION
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert "version" in pyproject["project"]["dynamic"]
-    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "saas.version.VERSION"}
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "saas.kit.version.VERSION"
+    }

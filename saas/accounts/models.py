@@ -4,8 +4,8 @@ from enum import StrEnum
 from sqlalchemy import JSON, Column, DateTime
 from sqlmodel import Field, SQLModel
 
-from saas.db import utcnow
-from saas.openapi import MAX_INT
+from saas.kit.db import utcnow
+from saas.kit.fields import MAX_INT
 
 
 def _timestamp() -> "Column[datetime]":

@@ -17,9 +17,10 @@ from saas.accounts.schemas import (
     WebhookCreated,
     WebhookSet,
 )
-from saas.context import ADMIN_PREFIX
-from saas.deps import DbSession, RequestActor, known_models
-from saas.openapi import ADMIN, BODY, Id, Offset, Stored, errors
+from saas.kit.fields import Id, Offset, Stored
+from saas.web.context import ADMIN_PREFIX
+from saas.web.deps import DbSession, RequestActor, known_models
+from saas.web.openapi import ADMIN, BODY, errors
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: plans and accounts"], responses=ADMIN)
 _PLAN_NOT_FOUND = errors({404: "No such plan"})

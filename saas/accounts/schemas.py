@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from saas.accounts.models import Account, Plan, PlanBase
-from saas.db import as_utc
-from saas.openapi import MAX_INT, Name, Stored, never_null
+from saas.auth.key_format import display_url
+from saas.kit.db import as_utc
+from saas.kit.fields import MAX_INT, Name, Stored, never_null
 from saas.ratelimit.windows import MAX_WINDOW_SECONDS, parse_windows
-from saas.security import display_url
 
 PLAN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 

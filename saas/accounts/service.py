@@ -1,6 +1,6 @@
 """Plans and accounts. Each write validates, writes, records its audit entry and announces what
 running workers must forget; it only flushes: the caller's session commits once, then publishes
-the announced changes (saas/deps.py; the CLI: saas/cli/session.py). The admin API, the CLI and
+the announced changes (saas/web/deps.py; the CLI: saas/cli/session.py). The admin API, the CLI and
 the coming dashboard call these and translate input and output, nothing else."""
 
 import secrets
@@ -15,10 +15,10 @@ from saas.accounts import webhooks
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.accounts.schemas import AccountCreate, AccountUpdate, PlanCreate, PlanRules, PlanUpdate
 from saas.audit import service as audit
-from saas.changes import Change, announce
-from saas.errors import Conflict, Invalid, NotFound, describe_errors, validated
-from saas.principal import Actor
-from saas.security import display_url
+from saas.auth.key_format import display_url
+from saas.auth.principal import Actor
+from saas.kit.changes import Change, announce
+from saas.problems.errors import Conflict, Invalid, NotFound, describe_errors, validated
 
 
 def check_models(models: list[str] | None, known_models: Collection[str]) -> None:

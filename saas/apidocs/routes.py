@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from starlette.responses import Response
 
-from saas.assets import Assets
+from saas.kit.assets import Assets
 
 HERE = Path(__file__).parent
 ASSETS = Assets(HERE / "static")

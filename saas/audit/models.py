@@ -4,7 +4,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Index
 from sqlmodel import Field, SQLModel
 
-from saas.db import utcnow
+from saas.kit.db import utcnow
 
 
 class AuditEntry(SQLModel, table=True):

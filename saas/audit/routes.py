@@ -4,9 +4,10 @@ from fastapi import APIRouter, Query
 
 from saas.audit import service
 from saas.audit.schemas import AuditPublic
-from saas.context import ADMIN_PREFIX
-from saas.deps import DbSession
-from saas.openapi import ADMIN, Id, Offset, Stored
+from saas.kit.fields import Id, Offset, Stored
+from saas.web.context import ADMIN_PREFIX
+from saas.web.deps import DbSession
+from saas.web.openapi import ADMIN
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: audit"], responses=ADMIN)
 

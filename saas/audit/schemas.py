@@ -4,7 +4,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from saas.audit.models import AuditEntry
-from saas.db import as_utc
+from saas.kit.db import as_utc
 
 
 class AuditPublic(BaseModel):

@@ -6,7 +6,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from saas.audit.models import AuditEntry
-from saas.principal import Actor
+from saas.auth.principal import Actor
 
 
 def record(

@@ -7,9 +7,9 @@ import typer
 from saas.accounts import service as accounts
 from saas.cli.output import JsonFlag, emit_json, listing
 from saas.cli.session import build, cli_actor, db_session
-from saas.db import utcnow
 from saas.keys import service
 from saas.keys.schemas import KeyCreate, KeyCreated, KeyPublic, KeyRoll
+from saas.kit.db import utcnow
 
 app = typer.Typer(help="API keys.", no_args_is_help=True)
 COLUMNS = ["id", "prefix", "name", "scopes", "status", "expires_at", "last_used_at"]

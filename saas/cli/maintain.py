@@ -9,8 +9,8 @@ from sqlalchemy.exc import DBAPIError
 from saas.cli.output import JsonFlag, emit_json
 from saas.cli.session import fail
 from saas.config import get_settings
-from saas.db import make_engine
 from saas.idempotency import store as idempotency
+from saas.kit.db import make_engine
 from saas.usage import partitions
 
 

@@ -35,9 +35,9 @@ def serve(
     # importing the app before forking would share nothing that matters.
     import uvicorn
 
-    from saas import metrics
-    from saas.http_protocol import uvicorn_options
-    from saas.logging import logging_config
+    from saas.kit import metrics
+    from saas.kit.logging import logging_config
+    from saas.server.protocol import uvicorn_options
 
     settings = get_settings()
     with ExitStack() as cleanup:
@@ -65,7 +65,7 @@ def serve(
 
 def migrate() -> None:
     """Apply database migrations (idempotent)."""
-    from saas.migrations import upgrade
+    from saas.kit.migrations import upgrade
 
     upgrade(get_settings().database_url)
     typer.echo("database is up to date")
@@ -73,8 +73,8 @@ def migrate() -> None:
 
 def bootstrap() -> None:
     """Migrate, then make sure an admin key and a demo customer exist (keys printed once)."""
-    from saas import bootstrap as defaults
-    from saas.migrations import upgrade
+    from saas.cli import bootstrap as defaults
+    from saas.kit.migrations import upgrade
 
     upgrade(get_settings().database_url)
     with db_session() as session:

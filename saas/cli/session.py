@@ -11,11 +11,11 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
-from saas.changes import Change
+from saas.auth.principal import Actor
 from saas.config import get_settings
-from saas.db import make_engine, transaction
-from saas.errors import CONFLICTING_WRITE, AppError, describe_errors, is_unique_violation
-from saas.principal import Actor
+from saas.kit.changes import Change
+from saas.kit.db import make_engine, transaction
+from saas.problems.errors import CONFLICTING_WRITE, AppError, describe_errors, is_unique_violation
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -83,7 +83,7 @@ def tell_workers(changes: list[Change]) -> None:
         )
         return
     # Imported here: every other command starts without loading the Redis client.
-    from saas.invalidation import publish_sync
+    from saas.kit.invalidation import publish_sync
 
     try:
         publish_sync(settings.redis_url, settings.redis_prefix, changes)

@@ -18,12 +18,12 @@ from saas.audit.schemas import AuditPublic
 from saas.dashboard import admin_views, pages, views
 from saas.dashboard.auth import AdminVisitor, CheckedForm, Visitor
 from saas.dashboard.pages import Id, Month, field, see_other
-from saas.db import utcnow
-from saas.deps import DbSession, known_models
-from saas.errors import AppError, Conflict, Invalid, NotFound, validated
 from saas.keys import service as keys
 from saas.keys.schemas import KeyCreate, KeyPublic, KeyRoll
+from saas.kit.db import utcnow
+from saas.problems.errors import AppError, Conflict, Invalid, NotFound, validated
 from saas.usage import service as usage
+from saas.web.deps import DbSession, known_models
 
 router = APIRouter(
     prefix=pages.PREFIX + "/admin", route_class=pages.PageRoute, include_in_schema=False

@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import Session
 
 from saas.dashboard import views
-from saas.errors import Invalid
+from saas.problems.errors import Invalid
 from saas.usage import service as usage
 
 # The answers the overview counts, in the order it shows them: the customer's rejections and 5xx.

@@ -18,12 +18,13 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from saas import problems, security
+from saas import problems
+from saas.auth import key_format
+from saas.auth.principal import Actor, KeyStatus, Principal
 from saas.dashboard import sessions
 from saas.dashboard.pages import COOKIE, SignedOut
-from saas.db import utcnow
-from saas.errors import AppError, Forbidden
-from saas.principal import Actor, KeyStatus, Principal
+from saas.kit.db import utcnow
+from saas.problems.errors import AppError, Forbidden
 from saas.ratelimit.windows import ceil_seconds
 
 _REFUSED = {
@@ -159,9 +160,9 @@ async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
     authenticator = request.app.state.authenticator
     address = _address(request)
     key = api_key.strip()
-    key_hash = security.hash_key(key) if security.is_well_formed(key) else None
+    key_hash = key_format.hash_key(key) if key_format.is_well_formed(key) else None
     blocked = guard.blocked_for(address)
-    # As for the API (saas/middleware/auth.py): a blocked address still lets the keys this
+    # As for the API (saas/pipeline/auth.py): a blocked address still lets the keys this
     # worker saw authenticate sign in, so one bad client does not lock out its neighbours.
     if blocked is not None and not (key_hash and authenticator.vouches_for(key_hash)):
         raise _too_many_failures(blocked)

@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import Column, DateTime
 from sqlmodel import Field, SQLModel
 
-from saas.db import utcnow
+from saas.kit.db import utcnow
 
 
 class DashboardSession(SQLModel, table=True):

@@ -15,8 +15,8 @@ from jinja2 import Environment, FileSystemLoader
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from saas.assets import Assets
-from saas.errors import AppError, describe_errors
+from saas.kit.assets import Assets
+from saas.problems.errors import AppError, describe_errors
 
 log = structlog.get_logger(__name__)
 

@@ -14,12 +14,12 @@ from saas.accounts import service as accounts
 from saas.dashboard import auth, pages, views
 from saas.dashboard.auth import CheckedForm, CurrentVisitor, FormWithToken
 from saas.dashboard.pages import Id, Month, field, see_other
-from saas.db import utcnow
-from saas.deps import DbSession
-from saas.errors import Forbidden, Invalid, NotFound, validated
 from saas.keys import service as keys
 from saas.keys.schemas import CustomerKeyCreate, KeyPublic
+from saas.kit.db import utcnow
+from saas.problems.errors import Forbidden, Invalid, NotFound, validated
 from saas.usage.service import current_month
+from saas.web.deps import DbSession
 
 router = APIRouter(prefix=pages.PREFIX, route_class=pages.PageRoute, include_in_schema=False)
 

@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from saas.accounts import service as accounts
 from saas.accounts.models import Account
-from saas.csv_export import to_csv
+from saas.kit.csv_export import to_csv
 from saas.usage import service as usage
 
 CSV_FIELDS = ["day", "endpoint", "requests", "billable_requests", "characters"]

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from saas.db import as_utc, table_of
 from saas.idempotency.models import IdempotencyRecord
+from saas.kit.db import as_utc, table_of
 
 RECORDS: Table = table_of(IdempotencyRecord)
 KEEP_ANSWERS = timedelta(hours=24)

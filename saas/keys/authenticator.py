@@ -17,10 +17,11 @@ import structlog
 from cachetools import TTLCache
 from sqlalchemy import Engine
 
-from saas import metrics, security
-from saas.db import utcnow
+from saas.auth import key_format
+from saas.auth.principal import Principal
 from saas.keys.service import lookup_principal, record_last_used
-from saas.principal import Principal
+from saas.kit import metrics
+from saas.kit.db import utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +55,7 @@ class KeyAuthenticator:
 
     async def lookup(self, key: str) -> Principal | None:
         """The key's principal (possibly revoked or expired: the caller says why), or None."""
-        return await self.lookup_hash(security.hash_key(key))
+        return await self.lookup_hash(key_format.hash_key(key))
 
     async def lookup_hash(self, key_hash: str) -> Principal | None:
         """The same, by the key's hash (a dashboard session knows its key by that only)."""

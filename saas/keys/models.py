@@ -3,8 +3,8 @@ from datetime import datetime
 from sqlalchemy import Column, DateTime
 from sqlmodel import Field, SQLModel
 
-from saas.db import as_utc, utcnow
-from saas.principal import KeyStatus, key_status
+from saas.auth.principal import KeyStatus, key_status
+from saas.kit.db import as_utc, utcnow
 
 
 class ApiKey(SQLModel, table=True):

@@ -3,13 +3,14 @@ route translates HTTP to a service call and its result to a public schema."""
 
 from fastapi import APIRouter, status
 
-from saas.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
-from saas.db import utcnow
-from saas.deps import CurrentPrincipal, DbSession, RequestActor
 from saas.keys import service
 from saas.keys.models import ApiKey
 from saas.keys.schemas import CustomerKeyCreate, KeyCreate, KeyCreated, KeyPublic, KeyRoll
-from saas.openapi import ADMIN, BODY, CUSTOMER, Id, errors
+from saas.kit.db import utcnow
+from saas.kit.fields import Id
+from saas.web.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
+from saas.web.deps import CurrentPrincipal, DbSession, RequestActor
+from saas.web.openapi import ADMIN, BODY, CUSTOMER, errors
 
 admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: keys"], responses=ADMIN)
 customer_router = APIRouter(prefix=f"{CUSTOMER_PREFIX}/keys", tags=["keys"], responses=CUSTOMER)
@@ -21,7 +22,7 @@ _CUSTOMER_FORBIDDEN = errors({403: f"Account suspended, or {_ROLLING}"})
 _NO_ACCOUNT = errors({404: "No such account"})
 _NO_KEY = errors({404: "No such key"})
 
-# What the customer routes cost (see saas/context.py): key management is never billed.
+# What the customer routes cost (see saas/web/context.py): key management is never billed.
 METERING = {name: Metering("keys") for name in ("my_keys", "create_my_key", "revoke_my_key")}
 
 

@@ -3,10 +3,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from saas.db import as_utc, utcnow
+from saas.auth.principal import KNOWN_SCOPES, KeyStatus
 from saas.keys.models import ApiKey
-from saas.openapi import IsoDateTime, Name
-from saas.principal import KNOWN_SCOPES, KeyStatus
+from saas.kit.db import as_utc, utcnow
+from saas.kit.fields import IsoDateTime, Name
 
 
 class KeyCreate(BaseModel):

@@ -1,7 +1,7 @@
 """Key lifecycle, and the lookup that authentication runs on a cache miss.
 
 Each write validates, writes, records its audit entry and announces what running workers must
-forget; it only flushes: the caller's session commits once, then publishes (saas/deps.py; the
+forget; it only flushes: the caller's session commits once, then publishes (saas/web/deps.py; the
 CLI: saas/cli/session.py)."""
 
 from collections.abc import Iterable, Mapping
@@ -10,15 +10,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, bindparam, update
 from sqlmodel import Session, col, select
 
-from saas import problems, security
+from saas import problems
 from saas.accounts import service as accounts
 from saas.accounts.models import Account, AccountStatus, Plan
 from saas.audit import service as audit
-from saas.changes import Change, announce
-from saas.db import as_utc, table_of, utcnow
-from saas.errors import Conflict, Forbidden, Invalid, NotFound
+from saas.auth import key_format
+from saas.auth.principal import KNOWN_SCOPES, Actor, KeyStatus, Principal
 from saas.keys.models import ApiKey
-from saas.principal import KNOWN_SCOPES, Actor, KeyStatus, Principal
+from saas.kit.changes import Change, announce
+from saas.kit.db import as_utc, table_of, utcnow
+from saas.problems.errors import Conflict, Forbidden, Invalid, NotFound
 from saas.ratelimit.windows import parse_windows
 
 
@@ -51,12 +52,12 @@ def _new_key(
     if unknown:
         known = ", ".join(sorted(KNOWN_SCOPES))
         raise Invalid(f"Unknown scope(s): {', '.join(sorted(unknown))}. Known scopes: {known}.")
-    plaintext = security.generate_key()
+    plaintext = key_format.generate_key()
     key = ApiKey(
         account_id=account_id,
         name=name,
-        prefix=security.display_prefix(plaintext),
-        key_hash=security.hash_key(plaintext),
+        prefix=key_format.display_prefix(plaintext),
+        key_hash=key_format.hash_key(plaintext),
         scopes=" ".join(sorted(scope_set)),
         expires_at=as_utc(expires_at),
     )

@@ -35,9 +35,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from saas import metrics, problems
-from saas.errors import AppError, Overloaded
+from saas import problems
+from saas.kit import metrics
 from saas.nlp import prefork, wire, worker
+from saas.problems.errors import AppError, Overloaded
 
 log = structlog.get_logger(__name__)
 

@@ -9,9 +9,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from saas import problems
-from saas.context import CUSTOMER_PREFIX, Metering, RequestContext
-from saas.deps import Context, CurrentPrincipal, idempotency_key
-from saas.errors import AppError, Forbidden, NotFound
+from saas.auth.principal import Principal
 from saas.nlp.engine import TEXT_FAILED, Engine, InferenceFailed
 from saas.nlp.schemas import (
     DependenciesBatchOut,
@@ -40,8 +38,10 @@ from saas.nlp.tasks import (
     model_not_in_plan,
     unknown_model,
 )
-from saas.openapi import BILLABLE, BODY, CUSTOMER, errors
-from saas.principal import Principal
+from saas.problems.errors import AppError, Forbidden, NotFound
+from saas.web.context import CUSTOMER_PREFIX, Metering, RequestContext
+from saas.web.deps import Context, CurrentPrincipal, idempotency_key
+from saas.web.openapi import BILLABLE, BODY, CUSTOMER, errors
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["nlp"], responses=CUSTOMER)
@@ -67,7 +67,7 @@ METERING: dict[str, Metering] = {
     "list_models": Metering("models"),
 }
 
-# The route's own errors; the router declares the middleware's (saas/openapi.py).
+# The route's own errors; the router declares the middleware's (saas/web/openapi.py).
 _MODEL_ERRORS = errors({403: "Account suspended or model not in the plan", 404: "Unknown model"})
 _ERRORS = {
     **BILLABLE,

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from saas.openapi import NOT_BLANK
+from saas.kit.fields import NOT_BLANK
 
 # Blank text is refused with 400 (saas/nlp/routes.py), not 422: the pattern only documents it.
 Text = Annotated[str, Field(json_schema_extra={"pattern": NOT_BLANK})]
@@ -125,7 +125,7 @@ class ModelsOut(BaseModel):
 
 class TextError(BaseModel):
     detail: str
-    code: str  # saas/problems.py: always "inference_failed"
+    code: str  # saas/problems/__init__.py: always "inference_failed"
 
 
 class TextFailed(BaseModel):

@@ -15,8 +15,8 @@ from typing import Any
 
 from spacy.tokens import Doc
 
+from saas.auth.principal import Principal
 from saas.nlp import serializers
-from saas.principal import Principal
 
 _TAGGING = frozenset({"tagger", "morphologizer", "attribute_ruler", "lemmatizer"})
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import structlog
 from cachetools import TLRUCache
 
-from saas import metrics, redis_client
+from saas.kit import metrics, redis_client
 from saas.ratelimit.memory_limiter import MemoryLimiter
 from saas.ratelimit.redis_limiter import RedisLimiter
 from saas.ratelimit.windows import Decision, Window, parse_windows

@@ -20,7 +20,7 @@ from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage,
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter
 
-from saas import metrics, redis_client
+from saas.kit import metrics, redis_client
 
 log = structlog.get_logger(__name__)
 

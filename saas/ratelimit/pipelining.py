@@ -20,7 +20,7 @@ Redis answers NOSCRIPT (after a restart), then sends those calls again (a NOSCRI
 ran, so sending it again cannot count twice).
 
 One node only: a Redis Cluster client sends each call to its own slot's master (see
-saas/redis_client.py), one by one.
+saas/kit/redis_client.py), one by one.
 """
 
 import asyncio

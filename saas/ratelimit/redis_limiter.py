@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from saas import redis_client
+from saas.kit import redis_client
 from saas.ratelimit.pipelining import ScriptPipeline
 from saas.ratelimit.windows import (
     BUCKETS,

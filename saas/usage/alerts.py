@@ -22,10 +22,10 @@ import structlog
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from saas import metrics
 from saas.accounts import webhooks
 from saas.accounts.models import Account, Plan
-from saas.db import table_of, utcnow
+from saas.kit import metrics
+from saas.kit.db import table_of, utcnow
 from saas.ratelimit.windows import month_of
 from saas.usage.ledger import Event, dialect_insert
 from saas.usage.models import QuotaAlert

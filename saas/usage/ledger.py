@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
-from saas.db import table_of
 from saas.idempotency.store import Completion, save_answers
+from saas.kit.db import table_of
 from saas.usage.models import UsageEvent, UsageRollup
 
 EVENTS: Table = table_of(UsageEvent)

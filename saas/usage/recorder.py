@@ -15,8 +15,8 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine
 
-from saas import metrics
 from saas.idempotency.store import Completion
+from saas.kit import metrics
 from saas.usage.ledger import Event, write_events
 
 log = structlog.get_logger(__name__)

@@ -7,18 +7,19 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from saas.accounts import service as accounts
-from saas.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
-from saas.deps import CurrentPrincipal, DbSession
-from saas.errors import Invalid
-from saas.openapi import ADMIN, CUSTOMER, Id, IsoDate, Stored
+from saas.kit.fields import Id, IsoDate, Stored
+from saas.problems.errors import Invalid
 from saas.usage import service
 from saas.usage.schemas import Invoices, MonthUsage, UsageSeries
+from saas.web.context import ADMIN_PREFIX, CUSTOMER_PREFIX, Metering
+from saas.web.deps import CurrentPrincipal, DbSession
+from saas.web.openapi import ADMIN, CUSTOMER
 
 customer_router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["usage"], responses=CUSTOMER)
 admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=ADMIN)
 MONTH_PATTERN = r"^[1-9]\d{3}-(0[1-9]|1[0-2])$"  # years 1000 to 9999 (year 0 is no year)
 
-# What the customer routes cost (see saas/context.py).
+# What the customer routes cost (see saas/web/context.py).
 METERING = {"my_usage": Metering("usage")}
 
 

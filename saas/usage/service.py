@@ -11,8 +11,8 @@ from sqlalchemy import select as select_columns  # any number of columns (SQLMod
 from sqlmodel import Session, col, select
 
 from saas.accounts.models import Account, Plan
-from saas.csv_export import to_csv
-from saas.errors import Invalid
+from saas.kit.csv_export import to_csv
+from saas.problems.errors import Invalid
 from saas.ratelimit.windows import month_of, parse_windows
 from saas.usage.models import UsageEvent, UsageRollup
 

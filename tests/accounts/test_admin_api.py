@@ -5,10 +5,10 @@ from datetime import datetime, timedelta
 
 from sqlmodel import select
 
-from saas import security
 from saas.accounts.models import Plan
 from saas.accounts.service import plans_breaking_rules
-from saas.db import utcnow
+from saas.auth import key_format
+from saas.kit.db import utcnow
 from tests.conftest import MODEL
 
 ENTITIES = f"/v1/{MODEL}/entities"
@@ -100,9 +100,9 @@ def test_key_lifecycle(client, make_customer):  # type: ignore[no-untyped-def]
     )
     assert created.status_code == 201
     new = created.json()
-    assert security.is_well_formed(new["key"]) and new["status"] == "active"
+    assert key_format.is_well_formed(new["key"]) and new["status"] == "active"
     listed = client.get(f"/admin/accounts/{customer.account_id}/keys", headers=admin.headers)
-    assert new["key"] not in listed.text and security.hash_key(new["key"]) not in listed.text
+    assert new["key"] not in listed.text and key_format.hash_key(new["key"]) not in listed.text
     assert {k["id"] for k in listed.json()} == {customer.key_id, new["id"]}
 
     headers = {"X-API-Key": new["key"]}
@@ -157,7 +157,7 @@ def test_customers_manage_only_their_own_keys(client, make_customer):  # type: i
     extra = client.post(
         "/v1/keys", headers=alice.headers, json={"name": "second", "scopes": ["admin"]}
     )
-    assert extra.status_code == 201 and security.is_well_formed(extra.json()["key"])
+    assert extra.status_code == 201 and key_format.is_well_formed(extra.json()["key"])
     assert extra.json()["scopes"] == []
     over = client.post("/v1/keys", headers=alice.headers, json={"name": "third"})
     assert over.status_code == 403 and "2 active keys" in over.json()["detail"]

@@ -3,7 +3,7 @@ CLI, carries a webhook secret, a key or a key's hash."""
 
 import json
 
-from saas import security
+from saas.auth import key_format
 
 
 def test_no_output_shows_a_secret(saas, client, make_customer):  # type: ignore[no-untyped-def]
@@ -66,4 +66,4 @@ def test_no_output_shows_a_secret(saas, client, make_customer):  # type: ignore[
         "hooks.acme.example/q",
     ]:
         assert secret not in everything
-        assert security.hash_key(secret) not in everything
+        assert key_format.hash_key(secret) not in everything

@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from saas.accounts import webhooks
 from saas.accounts.models import Account
-from saas.db import make_engine
+from saas.kit.db import make_engine
 from saas.ratelimit.windows import month_of
 from saas.usage.alerts import QuotaAlerts
 from saas.usage.models import QuotaAlert

@@ -7,7 +7,7 @@ import os
 import subprocess
 import uuid
 
-from saas import security
+from saas.auth import key_format
 from tests.conftest import SAAS
 
 
@@ -52,7 +52,7 @@ def test_plan_account_key_lifecycle(saas_process, client):  # type: ignore[no-un
     # By name, plain output: the key is the last line of stdout.
     plain = saas("keys", "create", f"acme-{suffix}", "--name", "ci").stdout
     key = plain.strip().splitlines()[-1]
-    assert security.is_well_formed(key)
+    assert key_format.is_well_formed(key)
     # By id, JSON output.
     created = json.loads(saas("keys", "create", account_id, "--json").stdout)
     assert {"id", "prefix", "key"} <= created.keys()
@@ -61,7 +61,7 @@ def test_plan_account_key_lifecycle(saas_process, client):  # type: ignore[no-un
     keys = json.loads(saas("keys", "list", account_id, "--json").stdout)
     assert [k["prefix"] for k in keys] == [key[:14], created["prefix"]]
     listing = json.dumps(keys) + saas("keys", "list", account_id).stdout
-    assert key not in listing and security.hash_key(key) not in listing  # never the secret
+    assert key not in listing and key_format.hash_key(key) not in listing  # never the secret
 
     headers = {"X-API-Key": key}
     assert client.get("/v1/models", headers=headers).status_code == 200
@@ -134,16 +134,16 @@ def test_bootstrap_on_a_fresh_database_is_idempotent(tmp_path):  # type: ignore[
 
     first, second = bootstrap(), bootstrap()
     printed = [word for word in first.split() if word.startswith("sk_live_")]
-    assert len(printed) == 2 and all(security.is_well_formed(k) for k in printed)
+    assert len(printed) == 2 and all(key_format.is_well_formed(k) for k in printed)
     assert "admin key exists" in second and "demo key exists" in second
-    assert not any(security.is_well_formed(word) for word in second.split())
+    assert not any(key_format.is_well_formed(word) for word in second.split())
 
 
 def test_usage_and_invoices_commands(saas, make_customer, settings):  # type: ignore[no-untyped-def]
     import csv
     import io
 
-    from saas.db import make_engine
+    from saas.kit.db import make_engine
     from saas.usage.ledger import write_events
     from saas.usage.service import current_month
     from tests.usage.test_metering import synthetic_events
@@ -184,7 +184,7 @@ def test_cli_mirrors_admin_writes_with_audit(saas, client, make_customer):  # ty
     rolled = json.loads(
         saas("keys", "roll", str(customer.key_id), "--grace-seconds", "0", "--json").stdout
     )
-    assert security.is_well_formed(rolled["key"])
+    assert key_format.is_well_formed(rolled["key"])
     assert client.get("/v1/models", headers={"X-API-Key": rolled["key"]}).status_code == 200
     old = client.get("/v1/models", headers=customer.headers)
     assert old.status_code == 401  # grace 0: the old key expired at once (and was never cached)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from saas.accounts import service as accounts
 from saas.accounts.schemas import AccountCreate
 from saas.dashboard.admin_views import month_activity, outcome_rates, plan_fields
-from saas.errors import Invalid
+from saas.problems.errors import Invalid
 from saas.usage.models import UsageRollup
 from saas.usage.service import current_month, top_accounts
 from tests.conftest import MODEL, TEST_ACTOR, wait_for_events

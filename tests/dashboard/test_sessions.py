@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlmodel import select
 
-from saas import security
+from saas.auth import key_format
 from saas.dashboard.models import DashboardSession
 from saas.dashboard.sessions import hash_id, open_session
-from saas.db import utcnow
 from saas.keys.models import ApiKey
+from saas.kit.db import utcnow
 from saas.problems import REGISTRY
 from tests.conftest import dedicated_client, eventually
 
@@ -186,12 +186,12 @@ def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer, mak
     guarded = {"auth_failures_per_ip": "3/minute", "redis_prefix": prefix}
     with dedicated_client(settings, **guarded) as browser:
         assert browser.get("/v1/models", headers=neighbour.headers).status_code == 200
-        for guess in (security.generate_key(), "not even a key"):
+        for guess in (key_format.generate_key(), "not even a key"):
             refused = browser.post("/dashboard", data={"api_key": guess})
             assert refused.status_code == 401
-        api = browser.get("/v1/models", headers={"X-API-Key": security.generate_key()})
+        api = browser.get("/v1/models", headers={"X-API-Key": key_format.generate_key()})
         assert api.status_code == 401  # the third failure: the last one allowed
-        crossed = browser.post("/dashboard", data={"api_key": security.generate_key()})
+        crossed = browser.post("/dashboard", data={"api_key": key_format.generate_key()})
         assert crossed.status_code == 429 and "Too many failed sign-ins" in crossed.text
         blocked = browser.post("/dashboard", data={"api_key": customer.key})  # not seen yet
         assert blocked.status_code == 429 and "retry in" in blocked.text

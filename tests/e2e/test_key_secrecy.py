@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from saas import security
+from saas.auth import key_format
 from saas.dashboard import admin as dashboard_admin
-from saas.db import make_engine
-from saas.migrations import upgrade
+from saas.kit.db import make_engine
+from saas.kit.migrations import upgrade
 from tests.conftest import (
     MODEL,
     eventually,
@@ -69,7 +69,7 @@ class Recorder:
 
 def secrets_of(key: str) -> list[str]:
     """The key, the part of it that is not public (after the displayed prefix) and its hash."""
-    return [key, key[len(security.display_prefix(key)) :], security.hash_key(key)]
+    return [key, key[len(key_format.display_prefix(key)) :], key_format.hash_key(key)]
 
 
 @contextlib.contextmanager
@@ -176,14 +176,14 @@ def test_no_key_is_emitted_after_its_creation(served, log_json, make_customer, s
         cli_outputs += [shown.stdout, shown.stderr]
 
     # Good and bad use of the keys on /v1.
-    near = security.with_checksum(main[: -security.CHECKSUM_CHARS - 3] + "xyz")
-    assert near != main and security.display_prefix(near) == security.display_prefix(main)
+    near = key_format.with_checksum(main[: -key_format.CHECKSUM_CHARS - 3] + "xyz")
+    assert near != main and key_format.display_prefix(near) == key_format.display_prefix(main)
     typo = main[:-1] + ("A" if main[-1] != "A" else "B")  # fails the checksum
     truncated = main[:-4]
     statuses = {
         "ok": call("POST", ENTITIES, headers=main_h, json={"text": "Ada works in Paris."}),
         "cli key": call("GET", "/v1/models", headers={"X-API-Key": cli_key}),
-        "unknown": call("GET", "/v1/models", headers={"X-API-Key": security.generate_key()}),
+        "unknown": call("GET", "/v1/models", headers={"X-API-Key": key_format.generate_key()}),
         "right prefix": call("GET", "/v1/models", headers={"X-API-Key": near}),
         "typo": call("GET", "/v1/models", headers={"Authorization": f"Bearer {typo}"}),
         "truncated": call("GET", "/v1/models", headers={"X-API-Key": truncated}),
@@ -303,7 +303,7 @@ def test_no_key_is_emitted_after_its_creation(served, log_json, make_customer, s
     leaks += [
         (where, "truncated key")
         for where, text in emitted.items()
-        if truncated[len(security.display_prefix(truncated)) :] in text
+        if truncated[len(key_format.display_prefix(truncated)) :] in text
     ]
     assert not leaks, leaks
 
@@ -312,7 +312,7 @@ def test_no_key_is_emitted_after_its_creation(served, log_json, make_customer, s
 
 # Text that looks like a key anywhere in a log: nothing the service writes may (its access
 # lines carry ids, never even a key's public prefix).
-KEY_SHAPED = re.compile(security.KEY_PREFIX + "[0-9A-Za-z]")
+KEY_SHAPED = re.compile(key_format.KEY_PREFIX + "[0-9A-Za-z]")
 TOO_LONG_FOR_SPACY = "word " * 200_001  # over spaCy's nlp.max_length (E088)
 
 
@@ -462,7 +462,7 @@ def test_no_secret_is_logged_when_requests_fail(
         "csrf token": csrf,
     }
     for key in (customer, operator, unseen, unseen_admin):
-        secrets[f"hash of {key.account_name}'s key"] = security.hash_key(key.key)
+        secrets[f"hash of {key.account_name}'s key"] = key_format.hash_key(key.key)
     leaks = [name for name, secret in secrets.items() if secret in written or secret in flat]
     assert not leaks, f"in the log: {leaks}\n{written[-5000:]}"
     assert not KEY_SHAPED.search(written), KEY_SHAPED.search(written)

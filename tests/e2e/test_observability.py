@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from saas import security
+from saas.auth import key_format
 from tests.conftest import MODEL, eventually, metric, two_workers_on_redis
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
@@ -111,7 +111,7 @@ def test_metrics_add_up_both_workers(served, make_customer):  # type: ignore[no-
 def test_every_line_is_json_and_requests_carry_their_fields(served, make_customer):  # type: ignore[no-untyped-def]
     customer = make_customer()
     text = f"Confidential{uuid.uuid4().hex} met Anna in Paris."
-    unknown_key = security.generate_key()
+    unknown_key = key_format.generate_key()
     ok = httpx.post(f"{served.base}{ENTITIES}", headers=customer.headers, json={"text": text})
     refused = httpx.post(
         f"{served.base}{ENTITIES}", headers={"X-API-Key": unknown_key}, json={"text": text}

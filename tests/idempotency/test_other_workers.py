@@ -12,12 +12,12 @@ from types import SimpleNamespace
 
 import httpx
 
-from saas.context import Area, Metering, RequestContext, set_context
 from saas.idempotency import store
 from saas.idempotency.store import Answer, Completion
-from saas.middleware.idempotency import IdempotencyMiddleware
+from saas.pipeline.idempotency import IdempotencyMiddleware
 from saas.ratelimit.admission import Admission
 from saas.usage.ledger import Event, write_events
+from saas.web.context import Area, Metering, RequestContext, set_context
 from tests.conftest import MODEL, assert_problem
 
 ENTITIES = f"/v1/{MODEL}/entities"

@@ -7,11 +7,11 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from saas import security
-from saas.db import make_engine, utcnow
+from saas.auth import key_format
 from saas.keys import service as keys
 from saas.keys.authenticator import KeyAuthenticator
 from saas.keys.models import ApiKey
+from saas.kit.db import make_engine, utcnow
 from tests.conftest import MODEL, TEST_ACTOR, assert_problem, eventually
 
 ENTITIES = f"/v1/{MODEL}/entities"
@@ -50,7 +50,7 @@ def test_missing_key(client):  # type: ignore[no-untyped-def]
 
 
 def test_malformed_key_is_rejected_without_a_database_query(client, settings):  # type: ignore[no-untyped-def]
-    key = security.generate_key()
+    key = key_format.generate_key()
     typo = key[:-1] + ("A" if key[-1] != "A" else "B")
     with count_key_queries(client) as queries:
         _assert_401(
@@ -68,7 +68,7 @@ def test_malformed_key_is_rejected_without_a_database_query(client, settings):  
 
 
 def test_unknown_key(client):  # type: ignore[no-untyped-def]
-    unknown = security.generate_key()
+    unknown = key_format.generate_key()
     _assert_401(
         client.post(ENTITIES, headers={"X-API-Key": unknown}, json=BODY),
         "invalid_api_key",
@@ -181,7 +181,7 @@ class count_key_queries:  # noqa: N801 - used like a function in `with`
 
 
 def test_cached_key_and_cached_miss_do_no_database_work(client, customer):  # type: ignore[no-untyped-def]
-    unknown = security.generate_key()
+    unknown = key_format.generate_key()
     with count_key_queries(client) as queries:
         for _ in range(20):
             assert client.get("/v1/models", headers=customer.headers).status_code == 200

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from saas.middleware.batch_body import count_texts, read_body
+from saas.pipeline.batch_body import count_texts, read_body
 from saas.usage import service
 from tests.conftest import FRENCH, MODEL, SQLITE_ONLY, wait_for_events
 

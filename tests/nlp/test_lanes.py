@@ -9,8 +9,8 @@ import signal
 import orjson
 import pytest
 
-from saas.errors import Overloaded
 from saas.nlp.engine import Engine, Lane
+from saas.problems.errors import Overloaded
 from tests.conftest import MODEL, read_texts
 from tests.nlp.test_engine import MODELS, until
 

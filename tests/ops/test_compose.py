@@ -254,7 +254,7 @@ def test_env_example_holds_no_credential() -> None:
 
 
 def test_traefik_times_out_slow_clients_before_the_api() -> None:
-    """Uvicorn waits for a request's headers as long as a client likes (saas/http_protocol.py
+    """Uvicorn waits for a request's headers as long as a client likes (saas/server/protocol.py
     bounds it in the app, SAAS_BODY_TIMEOUT the body): the proxy in front must too, no later
     than the app does, in both of its configurations."""
     static = yaml.safe_load((OPS / "traefik" / "traefik.yml").read_text())

@@ -187,7 +187,7 @@ def test_dockerignore_lets_in_every_file_the_dockerfile_copies() -> None:
         ".git/HEAD",
         ".env",
         "ops/.env",
-        "saas.db",
+        "saas.kit.db",
         "tests/conftest.py",
         "bench/results/throughput.json",
         "saas/__pycache__/app.cpython-311.pyc",

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from saas import security
+from saas.auth import key_format
 from saas.keys import service as keys
 from tests.conftest import MODEL, TEST_ACTOR, assert_problem, dedicated_client
 
@@ -37,7 +37,7 @@ def test_too_many_bad_keys_block_the_address_not_its_good_keys(  # type: ignore[
         assert client.get("/v1/models", headers=customer.headers).status_code == 200
         statuses = []
         for _ in range(6):
-            bad = {"X-API-Key": security.generate_key()}
+            bad = {"X-API-Key": key_format.generate_key()}
             statuses.append(client.get("/v1/models", headers=bad).status_code)
         assert statuses == [401] * 5 + [429]
 
@@ -47,7 +47,7 @@ def test_too_many_bad_keys_block_the_address_not_its_good_keys(  # type: ignore[
         # ...while a new bad key, and a key this worker has not seen, are refused without a
         # lookup: a blocked address costs the database nothing.
         with key_lookups(client) as lookups:
-            bad = {"X-API-Key": security.generate_key()}
+            bad = {"X-API-Key": key_format.generate_key()}
             refused = [client.get("/v1/models", headers=h) for h in (bad, other.headers)]
             malformed = client.get("/v1/models", headers={"X-API-Key": "not-a-key"})
         assert lookups == []
@@ -66,11 +66,11 @@ def test_a_vouched_key_is_checked_again_while_blocked(  # type: ignore[no-untype
     with dedicated_client(settings, auth_failures_per_ip="3/minute") as client:
         assert client.get("/v1/models", headers=customer.headers).status_code == 200
         for _ in range(4):
-            client.get("/v1/models", headers={"X-API-Key": security.generate_key()})
+            client.get("/v1/models", headers={"X-API-Key": key_format.generate_key()})
         with db() as session:
             keys.revoke_key(session=session, key_id=customer.key_id, actor=TEST_ACTOR)
             session.commit()
-        client.app.state.authenticator.forget(security.hash_key(customer.key))  # type: ignore[attr-defined]
+        client.app.state.authenticator.forget(key_format.hash_key(customer.key))  # type: ignore[attr-defined]
         refused = client.get("/v1/models", headers=customer.headers)
         assert refused.status_code in (401, 429)  # revoked, and counted as another failure
         assert client.get("/v1/models", headers=customer.headers).status_code == 429

@@ -9,9 +9,9 @@ import time
 import pytest
 import redis
 
-from saas import security
-from saas.changes import Change
-from saas.invalidation import Invalidator, publish_sync
+from saas.auth import key_format
+from saas.kit.changes import Change
+from saas.kit.invalidation import Invalidator, publish_sync
 from saas.ratelimit.windows import BUCKETS
 from tests.conftest import MODEL, dedicated_client, eventually, metric
 
@@ -72,7 +72,7 @@ def test_failed_key_guard_and_readiness_on_the_cluster(cluster_client, customer)
     errors = metric(cluster_client, "saas_redis_errors_total", component="auth_guard")
     statuses = [
         cluster_client.get(
-            "/v1/models", headers={**ip, "X-API-Key": security.generate_key()}
+            "/v1/models", headers={**ip, "X-API-Key": key_format.generate_key()}
         ).status_code
         for _ in range(6)
     ]

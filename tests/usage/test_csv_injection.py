@@ -6,7 +6,7 @@ import csv
 import io
 import uuid
 
-from saas.csv_export import safe_cell, to_csv
+from saas.kit.csv_export import safe_cell, to_csv
 from saas.usage.service import current_month
 from tests.dashboard.test_sessions import signed_in
 

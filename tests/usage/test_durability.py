@@ -6,9 +6,9 @@ from sqlmodel import Session, select
 
 from saas.accounts import service as accounts
 from saas.accounts.schemas import AccountCreate, PlanCreate
-from saas.db import make_engine
 from saas.keys import service as keys
-from saas.migrations import upgrade
+from saas.kit.db import make_engine
+from saas.kit.migrations import upgrade
 from saas.usage.models import UsageEvent
 from tests.conftest import MODEL, TEST_ACTOR, assert_problem, dedicated_client, eventually, metric
 

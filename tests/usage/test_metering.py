@@ -94,7 +94,7 @@ def synthetic_events(account_id: int, count: int, *, billable: bool = True) -> l
 
 
 def test_writing_the_same_events_twice_changes_nothing(make_customer, db, settings):  # type: ignore[no-untyped-def]
-    from saas.db import make_engine
+    from saas.kit.db import make_engine
 
     customer = make_customer()
     engine = make_engine(settings.database_url)
@@ -124,7 +124,7 @@ def test_writing_the_same_events_twice_changes_nothing(make_customer, db, settin
 
 
 def test_invoice_amounts_at_the_thousand_boundary(client, make_customer, db, settings):  # type: ignore[no-untyped-def]
-    from saas.db import make_engine
+    from saas.kit.db import make_engine
 
     admin = make_customer(scopes=("admin",))
     expected = {0: 0, 999: 150, 1000: 150, 1001: 151}

@@ -17,8 +17,8 @@ from alembic import command
 from saas.accounts import service as accounts
 from saas.accounts.schemas import AccountCreate, PlanCreate
 from saas.app import make_ledger_partitions
-from saas.db import make_engine
-from saas.migrations import alembic_config, upgrade
+from saas.kit.db import make_engine
+from saas.kit.migrations import alembic_config, upgrade
 from saas.usage import partitions
 from saas.usage.ledger import Event, write_events
 from saas.usage.partitions import add_months, month_start, partition_name
