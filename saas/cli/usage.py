@@ -8,6 +8,7 @@ import typer
 from saas.accounts import service as accounts
 from saas.cli.output import JsonFlag, emit_json, table
 from saas.cli.session import db_session
+from saas.kit import months
 from saas.usage import service
 
 
@@ -27,7 +28,7 @@ def usage(
     as_json: JsonFlag = False,
 ) -> None:
     """An account's usage for a month: billable requests, characters, by endpoint and day."""
-    month = month or service.current_month()
+    month = month or months.current()
     with db_session() as session:
         service.month_bounds(month)  # a clear error for a bad month
         owner = accounts.find_account(session, account)

@@ -20,6 +20,7 @@ from saas.dashboard.auth import AdminVisitor, CheckedForm, Visitor
 from saas.dashboard.pages import Id, Month, field, see_other
 from saas.keys import service as keys
 from saas.keys.schemas import KeyCreate, KeyPublic, KeyRoll
+from saas.kit import months
 from saas.kit.db import utcnow
 from saas.problems.errors import AppError, Conflict, Invalid, NotFound, validated
 from saas.usage import service as usage
@@ -66,7 +67,7 @@ def account_list(
         session, search=search, offset=(page - 1) * ACCOUNTS_PER_PAGE, limit=ACCOUNTS_PER_PAGE
     )
     pages_count = max(1, -(-total // ACCOUNTS_PER_PAGE))
-    month = usage.current_month()
+    month = months.current()
     today = datetime.now(UTC).date()
     return pages.render(
         request,
@@ -80,7 +81,7 @@ def account_list(
         previous_url=admin_url(request, q=search, page=page - 1) if page > 1 else None,
         next_url=admin_url(request, q=search, page=page + 1) if page < pages_count else None,
         month=month,
-        months=views.past_months(date(today.year - 2, today.month, 1), today),
+        months=months.since(date(today.year - 2, today.month, 1), today),
         **admin_views.month_activity(session, month, TOP_ACCOUNTS),
     )
 
@@ -88,7 +89,7 @@ def account_list(
 @router.get("/invoices.csv")
 def invoices_csv(visitor: AdminVisitor, session: DbSession, month: Month = None) -> Response:
     """The same CSV as GET /admin/invoices?format=csv and `saas invoices`."""
-    month = month or usage.current_month()
+    month = month or months.current()
     return Response(
         usage.invoices_csv(usage.invoices(session, month)),
         media_type="text/csv",
@@ -108,7 +109,7 @@ def account_page(
 ) -> Response:
     account = accounts.get_account(session, account_id)
     today = datetime.now(UTC).date()
-    data = views.account_overview(session, account, month or usage.current_month(), today)
+    data = views.account_overview(session, account, month or months.current(), today)
     listed = KeyPublic.listing(keys.list_keys(session, account_id))
     return pages.render(
         request,

@@ -8,6 +8,7 @@ from typing import Any
 from sqlmodel import Session
 
 from saas.dashboard import views
+from saas.kit.fields import MAX_INT
 from saas.problems.errors import Invalid
 from saas.usage import service as usage
 
@@ -52,7 +53,6 @@ def month_activity(session: Session, month: str, top: int = 10) -> dict[str, Any
 
 
 # The plans' number columns are 32-bit integers in both databases.
-LARGEST_INT = 2**31 - 1
 
 PLAN_INT_FIELDS = (
     "max_text_chars",
@@ -81,8 +81,8 @@ def plan_fields(form: Mapping[str, Any], *, with_name: bool) -> dict[str, Any]:
             fields[name] = value
     for name in ("monthly_quota", *PLAN_INT_FIELDS):
         number = str(fields.get(name) or "")
-        if number.isdecimal() and int(number) > LARGEST_INT:  # isdigit() lets "²" through
-            raise Invalid(f"{name}: must be at most {LARGEST_INT:,}.")
+        if number.isdecimal() and int(number) > MAX_INT:  # isdigit() lets "²" through
+            raise Invalid(f"{name}: must be at most {MAX_INT:,}.")
     models = [part.strip() for part in str(form.get("models") or "").split(",") if part.strip()]
     fields["models"] = None if not models or [m.lower() for m in models] == ["all"] else models
     return fields

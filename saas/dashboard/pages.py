@@ -15,7 +15,9 @@ from jinja2 import Environment, FileSystemLoader
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
+from saas.kit import months
 from saas.kit.assets import Assets
+from saas.kit.fields import MAX_INT
 from saas.problems.errors import AppError, describe_errors
 
 log = structlog.get_logger(__name__)
@@ -42,8 +44,8 @@ SECURITY_HEADERS = {
 
 # What every page takes from its URL: a month, and row ids, which are 32-bit integers in both
 # databases (a larger one is a 422 page, not a database error).
-Month = Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
-Id = Annotated[int, PathParameter(ge=1, le=2**31 - 1)]
+Month = Annotated[str | None, Query(pattern=months.PATTERN)]
+Id = Annotated[int, PathParameter(ge=1, le=MAX_INT)]
 
 
 def see_other(url: str) -> RedirectResponse:

@@ -16,9 +16,9 @@ from saas.dashboard.auth import CheckedForm, CurrentVisitor, FormWithToken
 from saas.dashboard.pages import Id, Month, field, see_other
 from saas.keys import service as keys
 from saas.keys.schemas import CustomerKeyCreate, KeyPublic
+from saas.kit import months
 from saas.kit.db import utcnow
 from saas.problems.errors import Forbidden, Invalid, NotFound, validated
-from saas.usage.service import current_month
 from saas.web.deps import DbSession
 
 router = APIRouter(prefix=pages.PREFIX, route_class=pages.PageRoute, include_in_schema=False)
@@ -66,13 +66,13 @@ def overview(
 ) -> Response:
     account = accounts.get_account(session, visitor.principal.account_id)
     today = datetime.now(UTC).date()
-    data = views.account_overview(session, account, month or current_month(), today)
+    data = views.account_overview(session, account, month or months.current(), today)
     return pages.render(request, "overview.html", visitor=visitor, account=account, **data)
 
 
 @router.get("/usage.csv")
 def usage_csv(visitor: CurrentVisitor, session: DbSession, month: Month = None) -> Response:
-    month = month or current_month()
+    month = month or months.current()
     body = views.usage_csv(session, visitor.principal.account_id, month)
     return Response(
         body,

@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from saas.accounts import service as accounts
 from saas.accounts.models import Account
+from saas.kit import months
 from saas.kit.csv_export import to_csv
 from saas.usage import service as usage
 
@@ -31,16 +32,6 @@ def month_days(month: str, today: date) -> list[date]:
     first, after = usage.month_bounds(month)
     last = min(after - timedelta(days=1), max(today, first))
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
-
-
-def past_months(since: date, today: date) -> list[str]:
-    """Every month from `since` to today's, newest first (the month picker)."""
-    months = []
-    year, month = today.year, today.month
-    while (year, month) >= (since.year, since.month):
-        months.append(f"{year:04d}-{month:02d}")
-        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
-    return months
 
 
 def chart(days: list[date], by_label: dict[str, dict[date, int]], y_label: str) -> dict[str, Any]:
@@ -85,7 +76,7 @@ def account_overview(session: Session, account: Account, month: str, today: date
     quota = plan.monthly_quota
     return {
         "month": month,
-        "months": past_months(account.created_at.date(), today),
+        "months": months.since(account.created_at.date(), today),
         "summary": summary,
         "plan": plan,
         "quota": quota,

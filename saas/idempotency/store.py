@@ -8,6 +8,7 @@ with its lease. Expired rows are ignored on read and deleted by `saas maintain`.
 
 import functools
 import hashlib
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,19 +16,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from saas.idempotency.models import IdempotencyRecord
-from saas.kit.db import as_utc, table_of
+from saas.kit.db import as_utc, dialect_insert, table_of
+from saas.kit.fields import IDEMPOTENCY_KEY_PATTERN
 
 RECORDS: Table = table_of(IdempotencyRecord)
 KEEP_ANSWERS = timedelta(hours=24)
-MAX_KEY_LENGTH = 255
+_VALID_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def valid_key(key: str) -> bool:
-    """1 to 255 printable ASCII characters (Stripe's bound), so a key is safe to store and log."""
-    return 0 < len(key) <= MAX_KEY_LENGTH and all(" " <= char <= "~" for char in key)
+    """The rule of saas/kit/fields.py, which the OpenAPI schema states too."""
+    return _VALID_KEY.fullmatch(key) is not None
 
 
 def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
@@ -72,7 +73,7 @@ class Completion:
 def _claim_statement(dialect: str) -> Any:
     """Insert a claim, or take over an expired row of the same key, in one statement (both
     databases speak ON CONFLICT .. DO UPDATE .. WHERE); returns a row only when it claimed."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect)
     statement = insert(RECORDS)
     fresh = ("fingerprint", "request_id", "status", "content_type", "body", "created_at")
     return statement.on_conflict_do_update(

@@ -2,12 +2,13 @@
 request path only touches the database on a key-cache miss (in a worker thread), so an async
 driver would buy nothing but a second driver for Alembic and the CLI."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, overload
 
 from sqlalchemy import Engine, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -83,3 +84,9 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def dialect_insert(dialect: str) -> Callable[[Table], Any]:
+    """INSERT with ON CONFLICT for the dialect named (`engine.dialect.name`): both databases
+    speak it, each through its own construct."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert

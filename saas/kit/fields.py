@@ -91,6 +91,9 @@ def _no_number(value: object) -> object:
     return value
 
 
+# An Idempotency-Key: 1 to 255 printable ASCII characters (Stripe's bound), safe to store and log.
+IDEMPOTENCY_KEY_PATTERN = r"^[ -~]{1,255}$"
+
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 IsoDateTime = Annotated[datetime, BeforeValidator(_no_number)]
 

@@ -11,14 +11,16 @@ from alembic import command
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The partitions of usage_events on PostgreSQL (saas/usage/partitions.py): made by migration 0007
 # and `saas maintain`, not by the models, which describe the partitioned table itself.
-_USAGE_PARTITION = re.compile(r"usage_events_(\d{4}_\d{2}|default)")
+MONTH_PARTITION = re.compile(r"usage_events_(\d{4})_(\d{2})")
+DEFAULT_PARTITION = "usage_events_default"
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     """What autogenerate compares (env.py and tests/test_migrations.py): every table but the
     ledger's month partitions, which no model describes (they come and go by the calendar);
     their indexes are left out with them."""
-    return not (type_ == "table" and name is not None and _USAGE_PARTITION.fullmatch(name))
+    partition = name == DEFAULT_PARTITION or (name is not None and MONTH_PARTITION.fullmatch(name))
+    return not (type_ == "table" and partition)
 
 
 def alembic_config(database_url: str | None = None) -> Config:

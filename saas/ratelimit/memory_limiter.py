@@ -7,7 +7,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from saas.ratelimit.windows import Decision, Window, WindowState, month_of, seconds_to_month_end
+from saas.kit import months
+from saas.ratelimit.windows import Decision, Window, WindowState
 
 
 class MemoryLimiter:
@@ -47,13 +48,13 @@ class MemoryLimiter:
             states = self._states(account_id, windows, now_us)
             return Decision("rate_limited", states, retry_us / 1e6, now)
 
-        month = month_of(now)
+        month = months.of(now)
         if quota is not None:
             if (account_id, month) not in self._quota_used:
                 return Decision("unseeded", (), 0.0, now, quota_month=month)
             used = self._quota_used[(account_id, month)]
             if used + cost > quota:
-                wait_s = seconds_to_month_end(now)
+                wait_s = months.seconds_to_end(now)
                 states = self._states(account_id, windows, now_us)
                 return Decision("quota_exhausted", states, wait_s, now, quota_remaining=0)
             self._quota_used[(account_id, month)] = used + cost

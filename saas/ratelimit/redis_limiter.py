@@ -14,16 +14,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from saas.kit import redis_client
+from saas.kit import months, redis_client
 from saas.ratelimit.pipelining import ScriptPipeline
-from saas.ratelimit.windows import (
-    BUCKETS,
-    Decision,
-    Outcome,
-    Window,
-    WindowState,
-    seconds_to_month_end,
-)
+from saas.ratelimit.windows import BUCKETS, Decision, Outcome, Window, WindowState
 
 _ADMIT = files("saas.ratelimit").joinpath("admit.lua").read_text()
 _REFUND = """
@@ -92,7 +85,7 @@ class RedisLimiter:
             )
         retry_after = int(raw[2]) / 1e6
         if outcome == "quota_exhausted":
-            retry_after = seconds_to_month_end(now)
+            retry_after = months.seconds_to_end(now)
         reserved = outcome == "admitted" and quota is not None
         return Decision(
             outcome,

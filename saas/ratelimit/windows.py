@@ -1,9 +1,7 @@
 """Plan rate limits parsed once, and the decisions both limiters return."""
 
-import calendar
 import math
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal
 
@@ -79,16 +77,6 @@ class Decision:
             retry_after=max(0.0, self.retry_after - elapsed),
             now=self.now + elapsed,
         )
-
-
-def month_of(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m")
-
-
-def seconds_to_month_end(epoch_seconds: float) -> float:
-    moment = datetime.fromtimestamp(epoch_seconds, UTC)
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    return calendar.timegm((year, month, 1, 0, 0, 0)) - epoch_seconds
 
 
 def ceil_seconds(value: float) -> int:

@@ -24,10 +24,9 @@ from sqlmodel import Session, col, select
 
 from saas.accounts import webhooks
 from saas.accounts.models import Account, Plan
-from saas.kit import metrics
-from saas.kit.db import table_of, utcnow
-from saas.ratelimit.windows import month_of
-from saas.usage.ledger import Event, dialect_insert
+from saas.kit import metrics, months
+from saas.kit.db import dialect_insert, table_of, utcnow
+from saas.usage.ledger import Event
 from saas.usage.models import QuotaAlert
 from saas.usage.service import month_billable_units, rollup_billable_units
 
@@ -85,7 +84,7 @@ class QuotaAlerts:
                     col(Plan.monthly_quota).is_not(None),
                 )
             ).all()
-        month = month_of(time.time())
+        month = months.of(time.time())
         for account, plan in rows:
             assert account.id is not None and plan.monthly_quota is not None  # the query says so
             used = month_billable_units(self.engine, account.id, month)
@@ -97,7 +96,7 @@ class QuotaAlerts:
 
     def _claim(self, account: Account, month: str, threshold: int) -> bool:
         """Insert the alert row; the primary key makes exactly one worker win it."""
-        insert = dialect_insert(self.engine)
+        insert = dialect_insert(self.engine.dialect.name)
         with self.engine.begin() as connection:
             result = connection.execute(
                 insert(ALERTS)

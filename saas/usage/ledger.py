@@ -4,16 +4,15 @@ transaction (an answer billed is an answer a retry can replay)."""
 
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table
-from sqlalchemy.dialects import postgresql, sqlite
 
 from saas.idempotency.store import Completion, save_answers
-from saas.kit.db import table_of
+from saas.kit.db import dialect_insert, table_of
 from saas.usage.models import UsageEvent, UsageRollup
 
 EVENTS: Table = table_of(UsageEvent)
@@ -37,17 +36,12 @@ class Event:
     billable: bool
 
 
-def dialect_insert(engine: Engine) -> Callable[[Table], Any]:
-    """INSERT with ON CONFLICT for the engine's dialect (both databases speak it)."""
-    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-
-
 @functools.cache
 def statements(dialect: str) -> tuple[Any, Any]:
     """The two upserts, built once per dialect (building them costs ~1 ms; both databases speak
     ON CONFLICT): insert events, skipping request ids already stored, returning the new ones; and
     add to the hourly rollups."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect)
     events = insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.request_id)
     rollups = insert(ROLLUPS)
     rollups = rollups.on_conflict_do_update(

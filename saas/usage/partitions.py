@@ -15,7 +15,6 @@ must not queue the request path behind a long query: it gives up and the next ru
 """
 
 import random
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,22 +24,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
+from saas.kit import months
+from saas.kit.migrations import DEFAULT_PARTITION, MONTH_PARTITION
+
 PARENT = "usage_events"
-DEFAULT_PARTITION = "usage_events_default"
 AHEAD_MONTHS = 2  # months made beyond the current one
 LOCK_TIMEOUT = "5s"
 DETACH_LOCK_TIMEOUT = "500ms"
 DETACH_ATTEMPTS = 5
-_MONTHLY = re.compile(r"usage_events_(\d{4})_(\d{2})")
-
-
-def month_start(day: date) -> date:
-    return date(day.year, day.month, 1)
-
-
-def add_months(first: date, months: int) -> date:
-    index = first.year * 12 + first.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
 
 
 def partition_name(first: date) -> str:
@@ -55,7 +46,7 @@ def bound(first: date) -> str:
 def retention_cutoff(today: date, retention_months: int) -> date:
     """The first month kept: the current month and the `retention_months` before it are kept,
     so every raw event is kept at least `retention_months` full months."""
-    return add_months(month_start(today), -retention_months)
+    return months.add(months.start(today), -retention_months)
 
 
 @dataclass
@@ -130,12 +121,12 @@ def month_partitions(connection: Connection) -> dict[date, str]:
         {"name": PARENT},
     )
     names: Sequence[str] = rows.scalars().all()
-    months = {}
+    found = {}
     for name in names:
-        match = _MONTHLY.fullmatch(name)
+        match = MONTH_PARTITION.fullmatch(name)
         if match:
-            months[date(int(match[1]), int(match[2]), 1)] = name
-    return months
+            found[date(int(match[1]), int(match[2]), 1)] = name
+    return found
 
 
 def _lock(connection: Connection) -> None:
@@ -152,7 +143,7 @@ def _make_month(connection: Connection, first: date) -> int:
     takes a lock on the ledger that inserts and queries pass (SHARE UPDATE EXCLUSIVE), where
     CREATE TABLE ... PARTITION OF would stop them all (ACCESS EXCLUSIVE). Returns how many rows
     were moved."""
-    name, after = partition_name(first), add_months(first, 1)
+    name, after = partition_name(first), months.add(first, 1)
     values = f"FROM ({bound(first)}) TO ({bound(after)})"
     in_month = f"occurred_at >= {bound(first)} AND occurred_at < {bound(after)}"
     # Inserts that would land in the default partition wait until this commits: one of the
@@ -216,7 +207,7 @@ def maintain(
             text("SELECT to_regclass(:name) IS NOT NULL"), {"name": DEFAULT_PARTITION}
         ).scalar_one()
     report = Maintenance(partitioned=True)
-    current = month_start(today)
+    current = months.start(today)
     if not has_default:  # only if someone dropped it: the migration makes it
         with engine.begin() as connection:
             _lock(connection)
@@ -228,7 +219,7 @@ def maintain(
             )
         report.created.append(DEFAULT_PARTITION)
     for offset in range(ahead + 1):
-        first = add_months(current, offset)
+        first = months.add(current, offset)
         with engine.begin() as connection:
             _lock(connection)
             if first in month_partitions(connection):

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from saas.accounts import service as accounts
+from saas.kit import months
 from saas.kit.fields import Id, IsoDate, Stored
 from saas.problems.errors import Invalid
 from saas.usage import service
@@ -17,7 +18,6 @@ from saas.web.openapi import ADMIN, CUSTOMER
 
 customer_router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["usage"], responses=CUSTOMER)
 admin_router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=ADMIN)
-MONTH_PATTERN = r"^[1-9]\d{3}-(0[1-9]|1[0-2])$"  # years 1000 to 9999 (year 0 is no year)
 
 # What the customer routes cost (see saas/web/context.py).
 METERING = {"my_usage": Metering("usage")}
@@ -29,7 +29,7 @@ def my_usage(principal: CurrentPrincipal, session: DbSession) -> dict[str, Any]:
     limits and the quota that remains. `billable_requests` is the month's total."""
     account = accounts.get_account(session, principal.account_id)
     plan = accounts.plan_of(session, account)
-    return service.account_month_usage(session, account, plan, service.current_month())
+    return service.account_month_usage(session, account, plan, months.current())
 
 
 @admin_router.get("/usage", response_model=UsageSeries)
@@ -73,7 +73,7 @@ def usage(
 )
 def invoices(
     session: DbSession,
-    month: Annotated[str, Query(pattern=MONTH_PATTERN, examples=["2026-11"])],
+    month: Annotated[str, Query(pattern=months.PATTERN, examples=["2026-11"])],
     format: Literal["json", "csv"] = "json",
 ) -> Invoices | Response:
     """One line per account: plan, billable requests, base fee, metered amount and total, in

@@ -2,7 +2,6 @@
 are kept for every month, except the reconciliation, which also counts the raw events (kept for
 SAAS_USAGE_RETENTION_MONTHS on PostgreSQL)."""
 
-import calendar
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -11,29 +10,19 @@ from sqlalchemy import select as select_columns  # any number of columns (SQLMod
 from sqlmodel import Session, col, select
 
 from saas.accounts.models import Account, Plan
+from saas.kit import months
 from saas.kit.csv_export import to_csv
 from saas.problems.errors import Invalid
-from saas.ratelimit.windows import month_of, parse_windows
+from saas.ratelimit.windows import parse_windows
 from saas.usage.models import UsageEvent, UsageRollup
 
 
 def month_bounds(month: str) -> tuple[date, date]:
-    """ "2026-11" -> (2026-11-01, 2026-12-01): the first day and the first day after."""
+    """The month's first day and the first day after (saas/kit/months.py), or Invalid (422)."""
     try:
-        year, number = (int(part) for part in month.split("-"))
-        if not 1 <= number <= 12 or len(month) != 7:
-            raise ValueError(month)
-        # Both dates inside the try: year 0 has no first day, December 9999 no day after.
-        first = date(year, number, 1)
-        after = date(year + (number == 12), number % 12 + 1, 1)
-    except ValueError:
-        raise Invalid(f"Not a month: {month!r} (use YYYY-MM).") from None
-    assert (after - first).days == calendar.monthrange(year, number)[1]
-    return first, after
-
-
-def current_month() -> str:
-    return month_of(datetime.now(UTC).timestamp())
+        return months.bounds(month)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def rollup_billable_units(session: Session, account_id: int, month: str) -> int:

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from saas.auth.principal import Actor, Principal
 from saas.kit.changes import announced
+from saas.kit.fields import IDEMPOTENCY_KEY_PATTERN
 from saas.web.context import RequestContext, context_of
 
 
@@ -69,7 +70,7 @@ async def idempotency_key(
         str | None,
         Header(
             alias="Idempotency-Key",
-            pattern=r"^[ -~]{1,255}$",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
             description="Send a retry with the same key and body within 24 h to get the first"
             " answer again (header `Idempotent-Replayed: true`), billed once. Another request"
             " under a used key: 422; the first still running: 409 with Retry-After.",

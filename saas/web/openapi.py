@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from saas import problems
+from saas.auth.principal import ADMIN_SCOPE
 from saas.kit.fields import never_null
 from saas.web.context import Area, area_of
 
@@ -136,7 +137,6 @@ _SECURITY_SCHEMES = {
     },
 }
 # OpenAPI 3.1 lets the requirement of a scheme that is not OAuth list the roles it needs.
-ADMIN_SCOPE = "admin"
 _ADMIN_NOTE = f"Needs a key with the `{ADMIN_SCOPE}` scope: any other key gets 403."
 
 

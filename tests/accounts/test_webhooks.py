@@ -23,8 +23,8 @@ from sqlmodel import Session
 
 from saas.accounts import webhooks
 from saas.accounts.models import Account
+from saas.kit import months
 from saas.kit.db import make_engine
-from saas.ratelimit.windows import month_of
 from saas.usage.alerts import QuotaAlerts
 from saas.usage.models import QuotaAlert
 from tests.conftest import SQLITE_ONLY, Customer
@@ -172,7 +172,7 @@ def deliver(
     """An 80% alert for `customer`, its webhook now `url` (as if set before a rule or a name
     changed), delivered by a QuotaAlerts of its own; returns a reader of the alert's row."""
     engine = make_engine(backend)
-    month = month_of(time.time())
+    month = months.of(time.time())
     with Session(engine) as session:
         account = session.get(Account, customer.account_id)
         assert account is not None

@@ -8,6 +8,7 @@ import subprocess
 import uuid
 
 from saas.auth import key_format
+from saas.kit import months
 from tests.conftest import SAAS
 
 
@@ -145,7 +146,6 @@ def test_usage_and_invoices_commands(saas, make_customer, settings):  # type: ig
 
     from saas.kit.db import make_engine
     from saas.usage.ledger import write_events
-    from saas.usage.service import current_month
     from tests.usage.test_metering import synthetic_events
 
     customer = make_customer(
@@ -155,7 +155,7 @@ def test_usage_and_invoices_commands(saas, make_customer, settings):  # type: ig
     write_events(engine, synthetic_events(customer.account_id, 1001))
     write_events(engine, synthetic_events(customer.account_id, 3, billable=False))
     engine.dispose()
-    month = current_month()
+    month = months.current()
 
     report = json.loads(saas("usage", customer.account_name, "--json").stdout)
     assert report["billable_requests"] == 1001 and report["requests"] == 1004

@@ -10,7 +10,8 @@ from sqlmodel import select
 
 from saas.idempotency import store
 from saas.idempotency.models import IdempotencyRecord
-from saas.usage.partitions import AHEAD_MONTHS, add_months, month_start
+from saas.kit import months
+from saas.usage.partitions import AHEAD_MONTHS
 
 
 def test_maintain_twice_changes_nothing_the_second_time(saas, backend):  # type: ignore[no-untyped-def]
@@ -22,14 +23,14 @@ def test_maintain_twice_changes_nothing_the_second_time(saas, backend):  # type:
         assert json.loads(saas("maintain", "--json").stdout)["partitioned"] is False
         return
     assert "month partitions:" in first.stdout
-    this_month = month_start(datetime.now(UTC).date())
+    this_month = months.start(datetime.now(UTC).date())
     report = json.loads(saas("maintain", "--json").stdout)
     assert report["partitioned"] is True
     assert (report["created"], report["moved"], report["dropped"]) == ([], {}, [])
-    wanted = [f"{add_months(this_month, n):%Y-%m}" for n in range(AHEAD_MONTHS + 1)]
+    wanted = [f"{months.add(this_month, n):%Y-%m}" for n in range(AHEAD_MONTHS + 1)]
     assert set(wanted) <= set(report["months"])
     # The default retention, 13 months: raw events kept from 13 months before this one.
-    assert report["raw_events_kept_from"] == f"{add_months(this_month, -13):%Y-%m}"
+    assert report["raw_events_kept_from"] == f"{months.add(this_month, -13):%Y-%m}"
 
 
 def test_maintain_refuses_a_negative_ahead(saas):  # type: ignore[no-untyped-def]

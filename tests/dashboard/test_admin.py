@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from saas.accounts import service as accounts
 from saas.accounts.schemas import AccountCreate
 from saas.dashboard.admin_views import month_activity, outcome_rates, plan_fields
+from saas.kit import months
 from saas.problems.errors import Invalid
 from saas.usage.models import UsageRollup
-from saas.usage.service import current_month, top_accounts
+from saas.usage.service import top_accounts
 from tests.conftest import MODEL, TEST_ACTOR, wait_for_events
 from tests.dashboard.test_sessions import csrf_of, signed_in
 
@@ -45,7 +46,7 @@ def test_admin_signs_in_to_the_accounts_page(app_client, make_customer):  # type
     page = browser.get("/dashboard/admin")
     assert page.status_code == 200
     assert 'aria-current="page">Accounts' in page.text
-    assert f"Rejections and errors in {current_month()}" in page.text
+    assert f"Rejections and errors in {months.current()}" in page.text
     assert "Top accounts" in page.text and "invoices.csv" in page.text
 
 
@@ -327,7 +328,7 @@ def test_the_invoices_csv_is_the_admin_apis(app_client, make_customer):  # type:
     operator, browser = admin_browser(app_client, make_customer)
     customer = make_customer(price_cents_per_1000_requests=1000)
     assert nlp(app_client, customer.key) == 200
-    month = current_month()
+    month = months.current()
     page = browser.get("/dashboard/admin/invoices.csv", params={"month": month})
     api = app_client.get(
         "/admin/invoices", params={"month": month, "format": "csv"}, headers=operator.headers
@@ -430,7 +431,7 @@ def rate_limited(activity: dict[str, Any]) -> int:
 def test_the_months_rates_and_top_accounts_come_from_the_rollups(app_client, make_customer, db):  # type: ignore[no-untyped-def]
     _, browser = admin_browser(app_client, make_customer)
     customer = make_customer(rate_limit="1/minute")
-    month = current_month()
+    month = months.current()
     with db() as session:
         before = month_activity(session, month)
     assert nlp(app_client, customer.key) == 200

@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from saas.kit import months
 from saas.pipeline.batch_body import count_texts, read_body
 from saas.usage import service
 from tests.conftest import FRENCH, MODEL, SQLITE_ONLY, wait_for_events
@@ -95,7 +96,7 @@ def test_each_text_is_one_unit_of_quota_and_bill(client, make_customer, db):  # 
     assert usage["plan"]["max_batch_texts"] == 32
     by_endpoint = {row["endpoint"]: row for row in usage["by_endpoint"]}
     assert by_endpoint["entities/batch"]["billable_requests"] == 3
-    month = service.current_month()
+    month = months.current()
     with db() as session:
         assert service.reconcile(session, customer.account_id, month) == {
             "events": 3,

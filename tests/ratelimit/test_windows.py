@@ -7,16 +7,11 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
+from saas.kit import months
 from saas.ratelimit.headers import rate_limit_headers
 from saas.ratelimit.memory_limiter import MemoryLimiter
 from saas.ratelimit.redis_limiter import RedisLimiter
-from saas.ratelimit.windows import (
-    Decision,
-    Window,
-    month_of,
-    parse_windows,
-    seconds_to_month_end,
-)
+from saas.ratelimit.windows import Decision, Window, parse_windows
 from tests.conftest import redis_url
 from tests.ratelimit.buckets import age_buckets
 
@@ -31,9 +26,9 @@ def test_parse_windows_shortest_first():
 
 
 def test_month_helpers():
-    assert month_of(1767225599) == "2025-12"  # 2025-12-31 23:59:59 UTC
-    assert month_of(1767225600) == "2026-01"
-    assert seconds_to_month_end(1767225599) == 1
+    assert months.of(1767225599) == "2025-12"  # 2025-12-31 23:59:59 UTC
+    assert months.of(1767225600) == "2026-01"
+    assert months.seconds_to_end(1767225599) == 1
 
 
 def test_memory_limiter_moving_window_and_headers():

