@@ -5,10 +5,11 @@ Signature (as Stripe does it): `X-Signature: t=<unix time>,v1=<hex HMAC-SHA256 o
 keyed with the account's webhook secret>`, so a receiver can check origin and freshness.
 
 Each attempt resolves the webhook's name, checks every address (saas/accounts/webhooks.py) and
-connects to the one it checked; a refused target is recorded and not tried again.
+connects to the addresses it checked, in turn; a refused target is recorded and not tried again.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import math
@@ -208,15 +209,15 @@ class QuotaAlerts:
             "X-Signature": sign(delivery.secret, int(time.time()), delivery.body),
         }
         extensions = {"sni_hostname": target.server_name}
-        for url in target.urls[:-1]:
-            try:
+        *others, last = target.urls
+        for url in others:
+            with contextlib.suppress(httpx.ConnectError, httpx.ConnectTimeout):
+                # A failed connection sent nothing: the next address.
                 return await client.post(
                     url, content=delivery.body, headers=headers, extensions=extensions
                 )
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                continue  # nothing was sent: the next address
         return await client.post(
-            target.urls[-1], content=delivery.body, headers=headers, extensions=extensions
+            last, content=delivery.body, headers=headers, extensions=extensions
         )
 
     def _record(

@@ -407,20 +407,16 @@ def test_no_secret_is_logged_when_requests_fail(
         )
         assert refused.status_code == 500, refused.text
         os.kill(inference_process(server), signal.SIGKILL)
-        assert eventually(
-            lambda: (
-                http.post(ENTITIES, headers=customer.headers, json={"text": "Ada."}).status_code
-                == 503
-            ),
-            timeout=10,
-        ), "no 503 while the inference process was replaced"
-        assert eventually(
-            lambda: (
-                http.post(ENTITIES, headers=customer.headers, json={"text": "Ada."}).status_code
-                == 200
-            ),
-            timeout=60,
-        ), "the inference process was not replaced"
+
+        def answered(status: int) -> bool:
+            text = {"text": "Ada."}
+            return http.post(ENTITIES, headers=customer.headers, json=text).status_code == status
+
+        replacing = eventually(lambda: answered(503), timeout=10)
+        assert replacing, "no 503 while the inference process was replaced"
+        assert eventually(lambda: answered(200), timeout=60), (
+            "the inference process was not replaced"
+        )
 
         # The database down while keys, the cookie and the CSRF token are presented.
         own_postgres.halt()
