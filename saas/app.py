@@ -31,13 +31,13 @@ from saas.kit.logging import configure_logging
 from saas.kit.version import VERSION
 from saas.nlp import routes as nlp_routes
 from saas.nlp.engine import Engine
+from saas.nlp.policy import Policy
 from saas.pipeline.admission import AdmissionMiddleware
 from saas.pipeline.auth import AuthMiddleware
 from saas.pipeline.body_limit import BodyLimitMiddleware
 from saas.pipeline.cors import add_cors
-from saas.pipeline.idempotency import IdempotencyMiddleware
-from saas.pipeline.request_context import Endpoints, RequestContextMiddleware
-from saas.pipeline.usage import UsageMiddleware
+from saas.pipeline.idempotency import IdempotencyKeys
+from saas.pipeline.request_context import MeteredRoutes, RequestContextMiddleware
 from saas.problems.responses import install_error_handlers
 from saas.ratelimit.admission import Admission
 from saas.ratelimit.bruteforce import FailedAuthGuard, Guard
@@ -243,27 +243,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     install_error_handlers(app, [route for router in routers for route in router.routes])
-    endpoints = Endpoints(
+    metered = MeteredRoutes(
         routers,
         [nlp_routes.METERING, key_routes.METERING, usage_routes.METERING],
         models=settings.models,
     )
 
     # Added innermost first. Request order: request context -> body limit -> authentication ->
-    # idempotency keys (a replay is not metered; it counts toward the rate limit only) -> usage
-    # metering (it must see the admission step's rejections too) -> admission -> routes.
+    # admission and metering (the model policy, Idempotency-Key replays, rate limits and quota,
+    # the usage event committed before the answer: saas/pipeline/admission.py) -> routes.
     app.add_middleware(
-        AdmissionMiddleware, admission=admission, admin_rate_limit=settings.admin_rate_limit
-    )
-    if settings.usage_metering:  # metering stores the answers idempotency keys replay
-        app.add_middleware(UsageMiddleware, recorder=recorder)
-        app.add_middleware(
-            IdempotencyMiddleware,
-            engine=db_engine,
-            admission=admission,
+        AdmissionMiddleware,
+        admission=admission,
+        policy=Policy(settings.models, settings.default_model),
+        admin_rate_limit=settings.admin_rate_limit,
+        recorder=recorder if settings.usage_metering else None,
+        idempotency=IdempotencyKeys(
+            db_engine,
             lease=settings.idempotency_lease_seconds,
             wait=settings.idempotency_wait_seconds,
-        )
+        ),
+    )
     app.add_middleware(AuthMiddleware, authenticator=authenticator, guard=guard)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -273,5 +273,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # CORS, when configured: outside authentication (a preflight carries no key) and the body
     # limit (its 413 stays readable), inside the request context (answers keep a request id).
     add_cors(app, settings.cors_allow_origins)
-    app.add_middleware(RequestContextMiddleware, endpoints=endpoints)
+    app.add_middleware(RequestContextMiddleware, metered=metered)
     return app

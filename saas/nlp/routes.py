@@ -1,15 +1,18 @@
-"""NLP Cloud-compatible spaCy endpoints. Authentication already happened in middleware."""
+"""NLP Cloud-compatible spaCy endpoints, made from one table of tasks. Authentication,
+the model policy (saas/nlp/policy.py: model, batch size, texts) and admission already happened
+in the pipeline; a handler validates the body's shape and runs spaCy."""
 
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from saas import problems
-from saas.auth.principal import Principal
 from saas.nlp.engine import TEXT_FAILED, Engine, InferenceFailed
 from saas.nlp.schemas import (
     DependenciesBatchOut,
@@ -32,74 +35,119 @@ from saas.nlp.schemas import (
     TokensOut,
     VersionsOut,
 )
-from saas.nlp.tasks import (
-    BATCH_TASKS,
-    batch_too_large,
-    model_not_in_plan,
-    unknown_model,
-)
-from saas.problems.errors import AppError, Forbidden, NotFound
+from saas.problems.errors import AppError
 from saas.web.context import CUSTOMER_PREFIX, Metering, RequestContext
 from saas.web.deps import Context, CurrentPrincipal, idempotency_key
-from saas.web.openapi import BILLABLE, BODY, CUSTOMER, errors
+from saas.web.openapi import (
+    BILLABLE_PROBLEMS,
+    BODY_PROBLEMS,
+    CUSTOMER,
+    IDEMPOTENCY_PROBLEMS,
+    KEYED_PROBLEMS,
+    problem_errors,
+)
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["nlp"], responses=CUSTOMER)
 
 
-def batch_route_name(task: str) -> str:
-    return f"{task.replace('-', '_')}_batch"
+@dataclass(frozen=True, slots=True)
+class Task:
+    """An NLP Cloud task: POST /v1/{model}/{name} for a text, and .../batch for several."""
+
+    name: str
+    body: type[TextIn]
+    answer: type[BaseModel]
+    batch_body: type[TextsIn]
+    batch_answer: type[BaseModel]
+    description: str
+    batch_summary: str
+
+    @property
+    def route_name(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def batch_route_name(self) -> str:
+        return f"{self.route_name}_batch"
 
 
-# What each route costs, by route name: read by the metering and admission middleware before
-# the route runs. The app refuses to start if a customer route is missing here.
+TASK_ROUTES = (
+    Task(
+        "entities",
+        EntitiesIn,
+        EntitiesOut,
+        EntitiesBatchIn,
+        EntitiesBatchOut,
+        "Named entities, with character offsets into the submitted text.",
+        "Entities of several texts",
+    ),
+    Task(
+        "tokens",
+        TextIn,
+        TokensOut,
+        TextsIn,
+        TokensBatchOut,
+        "Tokens with lemmas and character offsets.",
+        "Tokens of several texts",
+    ),
+    Task(
+        "dependencies",
+        TextIn,
+        DependenciesOut,
+        TextsIn,
+        DependenciesBatchOut,
+        "Words with their tags, and dependency arcs between token indexes.",
+        "Dependencies of several texts",
+    ),
+    Task(
+        "sentence-dependencies",
+        TextIn,
+        SentenceDependenciesOut,
+        TextsIn,
+        SentenceDependenciesBatchOut,
+        "Dependencies sentence by sentence; indexes are relative to each sentence.",
+        "Sentence dependencies of several texts",
+    ),
+)
+
+# What each route costs and which body field holds its texts, by route name: read by the
+# pipeline before the route runs. The app refuses to start if a customer route is missing here.
 METERING: dict[str, Metering] = {
-    "entities": Metering("entities", billable=True),
-    "tokens": Metering("tokens", billable=True),
-    "dependencies": Metering("dependencies", billable=True),
-    "sentence_dependencies": Metering("sentence-dependencies", billable=True),
-    "extractions": Metering("extractions", billable=True),
     **{
-        batch_route_name(task): Metering(f"{task}/batch", billable=True, per_text=True)
-        for task in BATCH_TASKS
+        task.route_name: Metering(task.name, billable=True, text_field="text")
+        for task in TASK_ROUTES
     },
+    **{
+        task.batch_route_name: Metering(
+            f"{task.name}/batch", billable=True, per_text=True, text_field="texts"
+        )
+        for task in TASK_ROUTES
+    },
+    "extractions": Metering(
+        "extractions", billable=True, text_field="sentence", default_model=True
+    ),
     "versions": Metering("versions"),
     "list_models": Metering("models"),
 }
 
-# The route's own errors; the router declares the middleware's (saas/web/openapi.py).
-_MODEL_ERRORS = errors({403: "Account suspended or model not in the plan", 404: "Unknown model"})
-_ERRORS = {
-    **BILLABLE,
-    **BODY,
-    **_MODEL_ERRORS,
-    **errors(
-        {
-            400: "Empty or invalid text, an invalid Content-Length header, or an invalid"
-            " Idempotency-Key",
-            409: "A request with the same Idempotency-Key is still running; retry after"
-            " Retry-After",
-            413: "Text longer than the plan allows, or body too large",
-            415: "Body is not JSON",
-            422: "Malformed JSON or wrong types, or an Idempotency-Key already used with another"
-            " request",
-        }
-    ),
-}
-_BATCH_ERRORS = {
-    **_ERRORS,
-    **errors(
-        {
-            400: "An empty or invalid text (the detail names it, e.g. 'texts[3]'), an invalid"
-            " Content-Length header, or an invalid Idempotency-Key",
-            402: "Monthly quota exhausted (each text counts)",
-            413: "More texts than the plan allows in a batch, a text longer than the plan"
-            " allows, or body too large",
-            429: "Rate limit exceeded (each text counts), or too many failed keys from this"
-            " address; retry after Retry-After",
-        }
-    ),
-}
+_MODEL_PROBLEMS = (problems.MODEL_NOT_FOUND, problems.MODEL_NOT_IN_PLAN)
+_TEXT_PROBLEMS = (
+    *KEYED_PROBLEMS,
+    *BILLABLE_PROBLEMS,
+    *BODY_PROBLEMS,
+    *IDEMPOTENCY_PROBLEMS,
+    *_MODEL_PROBLEMS,
+    problems.EMPTY_TEXT,
+    problems.INVALID_TEXT,
+    problems.TEXT_TOO_LONG,
+    problems.UNSUPPORTED_MEDIA_TYPE,
+    problems.INVALID_JSON,
+    problems.VALIDATION_FAILED,
+    problems.OVERLOADED,
+)
+_ERRORS = problem_errors(*_TEXT_PROBLEMS)
+_BATCH_ERRORS = problem_errors(*_TEXT_PROBLEMS, problems.BATCH_TOO_LARGE)
 
 
 # The dependencies below are `async def` although they never await: FastAPI runs a plain `def`
@@ -120,60 +168,39 @@ async def require_json(request: Request) -> None:
         raise AppError("Content-Type must be application/json.", problems.UNSUPPORTED_MEDIA_TYPE)
 
 
-def check_model(model: str, principal: Principal, engine: Engine, context: RequestContext) -> str:
-    if model not in engine.models:
-        raise NotFound(unknown_model(model), problems.MODEL_NOT_FOUND)
-    if not principal.may_use_model(model):
-        raise Forbidden(model_not_in_plan(model), problems.MODEL_NOT_IN_PLAN)
-    context.model = model  # for the usage event: only models the service runs
+async def allowed_model(
+    model: Annotated[str, Path(description="A model this deployment runs (GET /v1/models)")],
+    context: Context,
+) -> str:
+    """The URL's model, as the model policy allowed it before admission."""
+    assert context.model == model, "the model policy judged this request"
     return model
 
 
-async def resolve_model(
-    model: str,
-    principal: CurrentPrincipal,
-    engine: Annotated[Engine, Depends(get_engine)],
-    context: Context,
-) -> str:
-    """Runs before the body is validated, so an unknown model is 404 whatever the body."""
-    return check_model(model, principal, engine, context)
+async def default_model(context: Context) -> str:
+    assert context.model is not None, "the model policy judged this request"
+    return context.model
 
 
-def check_text(
-    text: str, principal: Principal, field: str = "text", index: int | None = None
-) -> None:
-    """`index`: the text's place in a batch's `texts`, which the error names."""
-    where: dict[str, Any] = {} if index is None else {"texts_index": index}
-    if not text.strip():
-        raise AppError(f"'{field}' must not be empty.", problems.EMPTY_TEXT, **where)
-    limit = principal.max_text_chars
-    if len(text) > limit:
-        detail = f"'{field}' has {len(text)} characters; your plan allows {limit}."
-        raise AppError(detail, problems.TEXT_TOO_LONG, limit=limit, **where)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        detail = f"'{field}' is not valid Unicode (unpaired surrogate)."
-        raise AppError(detail, problems.INVALID_TEXT, **where) from None
-
-
-ModelName = Annotated[str, Depends(resolve_model)]
+ModelName = Annotated[str, Depends(allowed_model)]
 NlpEngine = Annotated[Engine, Depends(get_engine)]
 _JSON_BODY = [Depends(require_json), Depends(idempotency_key)]
+
+
+def _options(body: BaseModel) -> dict[str, Any] | None:
+    searched = getattr(body, "searched_entity", None)
+    return {"searched_entity": searched} if searched else None
 
 
 async def _annotate(
     context: RequestContext,
     engine: Engine,
-    principal: Principal,
     model: str,
     task: str,
     text: str,
     options: dict[str, Any] | None = None,
-    field: str = "text",
 ) -> Response:
     context.chars = len(text)
-    check_text(text, principal, field)
     try:
         payload = await engine.run(model, task, text, options)
     except InferenceFailed as exc:
@@ -182,57 +209,6 @@ async def _annotate(
     # The inference process already serialized the answer with orjson: send its bytes as they
     # are (no ORJSONResponse, no response_model validation, no second encoding here).
     return Response(payload, media_type="application/json")
-
-
-@router.post(
-    "/{model}/entities", response_model=EntitiesOut, dependencies=_JSON_BODY, responses=_ERRORS
-)
-async def entities(
-    body: EntitiesIn,
-    context: Context,
-    model: ModelName,
-    principal: CurrentPrincipal,
-    engine: NlpEngine,
-) -> Response:
-    """Named entities, with character offsets into the submitted text."""
-    options = {"searched_entity": body.searched_entity} if body.searched_entity else None
-    return await _annotate(context, engine, principal, model, "entities", body.text, options)
-
-
-@router.post(
-    "/{model}/tokens", response_model=TokensOut, dependencies=_JSON_BODY, responses=_ERRORS
-)
-async def tokens(
-    body: TextIn, context: Context, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
-) -> Response:
-    """Tokens with lemmas and character offsets."""
-    return await _annotate(context, engine, principal, model, "tokens", body.text)
-
-
-@router.post(
-    "/{model}/dependencies",
-    response_model=DependenciesOut,
-    dependencies=_JSON_BODY,
-    responses=_ERRORS,
-)
-async def dependencies(
-    body: TextIn, context: Context, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
-) -> Response:
-    """Words with their tags, and dependency arcs between token indexes."""
-    return await _annotate(context, engine, principal, model, "dependencies", body.text)
-
-
-@router.post(
-    "/{model}/sentence-dependencies",
-    response_model=SentenceDependenciesOut,
-    dependencies=_JSON_BODY,
-    responses=_ERRORS,
-)
-async def sentence_dependencies(
-    body: TextIn, context: Context, model: ModelName, principal: CurrentPrincipal, engine: NlpEngine
-) -> Response:
-    """Dependencies sentence by sentence; indexes are relative to each sentence."""
-    return await _annotate(context, engine, principal, model, "sentence-dependencies", body.text)
 
 
 def _log_failure(
@@ -260,19 +236,12 @@ _FAILED_ENTRY = orjson.dumps(TextFailed(error=_FAILED).model_dump())
 async def _annotate_batch(
     context: RequestContext,
     engine: Engine,
-    principal: Principal,
     model: str,
     task: str,
     texts: list[str],
     options: dict[str, Any] | None,
 ) -> Response:
     context.chars = sum(map(len, texts))
-    # The admission step already refused larger batches; this covers any other way in.
-    if len(texts) > principal.batch_limit:
-        detail = batch_too_large(principal, len(texts))
-        raise AppError(detail, problems.BATCH_TOO_LARGE, limit=principal.batch_limit)
-    for index, text in enumerate(texts):
-        check_text(text, principal, f"texts[{index}]", index)
     payloads = await engine.run_many(model, task, texts, options)
     failures = {i: p for i, p in enumerate(payloads) if isinstance(p, InferenceFailed)}
     for index, failure in failures.items():
@@ -289,78 +258,57 @@ async def _annotate_batch(
     return Response(b'{"results":[' + results + b"]}", media_type="application/json")
 
 
-def _batch_route(task: str, answer: type[BaseModel], summary: str) -> dict[str, Any]:
-    """The decorator arguments of POST /v1/{model}/{task}/batch."""
-    return {
-        "path": f"/{{model}}/{task}/batch",
-        "name": batch_route_name(task),
-        "summary": summary,
-        "description": f"`results[i]` is exactly what `POST /v1/{{model}}/{task}` answers for"
+Handler = Callable[..., Coroutine[Any, Any, Response]]
+
+
+def _add_task_routes(task: Task) -> None:
+    """POST /v1/{model}/{task} and its batch form, from the task's row. The handlers' `body`
+    parameter gets the task's own model through __annotations__, where FastAPI reads it."""
+
+    async def single(
+        body: TextIn, context: Context, model: ModelName, engine: NlpEngine
+    ) -> Response:
+        return await _annotate(context, engine, model, task.name, body.text, _options(body))
+
+    async def batch(
+        body: TextsIn, context: Context, model: ModelName, engine: NlpEngine
+    ) -> Response:
+        return await _annotate_batch(context, engine, model, task.name, body.texts, _options(body))
+
+    single.__annotations__["body"] = task.body
+    batch.__annotations__["body"] = task.batch_body
+    router.post(
+        f"/{{model}}/{task.name}",
+        name=task.route_name,
+        summary=task.route_name.replace("_", " ").title(),
+        description=task.description,
+        response_model=task.answer,
+        dependencies=_JSON_BODY,
+        responses=_ERRORS,
+    )(single)
+    router.post(
+        f"/{{model}}/{task.name}/batch",
+        name=task.batch_route_name,
+        summary=task.batch_summary,
+        description=f"`results[i]` is exactly what `POST /v1/{{model}}/{task.name}` answers for"
         ' `texts[i]`, or `{"error": {"detail": ..., "code": "inference_failed"}}` for a text that'
         " failed inside spaCy (not billed; 500 when every text fails). Each text is billed and"
         " rate limited as one request.",
-        "response_model": answer,
-        "dependencies": _JSON_BODY,
-        "responses": _BATCH_ERRORS,
-    }
+        response_model=task.batch_answer,
+        dependencies=_JSON_BODY,
+        responses=_BATCH_ERRORS,
+    )(batch)
 
 
-@router.post(**_batch_route("entities", EntitiesBatchOut, "Entities of several texts"))
-async def entities_batch(
-    body: EntitiesBatchIn,
-    context: Context,
-    model: ModelName,
-    principal: CurrentPrincipal,
-    engine: NlpEngine,
-) -> Response:
-    options = {"searched_entity": body.searched_entity} if body.searched_entity else None
-    return await _annotate_batch(context, engine, principal, model, "entities", body.texts, options)
+for _task in TASK_ROUTES:
+    _add_task_routes(_task)
 
 
-@router.post(**_batch_route("tokens", TokensBatchOut, "Tokens of several texts"))
-async def tokens_batch(
-    body: TextsIn,
-    context: Context,
-    model: ModelName,
-    principal: CurrentPrincipal,
-    engine: NlpEngine,
-) -> Response:
-    return await _annotate_batch(context, engine, principal, model, "tokens", body.texts, None)
-
-
-@router.post(**_batch_route("dependencies", DependenciesBatchOut, "Dependencies of several texts"))
-async def dependencies_batch(
-    body: TextsIn,
-    context: Context,
-    model: ModelName,
-    principal: CurrentPrincipal,
-    engine: NlpEngine,
-) -> Response:
-    return await _annotate_batch(
-        context, engine, principal, model, "dependencies", body.texts, None
-    )
-
-
-@router.post(
-    **_batch_route(
-        "sentence-dependencies",
-        SentenceDependenciesBatchOut,
-        "Sentence dependencies of several texts",
-    )
+@router.get(
+    "/{model}/versions",
+    response_model=VersionsOut,
+    responses=problem_errors(*KEYED_PROBLEMS, problems.RATE_LIMITED, *_MODEL_PROBLEMS),
 )
-async def sentence_dependencies_batch(
-    body: TextsIn,
-    context: Context,
-    model: ModelName,
-    principal: CurrentPrincipal,
-    engine: NlpEngine,
-) -> Response:
-    return await _annotate_batch(
-        context, engine, principal, model, "sentence-dependencies", body.texts, None
-    )
-
-
-@router.get("/{model}/versions", response_model=VersionsOut, responses=_MODEL_ERRORS)
 @router.get("/{model}/version", response_model=VersionsOut, include_in_schema=False)
 async def versions(model: ModelName, engine: NlpEngine) -> VersionsOut:
     meta = engine.meta[model]
@@ -384,13 +332,9 @@ async def list_models(principal: CurrentPrincipal, engine: NlpEngine) -> ModelsO
 )
 async def extractions(
     body: ExtractionsIn,
-    request: Request,
     context: Context,
-    principal: CurrentPrincipal,
+    model: Annotated[str, Depends(default_model)],
     engine: NlpEngine,
 ) -> Response:
     """The original tutorial's endpoint, on the default model."""
-    model = check_model(request.app.state.settings.default_model, principal, engine, context)
-    return await _annotate(
-        context, engine, principal, model, "extractions", body.sentence, field="sentence"
-    )
+    return await _annotate(context, engine, model, "extractions", body.sentence)

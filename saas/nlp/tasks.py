@@ -15,7 +15,6 @@ from typing import Any
 
 from spacy.tokens import Doc
 
-from saas.auth.principal import Principal
 from saas.nlp import serializers
 
 _TAGGING = frozenset({"tagger", "morphologizer", "attribute_ruler", "lemmatizer"})
@@ -37,30 +36,3 @@ def skipped_components(task: str, pipe_names: list[str]) -> list[str]:
 def serialize(task: str, doc: Doc, options: dict[str, Any] | None) -> dict[str, Any]:
     serializer, _ = TASKS[task]
     return serializer(doc, **(options or {}))
-
-
-# Tasks with a batch endpoint too: POST /v1/{model}/{task}/batch, one unit per text.
-BATCH_TASKS = ("entities", "tokens", "dependencies", "sentence-dependencies")
-
-
-def unknown_model(model: str) -> str:
-    """The 404 message, the same from the admission step and from the route."""
-    return f"Model '{model}' not found. GET /v1/models lists the available models."
-
-
-def model_not_in_plan(model: str) -> str:
-    """The 403 message, the same from the admission step and from the route."""
-    return f"Your plan does not include the model '{model}'."
-
-
-def batch_too_large(principal: Principal, count: int) -> str:
-    """The 413 message, the same from the admission step and from the route."""
-    limit = principal.batch_limit
-    if limit < principal.max_batch_texts:
-        why = (
-            f"each text counts as one request, and the smallest window of your rate limit"
-            f" ({principal.rate_limit}) holds {limit}"
-        )
-    else:
-        why = "your plan's max_batch_texts"
-    return f"This batch has {count} texts; at most {limit} are allowed ({why})."

@@ -1,11 +1,21 @@
-"""Admission of authenticated requests. Customer requests (/v1): the plan's rate limits for
-every request, the monthly quota for billable ones (the route's Metering says which, and whether
-it costs one unit per text). Admin requests (/admin): a fixed limit of their own. Adds the
-rate-limit headers to every answer, and gives back the reserved quota when the answer is not
-2xx or its usage could not be committed (only what is billed uses quota), and that of the texts of
-a 2xx batch that failed (RequestContext.failed_units). A batch for a model the service does not
-run (404) or the plan does not include (403), or larger than the plan allows (413), is refused
-before any counter moves, with the rate-limit headers as they stand."""
+"""Admission and metering, one step, for authenticated requests. In order, for a customer
+request (/v1):
+
+1. the model policy (saas/nlp/policy.py): the model, a batch's size and each text, judged before
+   any counter moves (404, 403, 413, 400, with the rate-limit headers as they stand);
+2. an `Idempotency-Key` (billable POSTs): a stored answer is replayed as one request of the rate
+   limit, never of the quota; or this request holds the key while it runs (pipeline/idempotency);
+3. admission: the plan's rate limits, and the monthly quota for billable routes (the route's
+   Metering says which, and whether it costs one unit per text);
+4. the route runs; its answer is held back, with the rate-limit headers added;
+5. the usage event is committed, with the answer an Idempotency-Key keeps, before that answer is
+   sent; if it cannot be committed the client gets 503 instead, and nothing is billed;
+6. the quota of what is not billed is given back: all of it for an answer that is not 2xx or
+   could not be billed, a batch's failed texts otherwise.
+
+Every answer is one usage event (not billed unless 2xx and billable), except replays and the
+Idempotency-Key's own refusals, which run nothing. Admin requests (/admin) get steps 3 and 4 with
+a fixed limit of their own, never a plan's."""
 
 from typing import Any
 
@@ -14,42 +24,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saas import problems
 from saas.auth.principal import Principal
-from saas.nlp.tasks import batch_too_large, model_not_in_plan, unknown_model
-from saas.pipeline.batch_body import count_texts, read_body
+from saas.idempotency import store
+from saas.idempotency.store import Answer
+from saas.nlp.policy import Policy, Refusal
+from saas.pipeline.batch_body import read_body
 from saas.pipeline.body_limit import BodyRefused
-from saas.problems import ProblemType
+from saas.pipeline.idempotency import Claim, IdempotencyKeys, key_of, replay
+from saas.pipeline.usage import HeldAnswer, Meter
 from saas.problems.responses import json_error
 from saas.ratelimit.admission import Admission, LimiterUnavailable
 from saas.ratelimit.headers import as_strings, primary_window, rate_limit_headers
 from saas.ratelimit.windows import Decision, ceil_seconds
-from saas.web.context import Area, RequestContext, context_of
-
-# A request refused before admission: its problem, `detail` and the problem's fields.
-Refusal = tuple[ProblemType, str, dict[str, Any]]
+from saas.usage.recorder import UsageRecorder, UsageWriteFailed
+from saas.web.context import Area, RequestContext, app_path, context_of
 
 
 def without_retry_after(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Retry-After belongs to 429s (and 503s): a 404 or 413 does not go away by waiting."""
     return [(name, value) for name, value in headers if name != b"retry-after"]
-
-
-async def standing_headers(
-    admission: Admission, account_id: int, rate_limit: str
-) -> list[tuple[bytes, bytes]]:
-    """The rate-limit headers as they stand, counting nothing: for an authenticated answer
-    refused before admission (without Retry-After)."""
-    peeked = await admission.peek(account_id, rate_limit)
-    return without_retry_after(rate_limit_headers(peeked)) if peeked is not None else []
-
-
-def model_refusal(context: RequestContext, principal: Principal) -> Refusal | None:
-    """404 for a model the URL names that the service does not run, 403 for one the plan
-    does not include (the route says the same, for requests that get that far)."""
-    if context.named_model is not None and context.model is None:
-        return problems.MODEL_NOT_FOUND, unknown_model(context.named_model), {}
-    if context.model is not None and not principal.may_use_model(context.model):
-        return problems.MODEL_NOT_IN_PLAN, model_not_in_plan(context.model), {}
-    return None
 
 
 def rejection(decision: Decision, quota: int | None = None) -> Response:
@@ -67,83 +59,221 @@ def rejection(decision: Decision, quota: int | None = None) -> Response:
     return json_error(problems.QUOTA_EXHAUSTED, detail, headers, **fields)
 
 
+def limiter_unavailable() -> Response:
+    detail = "Rate limiting is temporarily unavailable; retry shortly."
+    return json_error(problems.LIMITER_UNAVAILABLE, detail, {"Retry-After": "1"})
+
+
 class AdmissionMiddleware:
-    def __init__(self, app: ASGIApp, *, admission: Admission, admin_rate_limit: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        admission: Admission,
+        policy: Policy,
+        admin_rate_limit: str,
+        recorder: UsageRecorder | None,
+        idempotency: IdempotencyKeys | None,
+    ) -> None:
+        """`recorder`: None when SAAS_USAGE_METERING is off (then no events, and no
+        Idempotency-Key either: its answers are stored with the events)."""
         self.app = app
         self.admission = admission
+        self.policy = policy
         self.admin_rate_limit = admin_rate_limit
+        self.recorder = recorder
+        self.idempotency = idempotency if recorder is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         context = context_of(scope)
         principal = context.principal if context is not None else None
         if context is None or principal is None:
             await self.app(scope, receive, send)
-            return
-        if context.area is Area.admin:
-            # Admin routes have their own fixed limit per admin key, never the plan's. A negative
-            # id keeps its counters apart from every account's.
-            subject, rate_limit, quota = -principal.key_id, self.admin_rate_limit, None
+        elif context.area is Area.admin:
+            await self._admin(scope, receive, send, principal)
         else:
-            subject, rate_limit = principal.account_id, principal.rate_limit
-            quota = principal.monthly_quota if context.metering.billable else None
+            await self._customer(scope, receive, send, context, principal)
 
-        if context.metering.per_text:
-            # Who may not use the model learns that first, whatever the body holds.
-            refusal = model_refusal(context, principal)
-            closing: dict[str, str] = {}
-            if refusal is None:
-                try:
-                    body, receive = await read_body(receive)
-                except BodyRefused as exc:  # a chunked body over the limit, or too slow (408)
-                    refusal = exc.problem, exc.detail, exc.fields
-                    closing = dict(exc.headers or {})
-                else:
-                    # Not JSON, or no list of texts: cost 1, and the route answers 422.
-                    count = count_texts(body)
-                    if count is not None and count > principal.batch_limit:
-                        limit = principal.batch_limit
-                        detail = batch_too_large(principal, count)
-                        refusal = problems.BATCH_TOO_LARGE, detail, {"limit": limit}
-                    context.cost = max(1, count or 0)  # an empty list is still a request (422)
-            if refusal is not None:
-                problem, detail, fields = refusal
-                context.rate_limit_headers = await standing_headers(
-                    self.admission, subject, rate_limit
-                )
-                headers_out = {**as_strings(context.rate_limit_headers), **closing}
-                await json_error(problem, detail, headers_out, **fields)(scope, receive, send)
-                return
-        cost = context.cost
-
-        cached = self.admission.cached_rejection(subject, quota is not None, cost)
-        if cached is not None:
-            await rejection(cached, quota)(scope, receive, send)
+    async def _admin(
+        self, scope: Scope, receive: Receive, send: Send, principal: Principal
+    ) -> None:
+        # A negative id keeps an admin key's counters apart from every account's.
+        decision = await self._admit(
+            principal, None, 1, subject=-principal.key_id, rate_limit=self.admin_rate_limit
+        )
+        if isinstance(decision, Response):
+            await decision(scope, receive, send)
             return
-        try:
-            decision = await self.admission.admit(subject, rate_limit, quota=quota, cost=cost)
-        except LimiterUnavailable:
-            detail = "Rate limiting is temporarily unavailable; retry shortly."
-            unavailable = json_error(problems.LIMITER_UNAVAILABLE, detail, {"Retry-After": "1"})
-            await unavailable(scope, receive, send)
-            return
-        if not decision.admitted:
-            await rejection(decision, quota)(scope, receive, send)
-            return
-
-        headers = context.rate_limit_headers = rate_limit_headers(decision)
-        status = 0
+        headers = rate_limit_headers(decision)
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), *headers]}
             await send(message)
 
+        await self.app(scope, receive, send_with_headers)
+
+    async def _customer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        context: RequestContext,
+        principal: Principal,
+    ) -> None:
+        meter = Meter(context, principal)
+        metering = context.metering
+
+        async def refuse(problem: Any, detail: str, fields: dict[str, Any], **headers: str) -> None:
+            """An answer before admission: the rate-limit headers as they stand, counting
+            nothing, and an event that is not billed."""
+            standing = await self._standing_headers(principal)
+            response = json_error(problem, detail, {**as_strings(standing), **headers}, **fields)
+            await self._answer_unbilled(meter, response, scope, receive, send)
+
+        # 1. The model policy, before anything is counted.
+        model = self.policy.model(metering, context.named_model, principal)
+        if isinstance(model, Refusal):
+            context.model = model.model
+            await refuse(model.problem, model.detail, model.fields)
+            return
+        context.model = model
+        key = None
+        if self.idempotency is not None and metering.billable and scope["method"] == "POST":
+            key = key_of(scope["headers"])
+        body = b""
+        if metering.text_field is not None or key is not None:
+            try:
+                body, receive = await read_body(receive)
+            except BodyRefused as exc:  # a chunked body over the limit, or too slow (408)
+                await refuse(exc.problem, exc.detail, exc.fields, **(exc.headers or {}))
+                return
+        cost = 1
+        if metering.text_field is not None:
+            priced = self.policy.cost(metering, principal, body)
+            if isinstance(priced, Refusal):
+                await refuse(priced.problem, priced.detail, priced.fields)
+                return
+            cost = priced
+
+        # 2. An Idempotency-Key: a replay, a refusal, or the key's claim.
+        claim: Claim | None = None
+        if key is not None:
+            assert self.idempotency is not None
+            blocked = self.admission.cached_rejection(principal.account_id, with_quota=False)
+            if blocked is not None:  # a replay would be refused too: no database read
+                await self._answer_unbilled(meter, rejection(blocked), scope, receive, send, cost)
+                return
+            path = app_path(scope)  # the same request directly or through the proxy
+            settled = await self.idempotency.settle(
+                account_id=principal.account_id,
+                key=key,
+                fingerprint=store.fingerprint(scope["method"], path, scope["query_string"], body),
+                request_id=context.request_id,
+            )
+            if isinstance(settled, Answer):  # one request of the rate limit, no quota
+                answer = replay(settled)
+                decided = await self._admit(principal, None, 1, unavailable=answer)
+                if isinstance(decided, Decision):
+                    answer.raw_headers.extend(rate_limit_headers(decided))
+                    decided = answer
+                await decided(scope, receive, send)
+                return
+            if isinstance(settled, Response):
+                settled.raw_headers.extend(await self._standing_headers(principal))
+                await settled(scope, receive, send)
+                return
+            claim = settled
+
+        # 3. Admission.
+        quota = principal.monthly_quota if metering.billable else None
+        decision = await self._admit(principal, quota, cost)
+        if isinstance(decision, Response):
+            if claim is not None:
+                await claim.end(None)
+            await self._answer_unbilled(meter, decision, scope, receive, send, cost)
+            return
+
+        # 4-6. Run, commit the usage event before the answer goes out, refund what is unbilled.
+        held = HeldAnswer(rate_limit_headers(decision))
+        answered = billed = False
+
+        async def hold(message: Message) -> None:
+            nonlocal answered, billed
+            if not held.add(message):
+                return
+            answered = True
+            billable = metering.billable and held.succeeded
+            if self.recorder is not None:
+                units = cost - context.failed_units
+                event = meter.event(held.status, billable=billable, units=units)
+                kept = meter.kept(event, key, held.answer()) if key and billable else None
+                try:
+                    await self.recorder.record(
+                        event, durable=billable, watch=principal.quota_alerts, answer=kept
+                    )
+                except UsageWriteFailed:
+                    detail = "Usage could not be recorded, so nothing was billed; retry shortly."
+                    headers = {**as_strings(held.headers), "Retry-After": "1"}
+                    await json_error(problems.USAGE_UNAVAILABLE, detail, headers)(
+                        scope, receive, send
+                    )
+                    return
+            billed = billable
+            await held.send(send)
+
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, hold)
         finally:
-            billed = 200 <= status < 300 and not context.billing_failed
+            if self.recorder is not None and not answered:  # failed before answering: count it
+                event = meter.event(held.status, billable=False, units=cost)
+                await self.recorder.record(event, durable=False)
+            if claim is not None:  # a 2xx answer is kept (committed with its event)
+                await claim.end(held.answer() if billed else None)
             unbilled = context.failed_units if billed else cost
             if decision.quota_month is not None and unbilled:
-                await self.admission.refund(subject, decision, unbilled)
+                await self.admission.refund(principal.account_id, decision, unbilled)
+
+    async def _admit(
+        self,
+        principal: Principal,
+        quota: int | None,
+        cost: int,
+        *,
+        subject: int | None = None,
+        rate_limit: str | None = None,
+        unavailable: Response | None = None,
+    ) -> Decision | Response:
+        """The admitting decision, or the answer refusing it: 429, 402, or without the limiter
+        `unavailable` (503 by default). `subject` and `rate_limit`: the principal's account and
+        plan unless given."""
+        subject = principal.account_id if subject is None else subject
+        rate_limit = rate_limit or principal.rate_limit
+        cached = self.admission.cached_rejection(subject, quota is not None, cost)
+        if cached is not None:
+            return rejection(cached, quota)
+        try:
+            decision = await self.admission.admit(subject, rate_limit, quota=quota, cost=cost)
+        except LimiterUnavailable:
+            return unavailable or limiter_unavailable()
+        return decision if decision.admitted else rejection(decision, quota)
+
+    async def _standing_headers(self, principal: Principal) -> list[tuple[bytes, bytes]]:
+        """The rate-limit headers as they stand, counting nothing (without Retry-After)."""
+        peeked = await self.admission.peek(principal.account_id, principal.rate_limit)
+        return without_retry_after(rate_limit_headers(peeked)) if peeked is not None else []
+
+    async def _answer_unbilled(
+        self,
+        meter: Meter,
+        response: Response,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        cost: int = 1,
+    ) -> None:
+        """An answer that ran nothing, as an event that is not billed."""
+        if self.recorder is not None:
+            event = meter.event(response.status_code, billable=False, units=cost)
+            await self.recorder.record(event, durable=False)
+        await response(scope, receive, send)

@@ -27,13 +27,14 @@ from saas.web.context import (
 )
 
 log = structlog.get_logger("saas.access")
-MATCHES_KEPT = 4096  # (method, path) pairs whose customer route Endpoints remembers...
+MATCHES_KEPT = 4096  # (method, path) pairs whose customer route MeteredRoutes remembers...
 MATCHED_PATH_CHARS = 200  # ...for paths up to this long (4096 x 200 characters at most)
 
 
-class Endpoints:
-    """Finds the route a request will reach and its Metering, before any route runs (admission
-    must know what a request costs before letting it through).
+class MeteredRoutes:
+    """The customer routes with their price table: finds the route a request will reach and its
+    Metering, before any route runs (admission must know what a request costs before letting it
+    through).
 
     It is given the customer routers the app includes, and every route in them must have a
     Metering entry: a route added without one would be served without being billed, so the app
@@ -137,10 +138,10 @@ def route_template(route: object) -> str:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, endpoints: Endpoints | None = None, access_log: bool = True
+        self, app: ASGIApp, *, metered: MeteredRoutes | None = None, access_log: bool = True
     ) -> None:
         self.app = app
-        self.endpoints = endpoints
+        self.metered = metered
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,9 +152,8 @@ class RequestContextMiddleware:
         request_id = uuid.uuid4().hex
         context = RequestContext(request_id=request_id, area=area_of(app_path(scope)))
         customer_route: APIRoute | None = None
-        if context.area is Area.customer and self.endpoints is not None:
-            customer_route, context.metering, context.named_model = self.endpoints.match(scope)
-            context.model = self.endpoints.known(context.named_model)
+        if context.area is Area.customer and self.metered is not None:
+            customer_route, context.metering, context.named_model = self.metered.match(scope)
         set_context(scope, context)
         started = time.perf_counter()
         status = 500
@@ -208,6 +208,6 @@ class RequestContextMiddleware:
             return route_template(route)
         if customer_route is not None:
             return customer_route.path
-        if area is not Area.public and self.endpoints is not None:
-            return self.endpoints.template(scope)
+        if area is not Area.public and self.metered is not None:
+            return self.metered.template(scope)
         return metrics.UNROUTED

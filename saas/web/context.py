@@ -1,14 +1,15 @@
 """The typed context of one request, shared by the middleware chain and the routes.
 
 The outermost middleware creates it, with the route the request will reach and what that route
-costs (`Metering`, declared next to each customer route); authentication adds the principal,
-admission the cost it charged, the route the model and characters it served (and the texts of a
-batch it could not), and metering whether the usage could be committed. One object with named
-fields instead of loose keys in `scope["state"]`.
+costs (`Metering`, declared next to each customer route); authentication adds the principal, the
+admission step the model the policy allowed and the cost it charged; the route adds the
+characters it served (and the texts of a batch it could not), which the same step bills. Each
+field has one writer, and the steps that read it run after it: no step leaves a flag for another.
+One object with named fields instead of loose keys in `scope["state"]`.
 """
 
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +41,11 @@ class Metering:
     endpoint: str  # the name usage, invoices and dashboards show
     billable: bool = False  # a 2xx answer is billed and counts against the monthly quota
     per_text: bool = False  # a batch: one unit per text of the body's `texts`
+    # The body field holding the text (or a batch's list of texts) that the model policy checks
+    # before admission (saas/nlp/policy.py), and whether the route runs the default model
+    # instead of one its URL names.
+    text_field: str | None = None
+    default_model: bool = False
 
 
 # A path under /v1 that matches no route (404, 405): counted for the dashboards, never billed.
@@ -51,20 +57,16 @@ class RequestContext:
     request_id: str
     area: Area
     metering: Metering = UNROUTED
-    model: str | None = None  # a model the service runs, named by the URL or chosen by the route
     named_model: str | None = None  # the model the URL names, as typed (known or not)
+    # The model the request runs, once the model policy (saas/nlp/policy.py) allowed it; usage
+    # counts it, the route runs it.
+    model: str | None = None
     principal: Principal | None = None
     cost: int = 1  # units admission charged: 1, or the number of texts of a batch
     chars: int = 0  # characters the route analysed
-    # The Idempotency-Key this request holds the claim of: metering stores its 2xx answer with
-    # the usage event (saas/pipeline/idempotency.py).
-    idempotency_key: str | None = None
     # Texts of a batch that failed inside spaCy (an error entry in `results`): not billed, and
     # their reserved quota is given back.
     failed_units: int = 0
-    billing_failed: bool = False  # the usage event could not be committed: refund the quota
-    # The rate-limit headers admission sent (or would have): metering's own 503 carries them too.
-    rate_limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 def app_path(scope: MutableMapping[str, Any]) -> str:

@@ -65,6 +65,44 @@ def errors(descriptions: Mapping[int, str]) -> Responses:
     return {code: {"model": Problem, "description": text} for code, text in descriptions.items()}
 
 
+def problem_errors(*types: problems.ProblemType) -> Responses:
+    """`responses=` for the problems a route answers, each status described by the titles and
+    codes of the registry (saas/problems/), so the prose cannot drift from what is answered."""
+    by_status: dict[int, list[str]] = {}
+    for problem in types:
+        described = f"{problem.title} (`{problem.code}`)"
+        if described not in by_status.setdefault(problem.status, []):
+            by_status[problem.status].append(described)
+    return errors({status: "; ".join(titles) for status, titles in sorted(by_status.items())})
+
+
+# The problems the pipeline (saas/pipeline/) answers, by what a route takes: a key, a billable
+# admission (rate limits, quota, usage committed before the answer), a body, an Idempotency-Key.
+KEYED_PROBLEMS = (
+    problems.MISSING_API_KEY,
+    problems.MALFORMED_API_KEY,
+    problems.INVALID_API_KEY,
+    problems.KEY_REVOKED,
+    problems.KEY_EXPIRED,
+    problems.ACCOUNT_SUSPENDED,
+    problems.TOO_MANY_FAILED_KEYS,
+    problems.AUTHENTICATION_UNAVAILABLE,
+)
+BILLABLE_PROBLEMS = (
+    problems.RATE_LIMITED,
+    problems.QUOTA_EXHAUSTED,
+    problems.LIMITER_UNAVAILABLE,
+    problems.USAGE_UNAVAILABLE,
+)
+BODY_PROBLEMS = (problems.INVALID_CONTENT_LENGTH, problems.REQUEST_TIMEOUT, problems.BODY_TOO_LARGE)
+IDEMPOTENCY_PROBLEMS = (
+    problems.INVALID_IDEMPOTENCY_KEY,
+    problems.IDEMPOTENCY_KEY_IN_USE,
+    problems.IDEMPOTENCY_KEY_REUSED,
+    problems.IDEMPOTENCY_UNAVAILABLE,
+)
+
+
 # The answers of the middleware chain (saas/pipeline/), by area, declared once per router.
 # A body over SAAS_MAX_BODY_BYTES, or a Content-Length that is not a number: every route that
 # takes a body.

@@ -8,17 +8,14 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
-import httpx
+from starlette.responses import Response
 
 from saas.idempotency import store
 from saas.idempotency.store import Answer, Completion
-from saas.pipeline.idempotency import IdempotencyMiddleware
-from saas.ratelimit.admission import Admission
+from saas.pipeline.idempotency import Claim, IdempotencyKeys
 from saas.usage.ledger import Event, write_events
-from saas.web.context import Area, Metering, RequestContext, set_context
-from tests.conftest import MODEL, assert_problem
+from tests.conftest import MODEL
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = json.dumps({"text": "Paris is in France."}).encode()
@@ -79,46 +76,28 @@ def db_engine(client):  # type: ignore[no-untyped-def]
     return client.app.state.engine
 
 
-def middleware_alone(route, engine, *, lease: float, wait: float) -> IdempotencyMiddleware:  # type: ignore[no-untyped-def]
-    """The idempotency step in front of `route`, without the rest of the app (its admission in
-    memory: these tests never reach a replay)."""
-    return IdempotencyMiddleware(
-        route, engine=engine, admission=Admission(fail_open=True), lease=lease, wait=wait
+def settle(keys: IdempotencyKeys, customer, key: str):  # type: ignore[no-untyped-def]
+    """What the admission step learns of `key` for the customer's request, from the
+    idempotency keys alone (no app: these tests never reach a replay)."""
+    return keys.settle(
+        account_id=customer.account_id,
+        key=key,
+        fingerprint=fingerprint(),
+        request_id=uuid.uuid4().hex,
     )
-
-
-async def post_alone(middleware: IdempotencyMiddleware, customer, key: str) -> httpx.Response:  # type: ignore[no-untyped-def]
-    """POST the body under `key` through `middleware`, as the customer's authenticated request."""
-
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        context = RequestContext(uuid.uuid4().hex, Area.customer, Metering("entities", True))
-        context.principal = SimpleNamespace(  # type: ignore[assignment]
-            account_id=customer.account_id, rate_limit="1000/second"
-        )
-        set_context(scope, context)
-        await middleware(scope, receive, send)
-
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
-        return await http.post(ENTITIES, headers=headers, content=BODY)
 
 
 def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer):  # type: ignore[no-untyped-def]
     engine = db().get_bind()
     claim_elsewhere(engine, customer.account_id, "slow", timedelta(seconds=30))
-    ran = []
-
-    async def route(scope, receive, send):  # type: ignore[no-untyped-def]
-        ran.append(scope["path"])
-
-    middleware = middleware_alone(route, engine, lease=60, wait=0.3)
+    keys = IdempotencyKeys(engine, lease=60, wait=0.3)
     started = time.monotonic()
-    answer = asyncio.run(post_alone(middleware, customer, "slow"))
-    assert answer.status_code == 409 and ran == []
+    answer = asyncio.run(settle(keys, customer, "slow"))
+    assert isinstance(answer, Response) and answer.status_code == 409
     assert 0.3 <= time.monotonic() - started < 5
     assert 1 <= int(answer.headers["retry-after"]) <= 31
-    assert "still running" in assert_problem(answer, "idempotency_key_in_use")["detail"]
+    problem = json.loads(answer.body)
+    assert problem["code"] == "idempotency_key_in_use" and "still running" in problem["detail"]
 
 
 def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):  # type: ignore[no-untyped-def]
@@ -126,9 +105,11 @@ def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):  # type:
     leases finds it held (without renewal it would take the key over, run and bill again)."""
     engine = db().get_bind()
     lease = 0.3
-    found: list[object] = []
+    keys = IdempotencyKeys(engine, lease=lease, wait=0.3)
 
-    async def route(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def run_long() -> object:
+        claim = await settle(keys, customer, "long")
+        assert isinstance(claim, Claim)
         started = time.monotonic()
         while time.monotonic() - started < 4 * lease:  # a request that outlives 4 leases
             await asyncio.sleep(0.05)
@@ -142,10 +123,7 @@ def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):  # type:
             now=datetime.now(UTC),
             lease=timedelta(seconds=lease),
         )
-        found.append(other)
-        await send({"type": "http.response.start", "status": 503, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
+        await claim.end(None)
+        return other
 
-    middleware = middleware_alone(route, engine, lease=lease, wait=0.3)
-    assert asyncio.run(post_alone(middleware, customer, "long")).status_code == 503
-    assert len(found) == 1 and found[0] is not None, "another worker took the key over"
+    assert asyncio.run(run_long()) is not None, "another worker took the key over"

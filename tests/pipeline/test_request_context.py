@@ -9,8 +9,7 @@ from fastapi.testclient import TestClient
 from saas.app import create_app
 from saas.config import Settings
 from saas.nlp import routes as nlp_routes
-from saas.nlp.tasks import BATCH_TASKS
-from saas.pipeline.request_context import Endpoints
+from saas.pipeline.request_context import MeteredRoutes
 from saas.web.context import UNROUTED, Area, Metering, area_of
 from tests.conftest import MODEL, assert_problem
 
@@ -23,9 +22,9 @@ def app() -> FastAPI:
 def resolve_with_model(
     app: FastAPI, method: str, path: str, root_path: str = ""
 ) -> tuple[Metering, str | None]:
-    endpoints = app.user_middleware[0].kwargs["endpoints"]  # the outermost
+    metered = app.user_middleware[0].kwargs["metered"]  # the outermost
     scope = {"type": "http", "method": method, "path": root_path + path, "root_path": root_path}
-    return endpoints.resolve(scope)
+    return metered.resolve(scope)
 
 
 def resolve(app: FastAPI, method: str, path: str, root_path: str = "") -> Metering:
@@ -34,11 +33,14 @@ def resolve(app: FastAPI, method: str, path: str, root_path: str = "") -> Meteri
 
 def test_each_customer_route_has_its_metering(app: FastAPI) -> None:
     for task in ("entities", "tokens", "dependencies", "sentence-dependencies"):
-        assert resolve(app, "POST", f"/v1/{MODEL}/{task}") == Metering(task, billable=True)
-    for task in BATCH_TASKS:
+        single = resolve(app, "POST", f"/v1/{MODEL}/{task}")
+        assert single == Metering(task, billable=True, text_field="text")
         batch = resolve(app, "POST", f"/v1/{MODEL}/{task}/batch")
-        assert batch == Metering(f"{task}/batch", billable=True, per_text=True)
-    assert resolve(app, "POST", "/v1/extractions") == Metering("extractions", billable=True)
+        assert batch == Metering(f"{task}/batch", billable=True, per_text=True, text_field="texts")
+    extractions = resolve(app, "POST", "/v1/extractions")
+    assert extractions == Metering(
+        "extractions", billable=True, text_field="sentence", default_model=True
+    )
     assert resolve(app, "GET", f"/v1/{MODEL}/versions") == Metering("versions")
     assert resolve(app, "GET", f"/v1/{MODEL}/version") == Metering("versions")
     assert resolve(app, "GET", "/v1/models") == Metering("models")
@@ -63,14 +65,14 @@ def test_a_customer_route_without_metering_stops_the_app(app: FastAPI) -> None:
     async def summaries() -> None: ...
 
     with pytest.raises(RuntimeError, match="summaries"):
-        Endpoints([nlp_routes.router, router], [nlp_routes.METERING])
+        MeteredRoutes([nlp_routes.router, router], [nlp_routes.METERING])
     with pytest.raises(RuntimeError, match="declared twice"):
-        Endpoints([nlp_routes.router], [nlp_routes.METERING, {"entities": Metering("x")}])
+        MeteredRoutes([nlp_routes.router], [nlp_routes.METERING, {"entities": Metering("x")}])
 
 
 def test_every_customer_route_the_app_serves_is_metered(app: FastAPI) -> None:
     """Walks the routes the app really serves (hidden ones too, with FastAPI's own walker): a
-    customer router included without passing through Endpoints would be served unbilled."""
+    customer router included without passing through MeteredRoutes would be served unbilled."""
     operations = [
         (method, route.path.replace("{model}", MODEL).replace("{key_id}", "1"))
         for route in iter_route_contexts(app.routes)

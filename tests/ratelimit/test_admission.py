@@ -30,8 +30,13 @@ def test_headers_on_success_client_error_and_rejection(client, make_customer):  
     assert ok.headers["ratelimit"].startswith('"minute";r=2;t=')
     assert 0 < int(ok.headers["x-ratelimit-reset"]) - time.time() <= 61
 
-    bad = client.post(ENTITIES, headers=customer.headers, json={"text": ""})
-    assert bad.status_code == 400 and bad.headers.keys() >= RATE_HEADERS
+    # A text the model policy refuses is answered before admission: the headers as they stand.
+    empty = client.post(ENTITIES, headers=customer.headers, json={"text": ""})
+    assert empty.status_code == 400 and empty.headers.keys() >= RATE_HEADERS
+    assert empty.headers["x-ratelimit-remaining"] == "2"
+    # A body the route refuses was admitted: it counts.
+    bad = client.post(ENTITIES, headers=customer.headers, json={"txt": "Paris."})
+    assert bad.status_code == 422 and bad.headers.keys() >= RATE_HEADERS
     assert bad.headers["x-ratelimit-remaining"] == "1"
 
     assert client.get("/v1/models", headers=customer.headers).status_code == 200

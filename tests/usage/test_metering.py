@@ -21,9 +21,10 @@ BODY = {"text": "Paris is in France."}
 def test_successes_and_rejections_are_counted_apart(client, make_customer, db):  # type: ignore[no-untyped-def]
     customer = make_customer(rate_limit="7/minute", monthly_quota=100)
     ok = [client.post(ENTITIES, headers=customer.headers, json=BODY) for _ in range(5)]
-    empty = [client.post(ENTITIES, headers=customer.headers, json={"text": ""}) for _ in range(2)]
+    # Bodies the route refuses (422): admitted, so they count toward the rate limit.
+    invalid = [client.post(ENTITIES, headers=customer.headers, json={"txt": ""}) for _ in range(2)]
     limited = [client.post(ENTITIES, headers=customer.headers, json=BODY) for _ in range(3)]
-    assert [r.status_code for r in ok + empty + limited] == [200] * 5 + [400] * 2 + [429] * 3
+    assert [r.status_code for r in ok + invalid + limited] == [200] * 5 + [422] * 2 + [429] * 3
 
     events = wait_for_events(db, customer.account_id, 10)
     assert len(events) == 10
@@ -32,7 +33,7 @@ def test_successes_and_rejections_are_counted_apart(client, make_customer, db): 
     for event in events:
         counts[(event.endpoint, event.status)] = counts.get((event.endpoint, event.status), 0) + 1
         assert event.key_id == customer.key_id
-    assert counts == {("entities", 200): 5, ("entities", 400): 2, ("entities", 429): 3}
+    assert counts == {("entities", 200): 5, ("entities", 422): 2, ("entities", 429): 3}
     ok_event = next(e for e in events if e.status == 200)
     assert ok_event.chars == len(BODY["text"]) and ok_event.model == MODEL and ok_event.units == 1
     request_ids = {r.headers["x-request-id"] for r in ok}
