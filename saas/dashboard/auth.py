@@ -19,18 +19,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from saas import problems
-from saas.auth import key_format
-from saas.auth.principal import Actor, KeyStatus, Principal
+from saas.auth.principal import Actor, Principal
 from saas.dashboard import sessions
 from saas.dashboard.pages import COOKIE, SignedOut
+from saas.keys.authentication import Refusal, authenticate, refusal_of, too_many_failures
 from saas.kit.db import utcnow
 from saas.problems.errors import AppError, Forbidden
 from saas.ratelimit.windows import ceil_seconds
-
-_REFUSED = {
-    KeyStatus.revoked: "This API key has been revoked.",
-    KeyStatus.expired: "This API key has expired.",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +37,6 @@ class Visitor:
     @property
     def actor(self) -> Actor:
         return Actor.of(self.principal, via="dashboard")
-
-
-def refusal(principal: Principal | None, now: datetime) -> tuple[str, int] | None:
-    """Why this key may not use the dashboard, with the status the API would answer, or None."""
-    if principal is None:
-        return "Invalid API key.", 401
-    status = principal.status(now)
-    if not status.usable:
-        return _REFUSED[status], 401
-    if not principal.account_active:
-        return "Your account is suspended.", 403
-    return None
 
 
 def _find(engine: Engine, session_id: str, now: datetime) -> tuple[str, str] | None:
@@ -98,10 +81,10 @@ def _wait(seconds: float) -> int:
     return max(1, ceil_seconds(seconds))
 
 
-def _too_many_failures(blocked: float) -> SignedOut:
-    wait = _wait(blocked)
-    message = f"Too many failed sign-ins from your address; retry in {wait} s."
-    return SignedOut(message, 429, retry_after=wait)
+def _signed_out(refusal: Refusal, suffix: str = "") -> SignedOut:
+    """The sign-in page for a refused key, with the status the API would answer."""
+    message = f"{refusal.detail} {suffix}".strip()
+    return SignedOut(message, refusal.problem.status, retry_after=refusal.retry_after)
 
 
 def _vouched_session(session_id: str) -> str:
@@ -153,43 +136,31 @@ async def _end_previous(request: Request) -> None:
 
 
 async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
-    """The key's principal and a new session id, or SignedOut saying why not. Failed attempts
-    count toward the same per-address guard as the API's bad keys; a sign-in is a write of its
-    key (a session row)."""
-    guard = request.app.state.guard
-    authenticator = request.app.state.authenticator
-    address = _address(request)
-    key = api_key.strip()
-    key_hash = key_format.hash_key(key) if key_format.is_well_formed(key) else None
-    blocked = guard.blocked_for(address)
-    # As for the API (saas/pipeline/auth.py): a blocked address still lets the keys this
-    # worker saw authenticate sign in, so one bad client does not lock out its neighbours.
-    if blocked is not None and not (key_hash and authenticator.vouches_for(key_hash)):
-        raise _too_many_failures(blocked)
-    principal = await authenticator.lookup_hash(key_hash) if key_hash else None
-    now = utcnow()
-    refused = refusal(principal, now)
-    if key_hash is not None:
-        authenticator.vouch(key_hash, refused is None)
-    if refused is not None:
-        await _end_previous(request)
-        message, status_code = refused
-        if status_code == 401 and (block := await guard.record_failure(address)):
-            raise _too_many_failures(block)
-        raise SignedOut(message, status_code)
-    assert principal is not None
+    """The key's principal and a new session id, or SignedOut saying why not: the API's
+    authentication (saas/keys/authentication.py), failed attempts counted by the same guard. A
+    sign-in is a write of its key (a session row)."""
+    found = await authenticate(
+        request.app.state.authenticator,
+        request.app.state.guard,
+        key=api_key.strip(),
+        address=_address(request),
+    )
+    if isinstance(found, Refusal):
+        if found.problem is not problems.TOO_MANY_FAILED_KEYS:
+            await _end_previous(request)
+        raise _signed_out(found)
     try:
-        await _count_write(request, principal.key_id)
+        await _count_write(request, found.key_id)
     except TooManyWrites as exc:  # the browser's session, if any, goes on
         raise SignedOut(exc.detail, 429, retry_after=exc.wait) from None
     await _end_previous(request)
     settings = request.app.state.settings
     lifetime = timedelta(hours=settings.dashboard_session_hours)
     session_id = await run_in_threadpool(
-        _open, request.app.state.engine, principal.key_id, now, lifetime
+        _open, request.app.state.engine, found.key_id, utcnow(), lifetime
     )
-    authenticator.vouch(_vouched_session(session_id), True)  # made here: valid
-    return principal, session_id
+    request.app.state.authenticator.vouch(_vouched_session(session_id), True)  # made here: valid
+    return found, session_id
 
 
 async def current_visitor(request: Request) -> Visitor:
@@ -214,15 +185,15 @@ async def current_visitor(request: Request) -> Visitor:
     if found is None:
         authenticator.vouch(vouched, False)
         if block := await guard.record_failure(address):
-            raise _too_many_failures(block)
+            raise _signed_out(too_many_failures(block))
         raise SignedOut("Your session has ended; sign in again.")
     csrf_token, key_hash = found
     principal = await authenticator.lookup_hash(key_hash)
-    refused = refusal(principal, now)
+    refused = refusal_of(principal, now)
     authenticator.vouch(vouched, refused is None)
     if refused is not None:
         await run_in_threadpool(close, engine, session_id)
-        raise SignedOut(f"{refused[0]} Your session has ended.", refused[1])
+        raise _signed_out(refused, "Your session has ended.")
     assert principal is not None
     return Visitor(principal=principal, session_id=session_id, csrf_token=csrf_token)
 

@@ -42,7 +42,7 @@ def test_a_wrong_key_gets_the_form_again_with_a_message_and_no_cookie(app_client
         "/dashboard", data={"api_key": "sk_live_notakey"}, follow_redirects=False
     )
     assert response.status_code == 401
-    assert "Invalid API key." in response.text
+    assert "Malformed API key." in response.text  # not in the format of keys
     assert 'name="api_key"' in response.text
     assert "set-cookie" not in response.headers
     assert "sk_live_notakey" not in response.text  # never echoed back
@@ -192,7 +192,7 @@ def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer, mak
         api = browser.get("/v1/models", headers={"X-API-Key": key_format.generate_key()})
         assert api.status_code == 401  # the third failure: the last one allowed
         crossed = browser.post("/dashboard", data={"api_key": key_format.generate_key()})
-        assert crossed.status_code == 429 and "Too many failed sign-ins" in crossed.text
+        assert crossed.status_code == 429 and "Too many failed authentication attempts" in crossed.text
         blocked = browser.post("/dashboard", data={"api_key": customer.key})  # not seen yet
         assert blocked.status_code == 429 and "retry in" in blocked.text
         assert "set-cookie" not in blocked.headers
@@ -302,7 +302,7 @@ def test_a_session_ends_when_it_expires_or_its_key_does(app_client, db, make_cus
         return answer.status_code == 401
 
     assert eventually(signed_out)
-    assert "This API key has expired. Your session has ended." in pages[-1]
+    assert "API key has expired. Your session has ended." in pages[-1]
 
 
 def test_bad_input_gets_a_page_never_a_500(app_client, make_customer, customer):  # type: ignore[no-untyped-def]

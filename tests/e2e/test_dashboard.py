@@ -193,7 +193,7 @@ def test_a_customer_sees_usage_change_downloads_the_csv_and_makes_a_key(  # type
 def test_a_wrong_key_shows_why_and_sets_no_cookie(visit):  # type: ignore[no-untyped-def]
     stranger = visit()
     page = stranger.sign_in("sk_live_this_is_not_a_key")
-    assert page.get_by_role("alert").text_content() == "Invalid API key."
+    assert page.get_by_role("alert").text_content() == "Malformed API key."
     assert stranger.context.cookies() == []
     assert "sk_live_this_is_not_a_key" not in page.content()
     stranger.shoot("sign-in-refused")
