@@ -10,7 +10,8 @@ from starlette.responses import Response
 
 from saas import problems
 from saas.auth.principal import Principal
-from saas.nlp.engine import TEXT_FAILED, Engine, InferenceFailed
+from saas.nlp.lane import TEXT_FAILED, InferenceFailed
+from saas.nlp.pool import InferencePool
 from saas.nlp.schemas import (
     DependenciesBatchOut,
     DependenciesOut,
@@ -105,8 +106,8 @@ _BATCH_ERRORS = {
 # The dependencies below are `async def` although they never await: FastAPI runs a plain `def`
 # dependency in its thread pool, and four thread hops per request cost ~15% of the event loop's
 # time at 32 connections (py-spy).
-async def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.nlp
+async def get_engine(request: Request) -> InferencePool:
+    engine: InferencePool = request.app.state.nlp
     return engine
 
 
@@ -120,7 +121,9 @@ async def require_json(request: Request) -> None:
         raise AppError("Content-Type must be application/json.", problems.UNSUPPORTED_MEDIA_TYPE)
 
 
-def check_model(model: str, principal: Principal, engine: Engine, context: RequestContext) -> str:
+def check_model(
+    model: str, principal: Principal, engine: InferencePool, context: RequestContext
+) -> str:
     if model not in engine.models:
         raise NotFound(unknown_model(model), problems.MODEL_NOT_FOUND)
     if not principal.may_use_model(model):
@@ -132,7 +135,7 @@ def check_model(model: str, principal: Principal, engine: Engine, context: Reque
 async def resolve_model(
     model: str,
     principal: CurrentPrincipal,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[InferencePool, Depends(get_engine)],
     context: Context,
 ) -> str:
     """Runs before the body is validated, so an unknown model is 404 whatever the body."""
@@ -158,13 +161,13 @@ def check_text(
 
 
 ModelName = Annotated[str, Depends(resolve_model)]
-NlpEngine = Annotated[Engine, Depends(get_engine)]
+NlpEngine = Annotated[InferencePool, Depends(get_engine)]
 _JSON_BODY = [Depends(require_json), Depends(idempotency_key)]
 
 
 async def _annotate(
     context: RequestContext,
-    engine: Engine,
+    engine: InferencePool,
     principal: Principal,
     model: str,
     task: str,
@@ -259,7 +262,7 @@ _FAILED_ENTRY = orjson.dumps(TextFailed(error=_FAILED).model_dump())
 
 async def _annotate_batch(
     context: RequestContext,
-    engine: Engine,
+    engine: InferencePool,
     principal: Principal,
     model: str,
     task: str,
