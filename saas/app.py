@@ -30,8 +30,8 @@ from saas.kit.invalidation import Invalidator
 from saas.kit.logging import configure_logging
 from saas.kit.version import VERSION
 from saas.nlp import routes as nlp_routes
-from saas.nlp.engine import Engine
 from saas.nlp.policy import Policy
+from saas.nlp.pool import InferencePool
 from saas.pipeline.admission import AdmissionMiddleware
 from saas.pipeline.auth import AuthMiddleware
 from saas.pipeline.body_limit import BodyLimitMiddleware
@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nlp = Engine(
+        nlp = InferencePool(
             settings.models,
             long_text_chars=settings.engine_long_text_chars,
             long_max_queued_chars=settings.engine_long_max_queued_chars,

@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     # NLP engine: a request waits for whatever has queued, up to this many texts per nlp.pipe call.
     engine_max_batch: int = 64
     # Under load, wait for the texts of the clients the last batch answered, up to this fraction
-    # of that batch's inference time and at most engine_max_wait_ms (see nlp/worker.py: Batcher).
-    # Off by default: measured, the inference process idled while it waited (see Batcher).
+    # of that batch's inference time and at most engine_max_wait_ms (see
+    # nlp/inference_process.py: Batcher). Off by default: measured, the inference process idled
+    # while it waited (see Batcher).
     engine_wait_fraction: float = Field(default=0.0, ge=0, le=1)
     engine_max_wait_ms: float = Field(default=20.0, ge=0)
     # Requests queued or in inference beyond this answer 503 with Retry-After.

@@ -36,7 +36,7 @@ from saas.auth import key_format
 from saas.config import Settings
 from saas.kit.db import make_engine, utcnow
 from saas.kit.migrations import upgrade
-from saas.nlp.engine import TEXT_FAILED
+from saas.nlp.lane import TEXT_FAILED
 from saas.problems import REGISTRY
 from saas.server.protocol import GuardedHttpToolsProtocol, headers_too_large
 from saas.web.deps import DbSession
@@ -432,8 +432,7 @@ def test_fault_codes_over_a_real_server(served: Served) -> None:
     assert entry == {"error": {"detail": TEXT_FAILED, "code": "inference_failed"}}
 
     # The inference process killed (it is this test's app's): answered 503 until replaced.
-    lane = served.app.state.nlp.short
-    os.kill(lane._child.process.pid, signal.SIGKILL)
+    os.kill(served.app.state.nlp.short.pid, signal.SIGKILL)
     refused = eventually(
         lambda: (
             (answer := http.post(ENTITIES, headers=keyed, json=TEXT)).status_code == 503 and answer

@@ -5,12 +5,15 @@ import asyncio
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from saas.app import connect_redis, redis_pool_size
 from saas.config import Settings
 from saas.kit import redis_client
 from saas.ratelimit.admission import Admission, LimiterUnavailable
 from tests.conftest import REDIS_PREFIX, free_port, redis_url
+
+FAIL_OPEN = {"outcome": "fail_open"}
 
 
 def test_node_urls_keep_ipv6_hosts_in_brackets():  # type: ignore[no-untyped-def]
@@ -31,9 +34,10 @@ def test_no_cluster_node_answering_is_an_outage_not_a_crash(fail_open):  # type:
         try:
             await admission.warm_up()  # logged, not raised: workers start without Redis
             if fail_open:
+                fallbacks = REGISTRY.get_sample_value("saas_admission_total", FAIL_OPEN) or 0
                 decision = await admission.admit(1, "5/minute", quota=100)
                 assert decision.admitted and not decision.shared
-                assert admission.fallback_admissions >= 1
+                assert REGISTRY.get_sample_value("saas_admission_total", FAIL_OPEN) == fallbacks + 1
             else:
                 with pytest.raises(LimiterUnavailable):
                     await admission.admit(1, "5/minute", quota=100)

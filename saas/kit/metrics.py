@@ -41,7 +41,7 @@ REQUEST_SECONDS = Histogram(
     ["route"],
 )
 
-# `lane`: short or long (SAAS_ENGINE_LONG_TEXT_CHARS, saas/nlp/engine.py).
+# `lane`: short or long (SAAS_ENGINE_LONG_TEXT_CHARS, saas/nlp/pool.py).
 INFERENCE_BATCH_TEXTS = Histogram(
     "saas_inference_batch_texts",
     "Texts in each micro-batch the inference process ran, by lane.",

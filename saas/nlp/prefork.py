@@ -8,12 +8,12 @@ process writes to it, and the weights (NumPy buffers) are only read. gc.freeze()
 collector from writing to every object it would otherwise traverse; reference counts still
 touch the objects in use, which is what the measured per-process cost is made of.
 
-With a long-text lane (saas/nlp/engine.py) the worker forks one inference process per lane, the
-same way, so the second lane shares the same pages. The engine's lanes adopt them (`take()`)
-instead of spawning their own. Forking later, from a worker whose event loop and thread pool run,
-would be unsafe; so when an adopted process dies, the worker stops gracefully and Gunicorn forks
-a fresh one, which gets its own inference processes in milliseconds (the models are already in
-memory).
+With a long-text lane (saas/nlp/pool.py) the worker forks one inference process per lane, the
+same way, so the second lane shares the same pages. The lanes (saas/nlp/lane.py) adopt them
+(`take()`) instead of spawning their own. Forking later, from a worker whose event loop and
+thread pool run, would be unsafe; so when an adopted process dies, the worker stops gracefully
+and Gunicorn forks a fresh one, which gets its own inference processes in milliseconds (the
+models are already in memory).
 """
 
 import gc
@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 import structlog
 from spacy.language import Language
 
-from saas.nlp import worker
+from saas.nlp import inference_process
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,7 @@ _forked: "dict[str, Forked]" = {}  # by lane name
 def preload(models: dict[str, str]) -> None:
     """In the master, before any worker is forked."""
     global _models
-    _models = worker.load_models(models)
+    _models = inference_process.load_models(models)
     gc.collect()
     gc.freeze()  # the loaded objects move to a generation the collector never walks
     log.info("models_preloaded", models=sorted(_models))
@@ -49,7 +49,7 @@ def preloaded() -> bool:
 
 
 class ForkedProcess:
-    """A forked child's handle, shaped like multiprocessing.Process where the engine uses it."""
+    """A forked child's handle, shaped like multiprocessing.Process where its lane uses it."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -85,7 +85,7 @@ class ForkedProcess:
 
 @dataclass(frozen=True)
 class Forked:
-    """An inference process forked from this worker, waiting for its engine to adopt it."""
+    """An inference process forked from this worker, waiting for its lane to adopt it."""
 
     sock: socket.socket
     process: ForkedProcess
@@ -115,10 +115,10 @@ def _fork_one(
         keep = child_sock.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, _max_fd())
-        worker.ignore_stop_signals()
+        inference_process.ignore_stop_signals()
         try:
             conn = Connection(child_sock.detach())
-            worker.serve_loaded(conn, models, max_batch, max_wait, wait_fraction, lane)
+            inference_process.serve_loaded(conn, models, max_batch, max_wait, wait_fraction, lane)
         finally:
             os._exit(0)  # never run the worker's code or atexit handlers in this process
     child_sock.close()

@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from saas import problems
-from saas.nlp.engine import TEXT_FAILED, Engine, InferenceFailed
+from saas.nlp.lane import TEXT_FAILED, InferenceFailed
+from saas.nlp.pool import InferencePool
 from saas.nlp.schemas import (
     DependenciesBatchOut,
     DependenciesOut,
@@ -153,9 +154,9 @@ _BATCH_ERRORS = problem_errors(*_TEXT_PROBLEMS, problems.BATCH_TOO_LARGE)
 # The dependencies below are `async def` although they never await: FastAPI runs a plain `def`
 # dependency in its thread pool, and four thread hops per request cost ~15% of the event loop's
 # time at 32 connections (py-spy).
-async def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.nlp
-    return engine
+async def get_inference(request: Request) -> InferencePool:
+    inference: InferencePool = request.app.state.nlp
+    return inference
 
 
 async def require_json(request: Request) -> None:
@@ -183,7 +184,7 @@ async def default_model(context: Context) -> str:
 
 
 ModelName = Annotated[str, Depends(allowed_model)]
-NlpEngine = Annotated[Engine, Depends(get_engine)]
+Inference = Annotated[InferencePool, Depends(get_inference)]
 _JSON_BODY = [Depends(require_json), Depends(idempotency_key)]
 
 
@@ -194,7 +195,7 @@ def _options(body: BaseModel) -> dict[str, Any] | None:
 
 async def _annotate(
     context: RequestContext,
-    engine: Engine,
+    inference: InferencePool,
     model: str,
     task: str,
     text: str,
@@ -202,7 +203,7 @@ async def _annotate(
 ) -> Response:
     context.chars = len(text)
     try:
-        payload = await engine.run(model, task, text, options)
+        payload = await inference.run(model, task, text, options)
     except InferenceFailed as exc:
         _log_failure(context, model, task, exc)
         raise
@@ -235,14 +236,14 @@ _FAILED_ENTRY = orjson.dumps(TextFailed(error=_FAILED).model_dump())
 
 async def _annotate_batch(
     context: RequestContext,
-    engine: Engine,
+    inference: InferencePool,
     model: str,
     task: str,
     texts: list[str],
     options: dict[str, Any] | None,
 ) -> Response:
     context.chars = sum(map(len, texts))
-    payloads = await engine.run_many(model, task, texts, options)
+    payloads = await inference.run_many(model, task, texts, options)
     failures = {i: p for i, p in enumerate(payloads) if isinstance(p, InferenceFailed)}
     for index, failure in failures.items():
         _log_failure(context, model, task, failure, index)
@@ -253,7 +254,7 @@ async def _annotate_batch(
     # A text that failed inside spaCy gets an error entry at its index and is not billed.
     context.failed_units = failed
     context.chars = sum(len(t) for i, t in enumerate(texts) if i not in failures)
-    # The engine's answers are JSON already: join them instead of parsing and serializing again.
+    # The pool's answers are JSON already: join them instead of parsing and serializing again.
     results = b",".join(_FAILED_ENTRY if isinstance(p, InferenceFailed) else p for p in payloads)
     return Response(b'{"results":[' + results + b"]}", media_type="application/json")
 
@@ -266,14 +267,16 @@ def _add_task_routes(task: Task) -> None:
     parameter gets the task's own model through __annotations__, where FastAPI reads it."""
 
     async def single(
-        body: TextIn, context: Context, model: ModelName, engine: NlpEngine
+        body: TextIn, context: Context, model: ModelName, inference: Inference
     ) -> Response:
-        return await _annotate(context, engine, model, task.name, body.text, _options(body))
+        return await _annotate(context, inference, model, task.name, body.text, _options(body))
 
     async def batch(
-        body: TextsIn, context: Context, model: ModelName, engine: NlpEngine
+        body: TextsIn, context: Context, model: ModelName, inference: Inference
     ) -> Response:
-        return await _annotate_batch(context, engine, model, task.name, body.texts, _options(body))
+        return await _annotate_batch(
+            context, inference, model, task.name, body.texts, _options(body)
+        )
 
     single.__annotations__["body"] = task.body
     batch.__annotations__["body"] = task.batch_body
@@ -310,18 +313,18 @@ for _task in TASK_ROUTES:
     responses=problem_errors(*KEYED_PROBLEMS, problems.RATE_LIMITED, *_MODEL_PROBLEMS),
 )
 @router.get("/{model}/version", response_model=VersionsOut, include_in_schema=False)
-async def versions(model: ModelName, engine: NlpEngine) -> VersionsOut:
-    meta = engine.meta[model]
+async def versions(model: ModelName, inference: Inference) -> VersionsOut:
+    meta = inference.meta[model]
     return VersionsOut(spacy=meta["spacy_version"], model=f"{model} {meta['version']}")
 
 
 @router.get("/models", response_model=ModelsOut)
-async def list_models(principal: CurrentPrincipal, engine: NlpEngine) -> ModelsOut:
+async def list_models(principal: CurrentPrincipal, inference: Inference) -> ModelsOut:
     """The models this key's plan may use."""
     return ModelsOut(
         models=[
             ModelInfo(name=name, lang=meta["lang"], version=meta["version"])
-            for name, meta in engine.meta.items()
+            for name, meta in inference.meta.items()
             if principal.may_use_model(name)
         ]
     )
@@ -334,7 +337,7 @@ async def extractions(
     body: ExtractionsIn,
     context: Context,
     model: Annotated[str, Depends(default_model)],
-    engine: NlpEngine,
+    inference: Inference,
 ) -> Response:
     """The original tutorial's endpoint, on the default model."""
-    return await _annotate(context, engine, model, "extractions", body.sentence)
+    return await _annotate(context, inference, model, "extractions", body.sentence)

@@ -11,6 +11,7 @@ from the 15,707 texts of bench/corpus.py):
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from spacy.tokens import Doc
@@ -19,20 +20,28 @@ from saas.nlp import serializers
 
 _TAGGING = frozenset({"tagger", "morphologizer", "attribute_ruler", "lemmatizer"})
 
-TASKS: dict[str, tuple[Callable[..., dict[str, Any]], frozenset[str]]] = {
-    "entities": (serializers.entities, _TAGGING),
-    "extractions": (serializers.extractions, _TAGGING),
-    "tokens": (serializers.tokens, frozenset({"ner"})),
-    "dependencies": (serializers.dependencies, frozenset({"ner", "lemmatizer"})),
-    "sentence-dependencies": (serializers.sentence_dependencies, frozenset({"ner", "lemmatizer"})),
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    serializer: Callable[..., dict[str, Any]]
+    skipped: frozenset[str]  # components left out of its pipeline, where present
+
+
+TASKS: dict[str, Task] = {
+    "entities": Task(serializers.entities, _TAGGING),
+    "extractions": Task(serializers.extractions, _TAGGING),
+    "tokens": Task(serializers.tokens, frozenset({"ner"})),
+    "dependencies": Task(serializers.dependencies, frozenset({"ner", "lemmatizer"})),
+    "sentence-dependencies": Task(
+        serializers.sentence_dependencies, frozenset({"ner", "lemmatizer"})
+    ),
 }
 
 
 def skipped_components(task: str, pipe_names: list[str]) -> list[str]:
-    _, skip = TASKS[task]
-    return [name for name in pipe_names if name in skip]
+    skipped = TASKS[task].skipped
+    return [name for name in pipe_names if name in skipped]
 
 
 def serialize(task: str, doc: Doc, options: dict[str, Any] | None) -> dict[str, Any]:
-    serializer, _ = TASKS[task]
-    return serializer(doc, **(options or {}))
+    return TASKS[task].serializer(doc, **(options or {}))

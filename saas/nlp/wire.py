@@ -1,4 +1,5 @@
-"""The wire format between the server process (engine.py) and its inference process (worker.py).
+"""The wire format between a lane in the server process (lane.py) and its inference process
+(inference_process.py).
 
 Both ends are ours, so messages are pickled message objects (below), one per frame:
   parent -> child: `Requests`, everything queued during one turn of the event loop

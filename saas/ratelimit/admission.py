@@ -73,7 +73,6 @@ class Admission:
         self.redis_timeout = redis_timeout
         self.shared: RedisLimiter | None = None
         self.local = MemoryLimiter(clock=wall_clock)
-        self.fallback_admissions = 0
         self._redis_down_until = 0.0
         self._timeouts_in_a_row = 0
         self._blocked: TLRUCache[tuple[str, int], _Block] = TLRUCache(
@@ -198,7 +197,6 @@ class Admission:
                 metrics.LIMITER_UNAVAILABLE.inc()
             raise LimiterUnavailable
         if not read:
-            self.fallback_admissions += 1
             log.warning("limiter_fail_open", account_id=account_id)
         return await self.local.admit(account_id, windows, quota=quota, cost=cost)
 

@@ -10,6 +10,7 @@ that want quota alerts (`watch`) are handed on, so other accounts cost no query 
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -26,9 +27,14 @@ class UsageWriteFailed(Exception):
     """The event could not be committed: the request must not be answered as a success."""
 
 
-# An event, the future its request waits on (durable only), whether it is watched for quota
-# alerts, and the Idempotency-Key answer committed with it.
-Pending = tuple[Event, asyncio.Future[None] | None, bool, Completion | None]
+@dataclass(slots=True)
+class Pending:
+    """An event waiting for the next commit."""
+
+    event: Event
+    waiter: asyncio.Future[None] | None  # durable events only: their request waits on it
+    watch: bool  # handed to on_committed (quota alerts) once committed
+    answer: Completion | None  # the Idempotency-Key answer committed with it
 
 
 class UsageRecorder:
@@ -42,7 +48,6 @@ class UsageRecorder:
         self.engine = engine
         self.max_batch = max_batch
         self.on_committed = on_committed
-        self.dropped = 0  # non-billable events lost to database errors
         self.commits = 0
         self._pending: list[Pending] = []
         self._wakeup = asyncio.Event()
@@ -65,7 +70,7 @@ class UsageRecorder:
         event goes to `on_committed` once committed (if it was new). `answer` (durable events
         only) is stored in the same transaction."""
         future = asyncio.get_running_loop().create_future() if durable else None
-        self._pending.append((event, future, watch, answer))
+        self._pending.append(Pending(event, future, watch, answer))
         metrics.USAGE_EVENTS_QUEUED.inc()
         self._wakeup.set()
         if future is not None:
@@ -82,27 +87,26 @@ class UsageRecorder:
             await self._commit(batch)
 
     async def _commit(self, batch: list[Pending]) -> None:
-        events = [event for event, _, _, _ in batch]
-        answers = [answer for _, _, _, answer in batch if answer is not None]
+        events = [pending.event for pending in batch]
+        answers = [pending.answer for pending in batch if pending.answer is not None]
         started = time.perf_counter()
         try:
             new = await asyncio.to_thread(write_events, self.engine, events, answers)
         except Exception as exc:  # noqa: BLE001 - every waiter learns of it
             metrics.DATABASE_ERRORS_USAGE.inc()
             log.error("usage_write_failed", events=len(events), error=type(exc).__name__)
-            for _, future, _, _ in batch:
-                if future is None:
-                    self.dropped += 1
+            for pending in batch:
+                if pending.waiter is None:
                     metrics.USAGE_EVENTS_DROPPED.inc()
-                elif not future.done():
-                    future.set_exception(UsageWriteFailed(str(exc)))
+                elif not pending.waiter.done():
+                    pending.waiter.set_exception(UsageWriteFailed(str(exc)))
             return
         metrics.USAGE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         self.commits += 1
-        for _, future, _, _ in batch:
-            if future is not None and not future.done():
-                future.set_result(None)
-        watched = {event.request_id for event, _, watch, _ in batch if watch}
+        for pending in batch:
+            if pending.waiter is not None and not pending.waiter.done():
+                pending.waiter.set_result(None)
+        watched = {pending.event.request_id for pending in batch if pending.watch}
         new = [event for event in new if event.request_id in watched]
         if self.on_committed is not None and new:
             # In its own task: quota alerts must never hold up the next commit.

@@ -192,7 +192,9 @@ def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer, mak
         api = browser.get("/v1/models", headers={"X-API-Key": key_format.generate_key()})
         assert api.status_code == 401  # the third failure: the last one allowed
         crossed = browser.post("/dashboard", data={"api_key": key_format.generate_key()})
-        assert crossed.status_code == 429 and "Too many failed authentication attempts" in crossed.text
+        assert (
+            crossed.status_code == 429 and "Too many failed authentication attempts" in crossed.text
+        )
         blocked = browser.post("/dashboard", data={"api_key": customer.key})  # not seen yet
         assert blocked.status_code == 429 and "retry in" in blocked.text
         assert "set-cookie" not in blocked.headers

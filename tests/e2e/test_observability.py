@@ -144,7 +144,7 @@ def test_every_line_is_json_and_requests_carry_their_fields(served, make_custome
     records = [json.loads(line) for line in everything]  # each one parses, or this fails
     assert all(isinstance(r, dict) and {"event", "level", "timestamp"} <= r.keys() for r in records)
     loggers = {r.get("logger") for r in records}
-    assert {"uvicorn.error", "saas.access", "saas.nlp.engine"} <= loggers
+    assert {"uvicorn.error", "saas.access", "saas.nlp.lane"} <= loggers
     starts = [r for r in records if r["event"] == "Application startup complete."]
     assert len(starts) == 2  # both workers, in the same format
     log = "\n".join(everything)

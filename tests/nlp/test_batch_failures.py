@@ -14,8 +14,8 @@ from structlog.testing import CapturingLogger
 
 from saas.config import Settings
 from saas.nlp import routes
-from saas.nlp.engine import TEXT_FAILED
-from tests.conftest import MODEL, assert_problem, dedicated_client, wait_for_events
+from saas.nlp.lane import TEXT_FAILED
+from tests.conftest import MODEL, assert_problem, dedicated_client, metric, wait_for_events
 
 URL = f"/v1/{MODEL}"
 TOO_LONG_FOR_SPACY = "word " * 200_001  # 1,000,005 characters
@@ -55,14 +55,17 @@ def test_a_failing_text_gets_its_own_entry_and_is_not_billed(
 ):  # type: ignore[no-untyped-def]
     customer = make_customer(monthly_quota=4, max_text_chars=1_100_000)
     texts = ["Paris is in France.", TOO_LONG_FOR_SPACY, "Angela Merkel lives in Berlin."]
-    lanes = big_client.app.state.nlp
-    long_before, short_before = lanes.long.texts_done, lanes.short.texts_done
+
+    def answered(lane: str) -> float:  # texts the lane's inference process answered
+        return metric(big_client, "saas_inference_batch_texts_sum", lane=lane)
+
+    long_before, short_before = answered("long"), answered("short")
     response = big_client.post(
         f"{URL}/entities/batch", headers=customer.headers, json={"texts": texts}
     )
     assert response.status_code == 200, response.text
     # The batch was split across the lanes and put back in order.
-    assert (lanes.long.texts_done, lanes.short.texts_done) == (long_before + 1, short_before + 2)
+    assert (answered("long"), answered("short")) == (long_before + 1, short_before + 2)
     results = response.json()["results"]
     assert results[1] == FAILED
     # spaCy's own reason is logged with the request id, and not sent to the client.

@@ -1,4 +1,5 @@
-"""How the inference process forms micro-batches (saas/nlp/worker.py: Batcher), over a real pipe."""
+"""How the inference process forms micro-batches (saas/nlp/inference_process.py: Batcher),
+over a real pipe."""
 
 import multiprocessing
 import threading
@@ -6,7 +7,7 @@ import time
 from multiprocessing.connection import Connection
 
 from saas.nlp import wire
-from saas.nlp.worker import Batcher
+from saas.nlp.inference_process import Batcher
 
 
 def request(n: int) -> wire.TextRequest:

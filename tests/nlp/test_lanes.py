@@ -1,4 +1,4 @@
-"""The long-text lane (saas/nlp/engine.py): texts from `long_text_chars` on are answered by a
+"""The long-text lane (saas/nlp/pool.py): texts from `long_text_chars` on are answered by a
 second inference process, exactly as nlp(text) annotates them, while short texts keep being
 answered by the first; a dead lane fails only its own waiters and is replaced."""
 
@@ -9,10 +9,11 @@ import signal
 import orjson
 import pytest
 
-from saas.nlp.engine import Engine, Lane
+from saas.nlp.lane import Lane
+from saas.nlp.pool import InferencePool
 from saas.problems.errors import Overloaded
 from tests.conftest import MODEL, read_texts
-from tests.nlp.test_engine import MODELS, until
+from tests.nlp.test_pool import MODELS, lane_metric, queued, until
 
 LONG_FROM = 5_000
 SHORT = "Angela Merkel met Emmanuel Macron in Berlin."
@@ -26,33 +27,37 @@ def long_text(chars: int) -> str:
 
 
 def priority(lane: Lane) -> int:
-    assert lane._child is not None and lane._child.process.pid is not None
-    return os.getpriority(os.PRIO_PROCESS, lane._child.process.pid)
+    assert lane.pid is not None
+    return os.getpriority(os.PRIO_PROCESS, lane.pid)
+
+
+def texts_answered(lane: str) -> float:
+    return lane_metric("saas_inference_batch_texts_sum", lane)
 
 
 @pytest.fixture(scope="module")
-def engine_loop():  # type: ignore[no-untyped-def]
-    """One two-lane engine for the module, on a loop of its own (the lanes' transports belong
+def pool_loop():  # type: ignore[no-untyped-def]
+    """One two-lane pool for the module, on a loop of its own (the lanes' transports belong
     to the loop they were started on)."""
     loop = asyncio.new_event_loop()
-    engine = Engine(MODELS, long_text_chars=LONG_FROM)
-    loop.run_until_complete(engine.start())
-    yield engine, loop
-    loop.run_until_complete(engine.stop())
+    pool = InferencePool(MODELS, long_text_chars=LONG_FROM)
+    loop.run_until_complete(pool.start())
+    yield pool, loop
+    loop.run_until_complete(pool.stop())
     loop.close()
 
 
-def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(engine_loop, nlp):  # type: ignore[no-untyped-def]
-    engine, loop = engine_loop
+def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(pool_loop, nlp):  # type: ignore[no-untyped-def]
+    pool, loop = pool_loop
     text = long_text(20_000)
-    assert engine.lane_of(text) is engine.long and engine.lane_of(SHORT) is engine.short
-    # The long lane yields the CPU to the short one (saas/nlp/worker.py: NICENESS).
-    assert priority(engine.long) - priority(engine.short) == 10
-    long_before, short_before = engine.long.texts_done, engine.short.texts_done
-    entities = loop.run_until_complete(engine.run(MODEL, "entities", text))
-    tokens = loop.run_until_complete(engine.run(MODEL, "tokens", text))
-    assert engine.long.texts_done == long_before + 2
-    assert engine.short.texts_done == short_before
+    assert pool.lane_of(text) is pool.long and pool.lane_of(SHORT) is pool.short
+    # The long lane yields the CPU to the short one (saas/nlp/inference_process.py: NICENESS).
+    assert priority(pool.long) - priority(pool.short) == 10
+    long_before, short_before = texts_answered("long"), texts_answered("short")
+    entities = loop.run_until_complete(pool.run(MODEL, "entities", text))
+    tokens = loop.run_until_complete(pool.run(MODEL, "tokens", text))
+    assert texts_answered("long") == long_before + 2
+    assert texts_answered("short") == short_before
     doc = nlp(text)  # the full pipeline, as the API promises
     assert [(e["start"], e["end"], e["type"]) for e in orjson.loads(entities)["entities"]] == [
         (e.start_char, e.end_char, e.label_) for e in doc.ents
@@ -62,14 +67,13 @@ def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(engine_loop, nl
     ]
 
 
-def test_a_short_text_is_answered_while_a_long_one_is_in_inference(engine_loop):  # type: ignore[no-untyped-def]
-    engine, loop = engine_loop
+def test_a_short_text_is_answered_while_a_long_one_is_in_inference(pool_loop):  # type: ignore[no-untyped-def]
+    pool, loop = pool_loop
 
     async def scenario() -> tuple[bool, bytes]:
-        sent = engine.long.texts_sent
-        long = asyncio.ensure_future(engine.run(MODEL, "dependencies", long_text(30_000)))
-        await until(lambda: engine.long.texts_sent == sent + 1)  # in the long lane's pipe
-        short = await engine.run(MODEL, "dependencies", SHORT)
+        long = asyncio.ensure_future(pool.run(MODEL, "dependencies", long_text(30_000)))
+        await until(lambda: queued("long") == 1)  # in the long lane's pipe
+        short = await pool.run(MODEL, "dependencies", SHORT)
         long_still_running = not long.done()
         await long
         return long_still_running, short
@@ -79,65 +83,63 @@ def test_a_short_text_is_answered_while_a_long_one_is_in_inference(engine_loop):
     assert b"Merkel" in short
 
 
-def test_a_batch_mixing_lengths_keeps_its_order(engine_loop):  # type: ignore[no-untyped-def]
-    engine, loop = engine_loop
+def test_a_batch_mixing_lengths_keeps_its_order(pool_loop):  # type: ignore[no-untyped-def]
+    pool, loop = pool_loop
     texts = [SHORT, long_text(6_000), "Paris is in France.", long_text(7_000)]
 
     async def scenario() -> tuple[list[object], list[bytes]]:
-        batch = await engine.run_many(MODEL, "entities", texts)
-        singles = [await engine.run(MODEL, "entities", text) for text in texts]
+        batch = await pool.run_many(MODEL, "entities", texts)
+        singles = [await pool.run(MODEL, "entities", text) for text in texts]
         return batch, singles
 
-    long_before = engine.long.texts_done
+    long_before = texts_answered("long")
     batch, singles = loop.run_until_complete(scenario())
     assert batch == singles
-    assert engine.long.texts_done == long_before + 4  # two in the batch, two alone
+    assert texts_answered("long") == long_before + 4  # two in the batch, two alone
 
 
-def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(engine_loop):  # type: ignore[no-untyped-def]
-    engine, loop = engine_loop
-    engine.long.max_queued_chars = 20_000
+def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(pool_loop):  # type: ignore[no-untyped-def]
+    pool, loop = pool_loop
+    pool.long.max_queued_chars = 20_000
 
-    async def scenario() -> tuple[list[str], int]:
+    async def scenario() -> tuple[list[str], float]:
         refused = []
-        sent = engine.long.texts_sent
-        running = asyncio.ensure_future(engine.run(MODEL, "entities", long_text(15_000)))
-        await until(lambda: engine.long.texts_sent == sent + 1)
-        short_sent = engine.short.texts_sent
+        running = asyncio.ensure_future(pool.run(MODEL, "entities", long_text(15_000)))
+        await until(lambda: queued("long") == 1)
+        short_before = texts_answered("short")
         for texts in ([long_text(6_000)], [SHORT, long_text(6_000)]):
             try:
-                await engine.run_many(MODEL, "entities", texts)
+                await pool.run_many(MODEL, "entities", texts)
             except Overloaded:
                 refused.append("refused")
-        await asyncio.sleep(0)  # let an outbox flush, if anything was queued
-        short_sent_meanwhile = engine.short.texts_sent - short_sent
         await running
-        await engine.run(MODEL, "entities", long_text(6_000))  # room again
-        return refused, short_sent_meanwhile
+        await pool.run(MODEL, "entities", long_text(6_000))  # room again
+        # A short text sent would have been answered by now (a refused split batch still
+        # awaits the lane that took its share).
+        return refused, texts_answered("short") - short_before
 
     try:
-        refused, short_sent_meanwhile = loop.run_until_complete(scenario())
+        refused, short_answered_meanwhile = loop.run_until_complete(scenario())
     finally:
-        engine.long.max_queued_chars = None
+        pool.long.max_queued_chars = None
     assert refused == ["refused", "refused"]
-    assert short_sent_meanwhile == 0  # the split batch sent nothing before it was refused
+    assert short_answered_meanwhile == 0  # the split batch sent nothing before it was refused
 
 
-def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(engine_loop):  # type: ignore[no-untyped-def]
-    engine, loop = engine_loop
+def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(pool_loop):  # type: ignore[no-untyped-def]
+    pool, loop = pool_loop
 
     async def scenario() -> tuple[object, bytes, bytes]:
-        lane = engine.long
-        dying = lane._child
+        lane = pool.long
+        dying = lane.pid
         assert dying is not None
-        sent = lane.texts_sent
-        waiting = asyncio.ensure_future(engine.run(MODEL, "entities", long_text(30_000)))
-        await until(lambda: lane.texts_sent == sent + 1)
-        os.kill(dying.process.pid, signal.SIGKILL)
+        waiting = asyncio.ensure_future(pool.run(MODEL, "entities", long_text(30_000)))
+        await until(lambda: queued("long") == 1)
+        os.kill(dying, signal.SIGKILL)
         outcome = await asyncio.gather(waiting, return_exceptions=True)
-        short = await engine.run(MODEL, "entities", SHORT)  # the short lane never noticed
-        await until(lambda: engine.ready and lane._child is not dying)  # a new process loaded
-        return outcome[0], short, await engine.run(MODEL, "entities", long_text(LONG_FROM))
+        short = await pool.run(MODEL, "entities", SHORT)  # the short lane never noticed
+        await until(lambda: pool.ready and lane.pid != dying)  # a new process loaded
+        return outcome[0], short, await pool.run(MODEL, "entities", long_text(LONG_FROM))
 
     failed, short, replaced = loop.run_until_complete(scenario())
     assert isinstance(failed, Overloaded) and failed.status_code == 503
@@ -146,6 +148,6 @@ def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(engine_loop):  
 
 
 def test_no_long_lane_when_the_setting_is_zero() -> None:
-    engine = Engine(MODELS, long_text_chars=0)
-    assert engine.long is None and engine.lanes == [engine.short]
-    assert engine.lane_of(long_text(30_000)) is engine.short
+    pool = InferencePool(MODELS, long_text_chars=0)
+    assert pool.long is None and pool.lanes == [pool.short]
+    assert pool.lane_of(long_text(30_000)) is pool.short

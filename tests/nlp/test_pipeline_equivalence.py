@@ -1,7 +1,8 @@
-"""The engine skips pipeline components per endpoint (saas/nlp/tasks.py). This proves, on real
-text, that every answer still equals the one from the full default pipeline, `nlp(text)`, for the
-docs exactly as the inference process makes them (saas/nlp/worker.py: pipeline_docs): batches of
-up to the engine's max batch through nlp.pipe, and lone texts through nlp().
+"""The inference process skips pipeline components per endpoint (saas/nlp/tasks.py). This
+proves, on real text, that every answer still equals the one from the full default pipeline,
+`nlp(text)`, for the docs exactly as the inference process makes them
+(saas/nlp/inference_process.py: pipeline_docs): batches of up to the max batch
+(SAAS_ENGINE_MAX_BATCH) through nlp.pipe, and lone texts through nlp().
 
 The differences it guards against are rare, so `make check-equivalence` (run by CI after
 `make test`) adds 2,048 real texts from bench/corpus.py (SAAS_TEST_CORPUS_TEXTS) to the
@@ -20,8 +21,8 @@ from spacy.language import Language
 
 from bench.corpus import load_texts
 from saas.config import Settings
+from saas.nlp.inference_process import annotate, pipeline_docs
 from saas.nlp.tasks import TASKS, serialize, skipped_components
-from saas.nlp.worker import annotate, pipeline_docs
 from tests.conftest import read_texts
 
 CORPUS_TEXTS = int(os.environ.get("SAAS_TEST_CORPUS_TEXTS", "0"))
@@ -42,8 +43,8 @@ Answers = dict[str, dict[str, Any]]  # task -> answer, for one text
 def task_groups() -> list[list[str]]:
     """Tasks that skip the same components, so one doc serves them all."""
     groups: dict[frozenset[str], list[str]] = defaultdict(list)
-    for task, (_, skip) in sorted(TASKS.items()):
-        groups[skip].append(task)
+    for name, task in sorted(TASKS.items()):
+        groups[task.skipped].append(name)
     return list(groups.values())
 
 

@@ -30,7 +30,6 @@ def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer
         # This worker now counts alone (it has not seen the request Redis admitted).
         assert [r.status_code for r, _ in results] == [200, 200, 200, 429]
         assert all(seconds < 2 for _, seconds in results)
-        assert client.app.state.admission.fallback_admissions >= 3
         assert metric(client, "saas_admission_total", outcome="fail_open") - fail_open == 3
         assert metric(client, "saas_redis_errors_total", component="limiter") > redis_errors
         ready = client.get("/readyz")
@@ -42,10 +41,14 @@ def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer
         # The limiter retries Redis after a pause: move its clock past it instead of waiting.
         admission.monotonic = lambda: real_clock() + REDIS_RETRY_SECONDS
         other = make_customer(rate_limit="1/minute")
-        assert client.post(ENTITIES, headers=other.headers, json=BODY).status_code == 200
-        fallbacks = client.app.state.admission.fallback_admissions
-        assert client.post(ENTITIES, headers=other.headers, json=BODY).status_code == 429
-        assert client.app.state.admission.fallback_admissions == fallbacks
+        fail_open = metric(client, "saas_admission_total", outcome="fail_open")
+        statuses = [
+            client.post(ENTITIES, headers=other.headers, json=BODY).status_code for _ in range(2)
+        ]
+        # Both decided by Redis: a first admitted by this worker's own limiter would show in
+        # the metric, and that limiter, not having counted the first, would admit the second.
+        assert statuses == [200, 429]
+        assert metric(client, "saas_admission_total", outcome="fail_open") == fail_open
 
 
 def test_fail_closed_answers_503(settings, own_redis, make_customer):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""The inference process: micro-batching, overload (503 + Retry-After), crash recovery."""
+"""The inference pool and its lane: micro-batching, overload (503 + Retry-After), crash recovery."""
 
 import asyncio
 import os
@@ -6,8 +6,9 @@ import signal
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import REGISTRY
 
-from saas.nlp.engine import Engine
+from saas.nlp.pool import InferencePool
 from saas.problems.errors import Overloaded
 from tests.conftest import MODEL
 
@@ -20,7 +21,7 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 
 async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Waits for the engine to reach a state, instead of sleeping for a guessed time."""
+    """Waits for the pool to reach a state, instead of sleeping for a guessed time."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
@@ -28,22 +29,42 @@ async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def lane_metric(name: str, lane: str) -> float:
+    """A lane's sample as this process's /metrics shows it, e.g. the texts its inference
+    process answered: lane_metric("saas_inference_batch_texts_sum", "short")."""
+    return REGISTRY.get_sample_value(name, {"lane": lane}) or 0.0
+
+
+def queued(lane: str) -> float:
+    """Texts waiting for or in the lane's inference process."""
+    return lane_metric("saas_inference_queue_texts", lane)
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer():
-    async def scenario() -> tuple[list[bytes], list[bytes], int]:
-        engine = Engine(MODELS, max_batch=16)
-        await engine.start()
+    async def scenario() -> tuple[list[bytes], list[bytes], float]:
+        pool = InferencePool(MODELS, max_batch=16)
+        await pool.start()
         try:
             texts = [
                 "Barack Obama visited Paris.",
                 "Angela Merkel lives in Berlin.",
                 "Tokyo is the capital of Japan.",
             ] * 20
-            answers = await asyncio.gather(*(engine.run(MODEL, "entities", t) for t in texts))
-            batches = engine.short.batches_done
-            singles = [await engine.run(MODEL, "entities", t) for t in texts[:3]]
+            before = lane_metric("saas_inference_batch_texts_count", "short")
+            answers = await asyncio.gather(*(pool.run(MODEL, "entities", t) for t in texts))
+            batches = lane_metric("saas_inference_batch_texts_count", "short") - before
+            singles = [await pool.run(MODEL, "entities", t) for t in texts[:3]]
             return answers, singles, batches
         finally:
-            await engine.stop()
+            await pool.stop()
 
     answers, singles, batches = run(scenario())
     assert len(answers) == 60
@@ -56,15 +77,15 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer():
 
 def test_full_queue_answers_503_with_retry_after():
     async def scenario() -> list[object]:
-        engine = Engine(MODELS, max_queue=4)
-        await engine.start()
+        pool = InferencePool(MODELS, max_queue=4)
+        await pool.start()
         try:
             return await asyncio.gather(
-                *(engine.run(MODEL, "entities", TEXT * 20) for _ in range(40)),
+                *(pool.run(MODEL, "entities", TEXT * 20) for _ in range(40)),
                 return_exceptions=True,
             )
         finally:
-            await engine.stop()
+            await pool.stop()
 
     results = run(scenario())
     rejected = [r for r in results if isinstance(r, Overloaded)]
@@ -76,21 +97,21 @@ def test_full_queue_answers_503_with_retry_after():
 
 def test_a_batch_larger_than_the_queue_is_taken_only_when_idle():
     async def scenario() -> tuple[list[bytes], object]:
-        engine = Engine(MODELS, max_queue=4)
-        await engine.start()
+        pool = InferencePool(MODELS, max_queue=4)
+        await pool.start()
         try:
-            alone = await engine.run_many(MODEL, "entities", [TEXT] * 6)
-            busy = asyncio.gather(*(engine.run(MODEL, "entities", TEXT * 20) for _ in range(4)))
+            alone = await pool.run_many(MODEL, "entities", [TEXT] * 6)
+            busy = asyncio.gather(*(pool.run(MODEL, "entities", TEXT * 20) for _ in range(4)))
             await asyncio.sleep(0)
             try:
-                await engine.run_many(MODEL, "entities", [TEXT] * 6)
+                await pool.run_many(MODEL, "entities", [TEXT] * 6)
                 crowded: object = None
             except Overloaded as exc:
                 crowded = exc
             await busy
             return alone, crowded
         finally:
-            await engine.stop()
+            await pool.stop()
 
     alone, crowded = run(scenario())
     assert len(alone) == 6 and len(set(alone)) == 1
@@ -99,19 +120,20 @@ def test_a_batch_larger_than_the_queue_is_taken_only_when_idle():
 
 def test_a_killed_inference_process_is_replaced():
     async def scenario() -> tuple[list[object], bytes]:
-        engine = Engine(MODELS)
-        await engine.start()
+        pool = InferencePool(MODELS)
+        await pool.start()
         try:
             pending = [
-                asyncio.ensure_future(engine.run(MODEL, "entities", TEXT * 50)) for _ in range(50)
+                asyncio.ensure_future(pool.run(MODEL, "entities", TEXT * 50)) for _ in range(50)
             ]
-            await until(lambda: engine.short.texts_sent == 50)  # killed with the texts in its pipe
-            os.kill(engine.short._child.process.pid, signal.SIGKILL)
+            await until(lambda: queued("short") == 50)  # killed with the texts in its pipe
+            assert pool.short.pid is not None
+            os.kill(pool.short.pid, signal.SIGKILL)
             outcomes = await asyncio.gather(*pending, return_exceptions=True)
-            await until(lambda: engine.ready)  # the replacement has loaded its model
-            return outcomes, await engine.run(MODEL, "entities", TEXT)
+            await until(lambda: pool.ready)  # the replacement has loaded its model
+            return outcomes, await pool.run(MODEL, "entities", TEXT)
         finally:
-            await engine.stop()
+            await pool.stop()
 
     outcomes, after = run(scenario())
     assert all(isinstance(o, bytes | Overloaded) for o in outcomes)
@@ -120,31 +142,31 @@ def test_a_killed_inference_process_is_replaced():
 
 
 def test_stop_ends_a_replacement_still_loading() -> None:
-    async def scenario() -> tuple[set[asyncio.Task[object]], bool, int | None]:
-        engine = Engine(MODELS)
-        await engine.start()
-        first = engine.short._child
+    async def scenario() -> tuple[set[asyncio.Task[object]], bool, bool]:
+        pool = InferencePool(MODELS)
+        await pool.start()
+        first = pool.short.pid
         assert first is not None
         try:
-            os.kill(first.process.pid, signal.SIGKILL)
+            os.kill(first, signal.SIGKILL)
             # The death is noticed and a replacement is loading its model (for about a second).
-            await until(lambda: engine.short._child not in (None, first))
-            replacement = engine.short._child
-            assert replacement is not None and not replacement.ready.done()
+            await until(lambda: pool.short.pid not in (None, first))
+            replacement = pool.short.pid
+            assert replacement is not None and not pool.short.ready
         finally:
-            await engine.stop()
+            await pool.stop()
         left = asyncio.all_tasks() - {asyncio.current_task()}
-        return left, engine.short._child is None, replacement.process.exitcode
+        return left, pool.short.pid is None, running(replacement)
 
-    left, no_child, exitcode = run(scenario())
+    left, no_process, replacement_running = run(scenario())
     assert not left  # the restart task was cancelled and awaited, not left loading
-    assert no_child and exitcode is not None
+    assert no_process and not replacement_running
 
 
 def test_start_fails_fast_when_a_model_cannot_load():
     async def scenario() -> None:
-        engine = Engine({"broken": "no_such_spacy_package"}, start_timeout=60)
-        await engine.start()
+        pool = InferencePool({"broken": "no_such_spacy_package"}, start_timeout=60)
+        await pool.start()
 
     with pytest.raises(RuntimeError, match="while loading models"):
         run(scenario())

@@ -1,8 +1,10 @@
-"""The inference process: loads each model once, then answers micro-batches from its pipe.
+"""What runs inside the inference process: it loads each model once, then answers micro-batches
+from its pipe.
 
 It runs apart from the server process so that spaCy and the event loop do not fight for one GIL
 (measured: a thread reached 0.82x offline nlp.pipe throughput, a child process 0.97x).
-What goes through its pipe, and how, is wire.py.
+Its lane (lane.py) starts it and writes to its pipe; what goes through the pipe, and how, is
+wire.py.
 """
 
 import gc
@@ -51,8 +53,8 @@ def model_meta(public_name: str, nlp: Language) -> dict[str, Any]:
 @contextmanager
 def pipeline_docs(nlp: Language, disable: list[str], texts: list[str]) -> Iterator[Iterable[Doc]]:
     """The docs of one batch without the `disable`d components, valid inside the block only:
-    memory_zone frees the strings each batch adds to the vocabulary, so a long-running worker's
-    memory does not grow with the variety of its input."""
+    memory_zone frees the strings each batch adds to the vocabulary, so a long-running inference
+    process's memory does not grow with the variety of its input."""
     with nlp.memory_zone():
         if len(texts) == 1:  # a lone client: nlp() skips pipe()'s batching, ~1 ms a text
             yield [nlp(texts[0], disable=disable)]

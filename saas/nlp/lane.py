@@ -1,15 +1,7 @@
-"""The asyncio-facing side of the inference processes (see worker.py).
+"""One lane: a queue of texts and the inference process that answers it (inference_process.py).
 
-`Engine.run()` queues a text and awaits its JSON answer. The engine has one `Lane` (a queue and
-its inference process) for short texts and, with `long_text_chars`, a second one for texts at
-least that long: inference runs one batch at a time, so a 100,000-character text (~7 s) in the
-only lane would hold up every short text behind it. The long lane gives the OS two processes to
-share the CPU between, and short texts keep their latency. Each text is whole in its lane, so
-answers stay exactly nlp(text)'s (cutting a text into sentences would change the parser's and
-tok2vec's context).
-
-In a lane, the pipe to the child is a socket pair driven by the event loop itself (an asyncio
-transport), so no thread sits between the two:
+`Lane.run_many()` queues texts and awaits their JSON answers. The pipe to the child is a socket
+pair driven by the event loop itself (an asyncio transport), so no thread sits between the two:
 - texts queued during one turn of the loop leave together, in one message;
 - the child's answers arrive through `data_received`, split into messages by wire.py, which
   describes what goes through the pipe.
@@ -17,9 +9,9 @@ No thread has to win the GIL from a busy event loop to move a message. (Measured
 against nlp() called in the same process: ~1 ms a request, as with the reader and writer threads
 this replaced, under uvloop and asyncio alike.)
 The child batches whatever has arrived, so batches grow with load and shrink to one for a lone
-client. If a lane's child dies, that lane's waiting requests get 503 and a new child is started;
-under Gunicorn, where the children were forked with the models shared (prefork.py), the worker
-stops gracefully instead (the other lane finishes its requests) and Gunicorn forks a fresh one.
+client. If the child dies, the lane's waiting requests get 503 and a new child is started; under
+Gunicorn, where the children were forked with the models shared (prefork.py), the worker stops
+gracefully instead (the other lane finishes its requests) and Gunicorn forks a fresh one.
 """
 
 import asyncio
@@ -30,6 +22,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -37,7 +30,7 @@ import structlog
 
 from saas import problems
 from saas.kit import metrics
-from saas.nlp import prefork, wire, worker
+from saas.nlp import inference_process, prefork, wire
 from saas.problems.errors import AppError, Overloaded
 
 log = structlog.get_logger(__name__)
@@ -58,7 +51,7 @@ _SPAWN = multiprocessing.get_context("spawn")  # forking a threaded server proce
 
 
 class ProcessHandle(Protocol):
-    """What the engine needs of its inference process: a spawned multiprocessing.Process, or a
+    """What a lane needs of its inference process: a spawned multiprocessing.Process, or a
     process forked with the models shared (prefork.ForkedProcess)."""
 
     @property
@@ -71,43 +64,30 @@ class ProcessHandle(Protocol):
 
 
 class _Child:
-    """One inference process and the transport that talks to it."""
+    """One inference process and the transport that talks to it. It knows nothing of its lane:
+    the answers it reads go to `on_results`, its death (a hang-up that was not ours) to
+    `on_exit`."""
 
-    def __init__(self, engine: "Lane", sock: socket.socket, process: ProcessHandle) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        sock: socket.socket,
+        process: ProcessHandle,
+        *,
+        on_results: Callable[[wire.Results], None],
+        on_exit: Callable[["_Child"], None],
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
         self.sock = sock
         self.process = process
+        self.on_results = on_results
+        self.on_exit = on_exit
         self.transport: asyncio.Transport | None = None
         self.outbox: list[wire.TextRequest] = []
-        self.ready: asyncio.Future[dict[str, Any]] = engine.loop.create_future()
+        self.ready: asyncio.Future[dict[str, Any]] = self.loop.create_future()
         self.alive = True
 
-    @classmethod
-    def spawn(cls, engine: "Lane") -> "_Child":
-        """A new interpreter that loads its own copy of the models."""
-        parent_sock, child_sock = socket.socketpair()
-        child_conn = Connection(child_sock.detach())
-        process = _SPAWN.Process(
-            target=worker.serve,
-            args=(
-                child_conn,
-                engine.models,
-                engine.max_batch,
-                engine.max_wait,
-                engine.wait_fraction,
-                engine.name,
-            ),
-            name=f"saas-inference-{engine.name}",
-            daemon=True,
-        )
-        try:
-            process.start()
-        finally:
-            child_conn.close()
-        return cls(engine, parent_sock, process)
-
     async def connect(self) -> None:
-        self.transport, _ = await self.engine.loop.create_unix_connection(
+        self.transport, _ = await self.loop.create_unix_connection(
             lambda: wire.FrameProtocol(self._received, self._lost), sock=self.sock
         )
 
@@ -116,24 +96,23 @@ class _Child:
         if isinstance(message, wire.Ready):
             _set_result(self.ready, message.models_meta)
         else:
-            self.engine._deliver(message.items, message.seconds)
+            self.on_results(message)
 
     def _lost(self) -> None:
         if self.alive:  # not hung up by us: the child died
             self.alive = False
-            self.engine._child_exited(self)
+            self.on_exit(self)
 
     def send(self, items: list[wire.TextRequest]) -> None:
         # Everything queued during this turn of the event loop leaves in one message.
         if not self.outbox:
-            self.engine.loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self.outbox.extend(items)
 
     def _flush(self) -> None:
         items, self.outbox = self.outbox, []
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(wire.frame(wire.encode(wire.Requests(items))))
-            self.engine.texts_sent += len(items)
 
     def close(self, timeout: float = 5.0) -> None:
         """Blocking (joins the process): call it in a thread once the transport is closed."""
@@ -191,11 +170,6 @@ class Lane:
         self._restart_task: asyncio.Task[None] | None = None
         # The inference process was forked for this worker with the models shared (prefork.py).
         self.shares_models = False
-        # Texts written to the inference process, batches answered and the texts in them (the
-        # last two's ratio is the mean micro-batch size).
-        self.texts_sent = 0
-        self.batches_done = 0
-        self.texts_done = 0
         self.queue_gauge = metrics.INFERENCE_QUEUE.labels(name)
         self.loop: asyncio.AbstractEventLoop
 
@@ -203,17 +177,48 @@ class Lane:
     def ready(self) -> bool:
         return self._child is not None and self._child.ready.done() and not self._closing
 
+    @property
+    def pid(self) -> int | None:
+        """The inference process's, None while the lane has none."""
+        return None if self._child is None else self._child.process.pid
+
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         forked = prefork.take(self.models, self.name)
         if forked is not None:
             self.shares_models = True
-            await self._start_child(_Child(self, forked.sock, forked.process))
+            await self._start_child(self._adopt(forked.sock, forked.process))
         else:
             await self._start_child()
 
+    def _adopt(self, sock: socket.socket, process: ProcessHandle) -> _Child:
+        return _Child(sock, process, on_results=self._deliver, on_exit=self._child_exited)
+
+    def _spawn(self) -> _Child:
+        """A new interpreter that loads its own copy of the models."""
+        parent_sock, child_sock = socket.socketpair()
+        child_conn = Connection(child_sock.detach())
+        process = _SPAWN.Process(
+            target=inference_process.serve,
+            args=(
+                child_conn,
+                self.models,
+                self.max_batch,
+                self.max_wait,
+                self.wait_fraction,
+                self.name,
+            ),
+            name=f"saas-inference-{self.name}",
+            daemon=True,
+        )
+        try:
+            process.start()
+        finally:
+            child_conn.close()
+        return self._adopt(parent_sock, process)
+
     async def _start_child(self, child: _Child | None = None) -> None:
-        child = child or _Child.spawn(self)
+        child = child or self._spawn()
         self._child = child
         try:
             await child.connect()
@@ -298,11 +303,9 @@ class Lane:
                 payloads.append(InferenceFailed(str(result.payload)))
         return payloads
 
-    def _deliver(self, results: list[wire.TextResult], seconds: float | None = None) -> None:
-        self.batches_done += 1
-        self.texts_done += len(results)
-        metrics.observe_inference_batch(self.name, len(results), seconds)
-        for result in results:
+    def _deliver(self, batch: wire.Results) -> None:
+        metrics.observe_inference_batch(self.name, len(batch.items), batch.seconds)
+        for result in batch.items:
             future = self._futures.get(result.request_id)
             if future is not None and not future.done():
                 future.set_result(result)
@@ -338,109 +341,3 @@ class Lane:
             os.kill(os.getpid(), signal.SIGTERM)
             return
         self._restart_task = self.loop.create_task(self._restart())
-
-
-class Engine:
-    """The lanes, and which one a text goes to."""
-
-    def __init__(
-        self,
-        models: dict[str, str],
-        *,
-        long_text_chars: int | None = None,
-        long_max_queued_chars: int | None = None,
-        max_batch: int = 64,
-        max_wait: float = 0.02,
-        wait_fraction: float = 0.0,
-        max_queue: int = 2048,
-        start_timeout: float = 180.0,
-    ) -> None:
-        self.models = dict(models)
-        self.long_text_chars = long_text_chars or 0  # 0 or None: one lane for every text
-
-        def lane(name: str, max_queued_chars: int | None = None) -> Lane:
-            return Lane(
-                models,
-                name=name,
-                max_batch=max_batch,
-                max_wait=max_wait,
-                wait_fraction=wait_fraction,
-                max_queue=max_queue,
-                max_queued_chars=max_queued_chars,
-                start_timeout=start_timeout,
-            )
-
-        self.short = lane("short")
-        self.long = lane("long", long_max_queued_chars) if self.long_text_chars else None
-        self.lanes = [self.short] if self.long is None else [self.short, self.long]
-
-    @property
-    def meta(self) -> dict[str, dict[str, Any]]:
-        return self.short.meta
-
-    @property
-    def ready(self) -> bool:
-        return all(lane.ready for lane in self.lanes)
-
-    @property
-    def shares_models(self) -> bool:
-        return self.short.shares_models
-
-    def lane_of(self, text: str) -> Lane:
-        if self.long is not None and len(text) >= self.long_text_chars:
-            return self.long
-        return self.short
-
-    async def start(self) -> None:
-        # Side by side: a spawned lane spends seconds loading its models.
-        outcomes = await asyncio.gather(
-            *(lane.start() for lane in self.lanes), return_exceptions=True
-        )
-        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        if failed:
-            await self.stop()
-            raise failed[0]
-
-    async def stop(self) -> None:
-        for lane in self.lanes:
-            await lane.stop()
-
-    async def run(
-        self, model: str, task: str, text: str, options: dict[str, Any] | None = None
-    ) -> bytes:
-        """The JSON answer for one text, as bytes ready to send; raises InferenceFailed (500) if
-        it fails inside spaCy."""
-        (payload,) = await self.lane_of(text).run_many(model, task, [text], options)
-        if isinstance(payload, InferenceFailed):
-            raise payload
-        return payload
-
-    async def run_many(
-        self, model: str, task: str, texts: list[str], options: dict[str, Any] | None = None
-    ) -> list[bytes | InferenceFailed]:
-        """The JSON answer for each text, in the texts' order, or InferenceFailed for a text that
-        failed inside spaCy. Each text goes to its lane; a lane that is full or restarting fails the
-        whole call with 503."""
-        positions: dict[Lane, list[int]] = {}
-        for index, text in enumerate(texts):
-            positions.setdefault(self.lane_of(text), []).append(index)
-        if len(positions) == 1:  # the usual case: no regrouping
-            (lane,) = positions
-            return await lane.run_many(model, task, texts, options)
-        # Both lanes must have room before either starts: a 503 after the long lane has worked
-        # through its share would waste that work and hold up everyone's long texts.
-        for lane, indexes in positions.items():
-            lane.check_room([texts[i] for i in indexes])
-        runs = [
-            lane.run_many(model, task, [texts[i] for i in indexes], options)
-            for lane, indexes in positions.items()
-        ]
-        # return_exceptions: the other lane's answers must be awaited before raising.
-        outcomes = await asyncio.gather(*runs, return_exceptions=True)
-        payloads: list[bytes | InferenceFailed] = [b""] * len(texts)
-        for indexes, outcome in zip(positions.values(), outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
-            for index, payload in zip(indexes, outcome, strict=True):
-                payloads[index] = payload
-        return payloads
