@@ -47,6 +47,7 @@ from saas.usage.alerts import QuotaAlerts
 from saas.usage.recorder import UsageRecorder
 from saas.usage.service import month_billable_units
 from saas.web import health, openapi
+from saas.web.services import Services
 
 log = structlog.get_logger(__name__)
 
@@ -150,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nlp = InferencePool(
+        inference = InferencePool(
             settings.models,
             long_text_chars=settings.engine_long_text_chars,
             long_max_queued_chars=settings.engine_long_max_queued_chars,
@@ -160,15 +161,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_queue=settings.engine_max_queue,
             start_timeout=settings.engine_start_timeout,
         )
-        app.state.nlp = nlp
-        app.state.redis = connect_redis(settings) if settings.redis_url else None
-        if settings.redis_url:
-            admission.use_redis(app.state.redis, settings.redis_prefix)
+        redis = connect_redis(settings) if settings.redis_url else None
+        app.state.services = Services(
+            settings=settings,
+            database=db_engine,
+            invalidator=invalidator,
+            redis=redis,
+            inference=inference,
+            authenticator=authenticator,
+            failed_auth=guard,
+            dashboard_writes=dashboard_writes,
+            admission=admission,
+            recorder=recorder,
+            alerts=alerts,
+        )
+        if redis is not None and settings.redis_url:
+            admission.use_redis(redis, settings.redis_prefix)
             for counted in (guard, dashboard_writes):
                 counted.use_redis(settings.redis_url, settings.redis_prefix, settings.redis_timeout)
             invalidator.start(settings.redis_url, settings.redis_prefix)
         await admission.warm_up()
-        await nlp.start()
+        await inference.start()
         authenticator.start()
         recorder.start()
         await alerts.resume()
@@ -189,9 +202,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await alerts.stop()
             await invalidator.stop()
             await authenticator.stop()
-            await nlp.stop()
-            if app.state.redis is not None:
-                await app.state.redis.aclose()
+            await inference.stop()
+            if redis is not None:
+                await redis.aclose()
             db_engine.dispose()
             metrics.worker_exited(os.getpid())  # its queue depth no longer counts (multiprocess)
 
@@ -213,15 +226,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    app.state.settings = settings
-    app.state.engine = db_engine
-    app.state.authenticator = authenticator
-    app.state.admission = admission
-    app.state.recorder = recorder
-    app.state.invalidator = invalidator
-    app.state.alerts = alerts
-    app.state.guard = guard
-    app.state.dashboard_writes = dashboard_writes
     openapi.install(app, settings.models)
     # Every router, in one list: Endpoints takes the customer routes (/v1) from the same list
     # the app serves, so no customer route can be served without its Metering.

@@ -432,7 +432,7 @@ def test_fault_codes_over_a_real_server(served: Served) -> None:
     assert entry == {"error": {"detail": TEXT_FAILED, "code": "inference_failed"}}
 
     # The inference process killed (it is this test's app's): answered 503 until replaced.
-    os.kill(served.app.state.nlp.short.pid, signal.SIGKILL)
+    os.kill(served.app.state.services.inference.short.pid, signal.SIGKILL)
     refused = eventually(
         lambda: (
             (answer := http.post(ENTITIES, headers=keyed, json=TEXT)).status_code == 503 and answer

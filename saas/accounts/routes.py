@@ -21,6 +21,7 @@ from saas.kit.fields import Id, Offset, Stored
 from saas.web.context import ADMIN_PREFIX
 from saas.web.deps import DbSession, RequestActor, known_models
 from saas.web.openapi import ADMIN, BODY, errors
+from saas.web.services import services_of
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin: plans and accounts"], responses=ADMIN)
 _PLAN_NOT_FOUND = errors({404: "No such plan"})
@@ -131,6 +132,6 @@ def set_webhook(
         account_id=account_id,
         url=url,
         actor=actor,
-        allow_private=request.app.state.settings.webhook_allow_private,
+        allow_private=services_of(request).settings.webhook_allow_private,
     )
     return WebhookCreated(url=url, secret=secret)

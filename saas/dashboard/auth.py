@@ -26,6 +26,7 @@ from saas.keys.authentication import Refusal, authenticate, refusal_of, too_many
 from saas.kit.db import utcnow
 from saas.problems.errors import AppError, Forbidden
 from saas.ratelimit.windows import ceil_seconds
+from saas.web.services import services_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,7 @@ class TooManyWrites(AppError):
 
 async def _count_write(request: Request, key_id: int) -> None:
     """One more dashboard write by this key, or TooManyWrites (429) once it has made too many."""
-    writes = request.app.state.dashboard_writes
+    writes = services_of(request).dashboard_writes
     identity = str(key_id)
     blocked = writes.blocked_for(identity)
     if blocked is None:
@@ -132,16 +133,17 @@ async def _end_previous(request: Request) -> None:
     """Whatever a sign-in gives, the browser's old session ends with it."""
     previous = request.cookies.get(COOKIE)
     if previous:
-        await run_in_threadpool(close, request.app.state.engine, previous)
+        await run_in_threadpool(close, services_of(request).database, previous)
 
 
 async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
     """The key's principal and a new session id, or SignedOut saying why not: the API's
     authentication (saas/keys/authentication.py), failed attempts counted by the same guard. A
     sign-in is a write of its key (a session row)."""
+    services = services_of(request)
     found = await authenticate(
-        request.app.state.authenticator,
-        request.app.state.guard,
+        services.authenticator,
+        services.failed_auth,
         key=api_key.strip(),
         address=_address(request),
     )
@@ -154,12 +156,9 @@ async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
     except TooManyWrites as exc:  # the browser's session, if any, goes on
         raise SignedOut(exc.detail, 429, retry_after=exc.wait) from None
     await _end_previous(request)
-    settings = request.app.state.settings
-    lifetime = timedelta(hours=settings.dashboard_session_hours)
-    session_id = await run_in_threadpool(
-        _open, request.app.state.engine, found.key_id, utcnow(), lifetime
-    )
-    request.app.state.authenticator.vouch(_vouched_session(session_id), True)  # made here: valid
+    lifetime = timedelta(hours=services.settings.dashboard_session_hours)
+    session_id = await run_in_threadpool(_open, services.database, found.key_id, utcnow(), lifetime)
+    services.authenticator.vouch(_vouched_session(session_id), True)  # made here: valid
     return found, session_id
 
 
@@ -172,14 +171,14 @@ async def current_visitor(request: Request) -> Visitor:
     session_id = request.cookies.get(COOKIE)
     if not session_id:
         raise SignedOut()
-    guard = request.app.state.guard
-    authenticator = request.app.state.authenticator
+    services = services_of(request)
+    guard, authenticator = services.failed_auth, services.authenticator
     address = _address(request)
     vouched = _vouched_session(session_id)
     blocked = guard.blocked_for(address)
     if blocked is not None and not authenticator.vouches_for(vouched):
         raise AddressBlocked(blocked)
-    engine = request.app.state.engine
+    engine = services.database
     now = utcnow()
     found = await run_in_threadpool(_find, engine, session_id, now)
     if found is None:

@@ -20,6 +20,7 @@ from saas.kit import months
 from saas.kit.db import utcnow
 from saas.problems.errors import Forbidden, Invalid, NotFound, validated
 from saas.web.deps import DbSession
+from saas.web.services import services_of
 
 router = APIRouter(prefix=pages.PREFIX, route_class=pages.PageRoute, include_in_schema=False)
 
@@ -43,7 +44,7 @@ async def sign_in(request: Request, api_key: Annotated[str, Form()] = "") -> Res
         raise Forbidden("Sign in from this dashboard's own page.", problems.CSRF_FAILED)
     principal, session_id = await auth.sign_in(request, api_key)
     response = see_other(landing(request, principal.is_admin))
-    settings = request.app.state.settings
+    settings = services_of(request).settings
     max_age = int(settings.dashboard_session_hours * 3600)
     pages.set_cookie(request, response, session_id, max_age, settings.dashboard_secure_cookie)
     return response
@@ -51,7 +52,7 @@ async def sign_in(request: Request, api_key: Annotated[str, Form()] = "") -> Res
 
 @router.post("/sign-out")
 async def sign_out(request: Request, visitor: CurrentVisitor, form: FormWithToken) -> Response:
-    await run_in_threadpool(auth.close, request.app.state.engine, visitor.session_id)
+    await run_in_threadpool(auth.close, services_of(request).database, visitor.session_id)
     return pages.sign_in_page(request, "You have signed out.")
 
 

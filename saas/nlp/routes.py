@@ -47,6 +47,7 @@ from saas.web.openapi import (
     KEYED_PROBLEMS,
     problem_errors,
 )
+from saas.web.services import CurrentServices
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix=CUSTOMER_PREFIX, tags=["nlp"], responses=CUSTOMER)
@@ -154,9 +155,8 @@ _BATCH_ERRORS = problem_errors(*_TEXT_PROBLEMS, problems.BATCH_TOO_LARGE)
 # The dependencies below are `async def` although they never await: FastAPI runs a plain `def`
 # dependency in its thread pool, and four thread hops per request cost ~15% of the event loop's
 # time at 32 connections (py-spy).
-async def get_inference(request: Request) -> InferencePool:
-    inference: InferencePool = request.app.state.nlp
-    return inference
+async def get_inference(services: CurrentServices) -> InferencePool:
+    return services.inference
 
 
 async def require_json(request: Request) -> None:

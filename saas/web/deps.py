@@ -16,6 +16,7 @@ from saas.auth.principal import Actor, Principal
 from saas.kit.changes import announced
 from saas.kit.fields import IDEMPOTENCY_KEY_PATTERN
 from saas.web.context import RequestContext, context_of
+from saas.web.services import services_of
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -24,14 +25,15 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     this after sending, so a client could read a 201 for a write that then failed). Then it
     publishes the changes the services announced to every worker. Database calls run in the
     thread pool, never on the event loop."""
-    session = Session(request.app.state.engine)
+    services = services_of(request)
+    session = Session(services.database)
     try:
         yield session
         await run_in_threadpool(session.commit)
     finally:
         await run_in_threadpool(session.close)  # rolls back whatever was not committed
     for change in announced(session):
-        await request.app.state.invalidator.publish(change)
+        await services.invalidator.publish(change)
 
 
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
@@ -61,8 +63,7 @@ RequestActor = Annotated[Actor, Depends(get_actor)]
 
 def known_models(request: Request) -> Collection[str]:
     """The public model names this deployment runs (SAAS_MODELS)."""
-    models: dict[str, str] = request.app.state.settings.models
-    return models.keys()
+    return services_of(request).settings.models.keys()
 
 
 async def idempotency_key(

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 from starlette.responses import JSONResponse, Response
 
 from saas.kit import metrics, redis_client
+from saas.web.services import services_of
 
 router = APIRouter(tags=["health"])
 
@@ -35,20 +36,20 @@ class Readiness(BaseModel):
     responses={503: {"model": Readiness, "description": "A dependency is down or loading"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    state = request.app.state
+    services = services_of(request)
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(asyncio.to_thread(_ping_database, state.engine), 2.0)
+        await asyncio.wait_for(asyncio.to_thread(_ping_database, services.database), 2.0)
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         checks["database"] = f"error: {type(exc).__name__}"
-    if state.redis is not None:
+    if services.redis is not None:
         try:
-            await asyncio.wait_for(redis_client.ping(state.redis), 1.0)
+            await asyncio.wait_for(redis_client.ping(services.redis), 1.0)
             checks["redis"] = "ok"
         except Exception as exc:  # noqa: BLE001
             checks["redis"] = f"error: {type(exc).__name__}"
-    checks["models"] = "ok" if state.nlp.ready else "loading"
+    checks["models"] = "ok" if services.inference.ready else "loading"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

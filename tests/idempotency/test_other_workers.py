@@ -73,7 +73,7 @@ def test_the_claim_of_a_dead_worker_ends_with_its_lease(client, customer):  # ty
 
 
 def db_engine(client):  # type: ignore[no-untyped-def]
-    return client.app.state.engine
+    return client.app.state.services.database
 
 
 def settle(keys: IdempotencyKeys, customer, key: str):  # type: ignore[no-untyped-def]

@@ -165,7 +165,7 @@ class count_key_queries:  # noqa: N801 - used like a function in `with`
     """Collects the SQL statements that touch api_keys on the app's own engine."""
 
     def __init__(self, client):  # type: ignore[no-untyped-def]
-        self.engine = client.app.state.engine
+        self.engine = client.app.state.services.database
         self.statements: list[str] = []
 
     def _record(self, conn, cursor, statement, *args):  # type: ignore[no-untyped-def]

@@ -117,7 +117,7 @@ def test_admin_limit_is_enforced(settings, make_customer):  # type: ignore[no-un
 def test_the_limiter_in_use_is_the_configured_one(client, customer, settings):  # type: ignore[no-untyped-def]
     """Redis when SAAS_REDIS_URL is set (its keys appear), this process's memory otherwise."""
     assert client.get("/v1/models", headers=customer.headers).status_code == 200
-    admission = client.app.state.admission
+    admission = client.app.state.services.admission
     if settings.redis_url is None:
         assert admission.shared is None
         return

@@ -20,7 +20,7 @@ def key_lookups(client: TestClient) -> Iterator[list[str]]:
         if "key_hash" in statement and "api_keys" in statement:
             seen.append(statement)
 
-    engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine = client.app.state.services.database  # type: ignore[attr-defined]
     event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
@@ -70,7 +70,7 @@ def test_a_vouched_key_is_checked_again_while_blocked(  # type: ignore[no-untype
         with db() as session:
             keys.revoke_key(session=session, key_id=customer.key_id, actor=TEST_ACTOR)
             session.commit()
-        client.app.state.authenticator.forget(key_format.hash_key(customer.key))  # type: ignore[attr-defined]
+        client.app.state.services.authenticator.forget(key_format.hash_key(customer.key))  # type: ignore[attr-defined]
         refused = client.get("/v1/models", headers=customer.headers)
         assert refused.status_code in (401, 429)  # revoked, and counted as another failure
         assert client.get("/v1/models", headers=customer.headers).status_code == 429

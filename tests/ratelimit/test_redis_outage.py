@@ -36,7 +36,7 @@ def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer
         assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
 
         own_redis.start()  # an empty Redis: the shared count starts again
-        admission = client.app.state.admission
+        admission = client.app.state.services.admission
         real_clock = admission.monotonic
         # The limiter retries Redis after a pause: move its clock past it instead of waiting.
         admission.monotonic = lambda: real_clock() + REDIS_RETRY_SECONDS
