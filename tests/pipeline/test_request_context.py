@@ -12,7 +12,8 @@ from saas.nlp import routes as nlp_routes
 from saas.nlp.tasks import BATCH_TASKS
 from saas.pipeline.request_context import Endpoints
 from saas.web.context import UNROUTED, Area, Metering, area_of
-from tests.conftest import MODEL, assert_problem
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,7 @@ def resolve_with_model(
     app: FastAPI, method: str, path: str, root_path: str = ""
 ) -> tuple[Metering, str | None]:
     endpoints = app.user_middleware[0].kwargs["endpoints"]  # the outermost
+    assert isinstance(endpoints, Endpoints)
     scope = {"type": "http", "method": method, "path": root_path + path, "root_path": root_path}
     return endpoints.resolve(scope)
 
