@@ -40,9 +40,9 @@ from saas.nlp.engine import TEXT_FAILED
 from saas.problems import REGISTRY
 from saas.server.protocol import GuardedHttpToolsProtocol, headers_too_large
 from saas.web.deps import DbSession
-from tests.dashboard.test_sessions import signed_in
 from tests.e2e.test_hostile_input import exchange
 from tests.support.customers import Customer, new_customer
+from tests.support.dashboard import signed_in
 from tests.support.nlp import ENGLISH_ONLY, FRENCH, MODEL
 from tests.support.polling import eventually
 from tests.support.problems import ANY, PROBLEM_EXTRAS, assert_problem

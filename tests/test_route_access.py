@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from saas.web.context import ADMIN_PREFIX
-from tests.dashboard.test_sessions import csrf_of, signed_in
+from tests.support.dashboard import csrf_of, signed_in
 from tests.support.nlp import MODEL
 from tests.support.problems import assert_problem
 

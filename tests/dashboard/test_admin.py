@@ -19,8 +19,8 @@ from saas.kit import months
 from saas.problems.errors import Invalid
 from saas.usage.models import UsageRollup
 from saas.usage.service import top_accounts
-from tests.dashboard.test_sessions import csrf_of, signed_in
 from tests.support.customers import TEST_ACTOR
+from tests.support.dashboard import csrf_of, signed_in
 from tests.support.nlp import MODEL
 from tests.support.usage import wait_for_events
 

@@ -15,7 +15,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.dashboard.test_sessions import signed_in
+from tests.support.dashboard import signed_in
 
 BAD_VALUES = {
     "NUL": "a\x00b",

@@ -18,23 +18,8 @@ from saas.keys.models import ApiKey
 from saas.kit.db import utcnow
 from saas.problems import REGISTRY
 from tests.support.apps import dedicated_client
+from tests.support.dashboard import csrf_of, signed_in
 from tests.support.polling import eventually
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def signed_in(app_client: TestClient, key: str) -> TestClient:
-    """A browser of its own (its own cookie jar), signed in with `key`."""
-    browser = TestClient(app_client.app)
-    response = browser.post("/dashboard", data={"api_key": key}, follow_redirects=False)
-    assert response.status_code == 303, response.text
-    return browser
-
-
-def csrf_of(page: str) -> str:
-    match = CSRF.search(page)
-    assert match, "no CSRF field in the page"
-    return match.group(1)
 
 
 def test_a_wrong_key_gets_the_form_again_with_a_message_and_no_cookie(app_client):

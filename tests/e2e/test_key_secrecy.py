@@ -27,9 +27,9 @@ from saas.auth import key_format
 from saas.dashboard import admin as dashboard_admin
 from saas.kit.db import make_engine
 from saas.kit.migrations import upgrade
-from tests.dashboard.test_sessions import csrf_of
 from tests.support.apps import SAAS, wait_until_ready
 from tests.support.customers import new_customer
+from tests.support.dashboard import csrf_of
 from tests.support.marks import POSTGRES_ONLY
 from tests.support.nlp import ENGLISH_ONLY, MODEL
 from tests.support.polling import eventually

@@ -45,7 +45,7 @@ def test_seconds_to_the_end_of_a_month_and_the_picker() -> None:
 
 
 def test_the_api_and_the_dashboard_refuse_the_same_months(client, customer) -> None:
-    from tests.dashboard.test_sessions import signed_in
+    from tests.support.dashboard import signed_in
 
     admin = signed_in(client, customer.key)
     for name in ("0000-01", "2026-13"):

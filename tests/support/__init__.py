@@ -8,6 +8,7 @@
 - nlp: the models the tests ask for (MODEL, FRENCH, ENGLISH_ONLY) and the texts they send.
 - customers: a plan, account and key made directly in the database (new_customer).
 - marks: the databases and Redis kinds a test runs on (SQLITE_ONLY, POSTGRES_ONLY, ...).
+- dashboard: a browser signed in to the dashboard, and the CSRF token of its forms.
 - problems: assert_problem, the shape every error answer has.
 - metrics: metric, one sample sum from /metrics.
 - usage: what the ledger holds for an account.

