@@ -96,6 +96,7 @@ vendor-docs:
 lint: $(STAMP)
 	$(BIN)/ruff check saas tests alembic bench ops
 	$(BIN)/ruff format --check saas tests alembic bench ops
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format saas tests alembic bench ops

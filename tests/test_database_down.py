@@ -8,11 +8,13 @@ from fastapi.testclient import TestClient
 from saas.app import create_app
 from saas.auth import key_format
 from saas.config import Settings
-from tests.conftest import MODEL, assert_problem, metric
+from tests.support.metrics import metric
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
 
 
 @pytest.fixture(scope="module")
-def unreachable_db_client():  # type: ignore[no-untyped-def]
+def unreachable_db_client():
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -25,7 +27,7 @@ def unreachable_db_client():  # type: ignore[no-untyped-def]
         yield client
 
 
-def test_key_lookup_without_database_is_503(unreachable_db_client):  # type: ignore[no-untyped-def]
+def test_key_lookup_without_database_is_503(unreachable_db_client):
     errors = metric(unreachable_db_client, "saas_database_errors_total", component="keys")
     response = unreachable_db_client.post(
         f"/v1/{MODEL}/entities",
@@ -39,7 +41,7 @@ def test_key_lookup_without_database_is_503(unreachable_db_client):  # type: ign
     assert after - errors == 1
 
 
-def test_readiness_reports_the_database(unreachable_db_client):  # type: ignore[no-untyped-def]
+def test_readiness_reports_the_database(unreachable_db_client):
     response = unreachable_db_client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["database"].startswith("error")

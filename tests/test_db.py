@@ -14,7 +14,8 @@ from saas.keys.models import ApiKey
 from saas.kit.db import make_engine
 from saas.problems.errors import is_unique_violation
 from saas.web.deps import DbSession
-from tests.conftest import SQLITE_ONLY, assert_problem
+from tests.support.marks import SQLITE_ONLY
+from tests.support.problems import assert_problem
 
 
 @SQLITE_ONLY
@@ -37,7 +38,7 @@ def test_a_commit_that_fails_is_never_answered_as_a_success(settings: Settings) 
     engine = make_engine(settings.database_url)
     try:
         with engine.connect() as connection:
-            count = connection.execute(
+            count: int = connection.execute(
                 text("SELECT count(*) FROM api_keys WHERE key_hash = :h"), {"h": "0" * 64}
             ).scalar_one()
     finally:

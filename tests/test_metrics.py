@@ -8,7 +8,8 @@ from fastapi.routing import iter_route_contexts
 from prometheus_client.parser import text_string_to_metric_families
 
 from saas.auth import key_format
-from tests.conftest import MODEL, metric
+from tests.support.metrics import metric
+from tests.support.nlp import MODEL
 
 ENTITIES = "/v1/{model}/entities"
 OUR_FAMILIES = {
@@ -27,13 +28,13 @@ OUR_FAMILIES = {
 }
 
 
-def requests(client, route, status, method="POST"):  # type: ignore[no-untyped-def]
+def requests(client, route, status, method="POST"):
     return metric(
         client, "saas_http_requests_total", route=route, method=method, status=str(status)
     )
 
 
-def test_metrics_parse_and_need_no_key(client):  # type: ignore[no-untyped-def]
+def test_metrics_parse_and_need_no_key(client):
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -42,7 +43,7 @@ def test_metrics_parse_and_need_no_key(client):  # type: ignore[no-untyped-def]
     assert "/metrics" not in client.get("/openapi.json").json()["paths"]
 
 
-def test_requests_are_counted_by_route_template(client, customer):  # type: ignore[no-untyped-def]
+def test_requests_are_counted_by_route_template(client, customer):
     before = {
         "ok": requests(client, ENTITIES, 200),
         "no_key": requests(client, ENTITIES, 401),
@@ -69,9 +70,7 @@ def test_requests_are_counted_by_route_template(client, customer):  # type: igno
     assert latency - before["latency"] == 4
 
 
-def test_no_label_carries_a_key_an_account_a_text_or_a_typed_model(  # type: ignore[no-untyped-def]
-    client, make_customer
-):
+def test_no_label_carries_a_key_an_account_a_text_or_a_typed_model(client, make_customer):
     customer = make_customer()
     secret_text = f"Quixotic{uuid.uuid4().hex} visited Paris."
     typed_model = f"model{uuid.uuid4().hex[:12]}"
@@ -112,7 +111,7 @@ def test_no_label_carries_a_key_an_account_a_text_or_a_typed_model(  # type: ign
     assert requests(client, ENTITIES, 405, "OTHER") >= 1  # PROPFIND
 
 
-def test_admission_outcomes(client, make_customer):  # type: ignore[no-untyped-def]
+def test_admission_outcomes(client, make_customer):
     limited = make_customer(rate_limit="2/minute")
     quota = make_customer(monthly_quota=1)
 
@@ -140,7 +139,7 @@ def test_admission_outcomes(client, make_customer):  # type: ignore[no-untyped-d
     }
 
 
-def test_key_cache_hits_and_misses(client, customer):  # type: ignore[no-untyped-def]
+def test_key_cache_hits_and_misses(client, customer):
     def lookups() -> tuple[float, float]:
         hit = metric(client, "saas_key_cache_lookups_total", result="hit")
         return hit, metric(client, "saas_key_cache_lookups_total", result="miss")
@@ -156,7 +155,7 @@ def test_key_cache_hits_and_misses(client, customer):  # type: ignore[no-untyped
     assert lookups() == (hit + 2, miss + 2)
 
 
-def test_inference_batches_and_queue(client, customer):  # type: ignore[no-untyped-def]
+def test_inference_batches_and_queue(client, customer):
     def batches() -> tuple[float, float, float]:
         return (
             metric(client, "saas_inference_batch_texts_count"),
@@ -176,7 +175,7 @@ def test_inference_batches_and_queue(client, customer):  # type: ignore[no-untyp
     assert metric(client, "saas_inference_queue_texts") == 0  # nothing waits any more
 
 
-def test_usage_events_and_commits(client, customer):  # type: ignore[no-untyped-def]
+def test_usage_events_and_commits(client, customer):
     queued = metric(client, "saas_usage_events_queued_total")
     commits = metric(client, "saas_usage_commit_seconds_count")
     response = client.post(f"/v1/{MODEL}/entities", headers=customer.headers, json={"text": "Hi."})

@@ -3,6 +3,7 @@ and go down and up again cleanly."""
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -14,12 +15,12 @@ import saas.models  # noqa: F401 - registers the tables
 from alembic import command
 from saas.kit.db import make_engine
 from saas.kit.migrations import alembic_config, include_name, upgrade
-from tests.conftest import POSTGRES_URL, postgres_schema_url
+from tests.support.stores import postgres_schema_url, postgres_url
 
 TABLES = {"plans", "accounts", "api_keys", "alembic_version"}
 
 
-def test_migrated_schema_matches_the_models(backend):  # type: ignore[no-untyped-def]
+def test_migrated_schema_matches_the_models(backend):
     engine = make_engine(backend)
     try:
         with engine.connect() as connection:
@@ -32,12 +33,12 @@ def test_migrated_schema_matches_the_models(backend):  # type: ignore[no-untyped
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
-def empty_database(request, tmp_path):  # type: ignore[no-untyped-def]
+def empty_database(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'roundtrip.db'}"
         return
     schema = f"roundtrip_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
+    admin = make_engine(postgres_url())
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     yield postgres_schema_url(schema)
@@ -46,7 +47,7 @@ def empty_database(request, tmp_path):  # type: ignore[no-untyped-def]
     admin.dispose()
 
 
-def test_downgrade_and_upgrade_again(empty_database):  # type: ignore[no-untyped-def]
+def test_downgrade_and_upgrade_again(empty_database):
     url = empty_database
     upgrade(url)
     command.downgrade(alembic_config(url), "base")
@@ -59,7 +60,7 @@ def test_downgrade_and_upgrade_again(empty_database):  # type: ignore[no-untyped
     engine.dispose()
 
 
-def test_plans_made_before_0004_get_the_default_max_batch_texts(empty_database):  # type: ignore[no-untyped-def]
+def test_plans_made_before_0004_get_the_default_max_batch_texts(empty_database):
     url = empty_database
     upgrade(url, "0003")
     engine = make_engine(url)
@@ -74,7 +75,7 @@ def test_plans_made_before_0004_get_the_default_max_batch_texts(empty_database):
             )
         upgrade(url, "0004")
         with engine.connect() as connection:
-            value = connection.execute(
+            value: int = connection.execute(
                 text("SELECT max_batch_texts FROM plans WHERE name = 'old'")
             ).scalar_one()
         assert value == 32
@@ -86,7 +87,7 @@ def test_plans_made_before_0004_get_the_default_max_batch_texts(empty_database):
         engine.dispose()
 
 
-def test_entries_before_0005_keep_their_actor(empty_database):  # type: ignore[no-untyped-def]
+def test_entries_before_0005_keep_their_actor(empty_database):
     """Before 0005 only the CLI wrote entries without an acting key; they become via 'cli'."""
     url = empty_database
     upgrade(url, "0004")
@@ -113,7 +114,7 @@ def test_entries_before_0005_keep_their_actor(empty_database):  # type: ignore[n
         engine.dispose()
 
 
-def test_plans_for_all_models_made_before_0005_mean_all(empty_database):  # type: ignore[no-untyped-def]
+def test_plans_for_all_models_made_before_0005_mean_all(empty_database):
     """`saas plans create --models all` used to store a plan whose only model was "all"."""
     url = empty_database
     upgrade(url, "0004")
@@ -131,7 +132,9 @@ def test_plans_for_all_models_made_before_0005_mean_all(empty_database):  # type
                 )
         upgrade(url, "0005")
         with engine.connect() as connection:
-            rows = dict(connection.execute(text("SELECT name, models FROM plans")).all())
+            rows: dict[str, Any] = dict(
+                connection.execute(text("SELECT name, models FROM plans")).all()
+            )
         english = (
             rows["english"] if isinstance(rows["english"], list) else json.loads(rows["english"])
         )

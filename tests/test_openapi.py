@@ -8,7 +8,8 @@ import pytest
 
 from saas.kit.fields import MAX_INT
 from saas.problems import markdown_table
-from tests.conftest import PROBLEM_EXTRAS, PROBLEM_MEMBERS, SQLITE_ONLY
+from tests.support.marks import SQLITE_ONLY
+from tests.support.problems import PROBLEM_EXTRAS, PROBLEM_MEMBERS
 
 BEYOND_64_BITS = 19775923005800954178382602436608  # the id schemathesis first found
 
@@ -26,14 +27,14 @@ BEYOND_64_BITS = 19775923005800954178382602436608  # the id schemathesis first f
         "/admin/usage?to=0",  # pydantic would read it as a Unix time
     ],
 )
-def test_numbers_beyond_their_columns_are_422(client, make_customer, path):  # type: ignore[no-untyped-def]
+def test_numbers_beyond_their_columns_are_422(client, make_customer, path):
     admin = make_customer(scopes=("admin",))
     response = client.get(path, headers=admin.headers)
     assert response.status_code == 422, response.text
     assert isinstance(response.json()["detail"], str)
 
 
-def test_ids_and_plan_numbers_at_their_bounds(client, make_customer):  # type: ignore[no-untyped-def]
+def test_ids_and_plan_numbers_at_their_bounds(client, make_customer):
     admin, customer = make_customer(scopes=("admin",)), make_customer()
     assert client.get(f"/admin/accounts/{MAX_INT}", headers=admin.headers).status_code == 404
     assert client.delete(f"/admin/keys/{MAX_INT}", headers=admin.headers).status_code == 404
@@ -45,7 +46,7 @@ def test_ids_and_plan_numbers_at_their_bounds(client, make_customer):  # type: i
     assert client.post("/admin/plans", headers=admin.headers, json=biggest).status_code == 201
 
 
-def test_405_allows_every_method_of_the_path(client, make_customer):  # type: ignore[no-untyped-def]
+def test_405_allows_every_method_of_the_path(client, make_customer):
     admin = make_customer(scopes=("admin",))
     # GET and PATCH /admin/plans/{name} are two routes; the router's own 405 named only one.
     response = client.request("OPTIONS", "/admin/plans/free", headers=admin.headers)
@@ -56,7 +57,7 @@ def test_405_allows_every_method_of_the_path(client, make_customer):  # type: ig
 
 
 @SQLITE_ONLY
-def test_schema_declares_the_real_errors_and_models(client, settings):  # type: ignore[no-untyped-def]
+def test_schema_declares_the_real_errors_and_models(client, settings):
     schema = client.get("/openapi.json").json()
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -102,7 +103,7 @@ def test_schema_declares_the_real_errors_and_models(client, settings):  # type: 
     assert "402" not in schema["paths"]["/v1/models"]["get"]["responses"]  # never billed
 
 
-def test_nul_in_stored_or_searched_text_is_422(client, make_customer):  # type: ignore[no-untyped-def]
+def test_nul_in_stored_or_searched_text_is_422(client, make_customer):
     """PostgreSQL's text cannot hold NUL: each of these was a 500 there (fine on SQLite)."""
     admin, customer = make_customer(scopes=("admin",)), make_customer()
     h = admin.headers
@@ -119,7 +120,7 @@ def test_nul_in_stored_or_searched_text_is_422(client, make_customer):  # type: 
 
 
 @SQLITE_ONLY
-def test_the_problem_schema_and_the_errors_table(client):  # type: ignore[no-untyped-def]
+def test_the_problem_schema_and_the_errors_table(client):
     schema = client.get("/openapi.json").json()
     problem = schema["components"]["schemas"]["Problem"]
     assert problem["required"] == ["type", "title", "status", "detail", "code"]

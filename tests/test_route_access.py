@@ -19,8 +19,9 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from saas.web.context import ADMIN_PREFIX
-from tests.conftest import MODEL, assert_problem
-from tests.dashboard.test_sessions import csrf_of, signed_in
+from tests.support.dashboard import csrf_of, signed_in
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
 
 ADMIN_PAGES = "/dashboard/admin"
 # Path parameters that are not ids: the model's name, static files, the dashboard's fallback.
@@ -52,7 +53,7 @@ def fill(path: str, values: dict[str, object]) -> str:
     return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: str(values.get(m.group(1), "x")), path)
 
 
-def test_a_customer_key_gets_403_and_no_data_on_every_admin_route(client, make_customer):  # type: ignore[no-untyped-def]
+def test_a_customer_key_gets_403_and_no_data_on_every_admin_route(client, make_customer):
     customer = make_customer()
     victim = make_customer()
     values = {"account_id": victim.account_id, "key_id": victim.key_id, "name": victim.plan_name}
@@ -61,7 +62,7 @@ def test_a_customer_key_gets_403_and_no_data_on_every_admin_route(client, make_c
         if not path.startswith(ADMIN_PREFIX + "/") and path != ADMIN_PREFIX:
             continue
         url = fill(path, values)
-        body = {} if method in ("POST", "PUT", "PATCH") else None
+        body: dict[str, object] | None = {} if method in ("POST", "PUT", "PATCH") else None
         response = client.request(method, url, headers=customer.headers, json=body)
         assert response.status_code == 403, (method, url)
         assert_problem(response, "admin_scope_required", NO_ADMIN_SCOPE)
@@ -90,7 +91,7 @@ def without(text: str, ids: dict[str, int]) -> str:
     return text
 
 
-def test_another_accounts_id_is_404_on_every_customer_route(client, make_customer):  # type: ignore[no-untyped-def]
+def test_another_accounts_id_is_404_on_every_customer_route(client, make_customer):
     alice = make_customer(max_keys=5)
     bob = make_customer(max_keys=5)
     bob_key_name = f"bobs-secret-name-{bob.key_id}"
@@ -124,15 +125,15 @@ def test_another_accounts_id_is_404_on_every_customer_route(client, make_custome
         assert theirs.status_code == nobodys.status_code == 404, (method, path, theirs.text)
         # Nothing tells them apart but the id itself.
         assert without(theirs.text, bob_ids) == without(nobodys.text, missing_ids), (method, path)
-        for data in (bob_key_name, bob.account_name, named.json()["prefix"]):
-            assert data not in theirs.text, (method, path)
+        for secret in (bob_key_name, bob.account_name, named.json()["prefix"]):
+            assert secret not in theirs.text, (method, path)
 
     # Bob's key was neither revoked nor touched.
     still = client.get("/v1/models", headers={"X-API-Key": named.json()["key"]})
     assert still.status_code == 200
 
 
-def test_an_operator_page_for_one_account_does_not_reach_anothers_key(client, make_customer):  # type: ignore[no-untyped-def]
+def test_an_operator_page_for_one_account_does_not_reach_anothers_key(client, make_customer):
     operator = make_customer(scopes=("admin",))
     mine = make_customer()
     theirs = make_customer()

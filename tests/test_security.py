@@ -57,7 +57,7 @@ def test_keys_are_redacted_from_text_bound_for_the_logs():
     assert key_format.redact_keys("/v1/en_core_web_sm/entities") == "/v1/en_core_web_sm/entities"
 
 
-def test_a_key_is_looked_up_only_by_the_hash_of_all_of_it(settings, make_customer):  # type: ignore[no-untyped-def]
+def test_a_key_is_looked_up_only_by_the_hash_of_all_of_it(settings, make_customer):
     """Why a near miss costs what a wholly wrong key costs (measured: bench/key_timing.py):
     the database is asked for the SHA-256 of the whole presented key and nothing else, so a
     shared prefix shares nothing in what is searched, and no Python string compare of a secret
@@ -69,7 +69,7 @@ def test_a_key_is_looked_up_only_by_the_hash_of_all_of_it(settings, make_custome
     engine = make_engine(settings.database_url)
     sent: list[str] = []
 
-    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def record(conn, cursor, statement, parameters, context, executemany):
         sent.append(f"{statement} {parameters!r}")
 
     event.listen(engine, "before_cursor_execute", record)

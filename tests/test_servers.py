@@ -5,7 +5,7 @@ port, not a failed test."""
 import socket
 from pathlib import Path
 
-from tests.servers import RedisServer, free_port
+from tests.support.servers import RedisServer, free_port
 
 
 def test_a_redis_whose_port_was_taken_starts_on_another(tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ from saas.accounts.models import Plan
 from saas.accounts.service import plans_breaking_rules
 from saas.auth import key_format
 from saas.kit.db import utcnow
-from tests.conftest import MODEL
+from tests.support.nlp import MODEL
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
 
 
-def test_plans_and_accounts_with_audit(client, make_customer):  # type: ignore[no-untyped-def]
+def test_plans_and_accounts_with_audit(client, make_customer):
     admin = make_customer(scopes=("admin",))
     h = admin.headers
     name = f"gold-{uuid.uuid4().hex[:6]}"
@@ -68,7 +68,7 @@ def test_plans_and_accounts_with_audit(client, make_customer):  # type: ignore[n
     assert all(e["actor_account_id"] == admin.account_id for e in audit)
 
 
-def test_suspend_resume_and_plan_change_apply_at_once(client, make_customer):  # type: ignore[no-untyped-def]
+def test_suspend_resume_and_plan_change_apply_at_once(client, make_customer):
     admin = make_customer(scopes=("admin",))
     customer = make_customer()
     assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
@@ -92,7 +92,7 @@ def test_suspend_resume_and_plan_change_apply_at_once(client, make_customer):  #
     assert statuses == [200, 429]
 
 
-def test_key_lifecycle(client, make_customer):  # type: ignore[no-untyped-def]
+def test_key_lifecycle(client, make_customer):
     admin = make_customer(scopes=("admin",))
     customer = make_customer()
     created = client.post(
@@ -148,7 +148,7 @@ def test_key_lifecycle(client, make_customer):  # type: ignore[no-untyped-def]
     assert actions == ["key.roll", "key.roll", "key.revoke", "key.create"]
 
 
-def test_customers_manage_only_their_own_keys(client, make_customer):  # type: ignore[no-untyped-def]
+def test_customers_manage_only_their_own_keys(client, make_customer):
     alice = make_customer(max_keys=2)
     bob = make_customer()
     mine = client.get("/v1/keys", headers=alice.headers).json()
@@ -182,7 +182,7 @@ def test_customers_manage_only_their_own_keys(client, make_customer):  # type: i
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
 
 
-def test_a_key_cannot_outlive_or_escape_its_own_containment(client, make_customer):  # type: ignore[no-untyped-def]
+def test_a_key_cannot_outlive_or_escape_its_own_containment(client, make_customer):
     """Rolling a key or giving it an expiry contains it: the key may not mint a key that
     outlives it, and once rolled it may not mint or revoke keys at all."""
     admin = make_customer(scopes=("admin",))
@@ -205,7 +205,7 @@ def test_a_key_cannot_outlive_or_escape_its_own_containment(client, make_custome
     assert client.get("/v1/models", headers={"X-API-Key": rolled.json()["key"]}).status_code == 200
 
 
-def test_plan_max_batch_texts_through_the_admin_api(client, make_customer):  # type: ignore[no-untyped-def]
+def test_plan_max_batch_texts_through_the_admin_api(client, make_customer):
     admin = make_customer(scopes=("admin",))
     h = admin.headers
     name = f"batchy-{uuid.uuid4().hex[:6]}"
@@ -241,7 +241,7 @@ def test_plan_max_batch_texts_through_the_admin_api(client, make_customer):  # t
     assert audit[1]["action"] == "plan.create" and audit[1]["changes"]["max_batch_texts"] == 32
 
 
-def test_rate_limits_must_admit_something_within_a_month(client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_rate_limits_must_admit_something_within_a_month(client, make_customer, db):
     """A limit of 0 refuses every request; one over more than 31 days kept a Redis counter that
     never expired, and customers on it got 500 from GET /v1/usage (a reset past 64 bits)."""
     h = make_customer(scopes=("admin",)).headers

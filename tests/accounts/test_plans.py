@@ -1,10 +1,10 @@
 """Plan rules the services keep for every door (admin API, CLI, bootstrap)."""
 
 from saas.accounts import service
-from tests.conftest import FRENCH, MODEL
+from tests.support.nlp import FRENCH, MODEL
 
 
-def test_plans_naming_a_model_no_longer_served_are_found(db, make_customer):  # type: ignore[no-untyped-def]
+def test_plans_naming_a_model_no_longer_served_are_found(db, make_customer):
     french = make_customer(models=[FRENCH])
     english = make_customer(models=[MODEL])
     with db() as session:
@@ -14,7 +14,7 @@ def test_plans_naming_a_model_no_longer_served_are_found(db, make_customer):  # 
     assert english.plan_name not in found
 
 
-def test_a_plan_gets_a_well_formed_name_and_distinct_windows(client, make_customer):  # type: ignore[no-untyped-def]
+def test_a_plan_gets_a_well_formed_name_and_distinct_windows(client, make_customer):
     operator = make_customer(scopes=("admin",))
     refused = {
         "Pro Plan": "1000/minute",  # goes into URLs and CLI arguments as it is

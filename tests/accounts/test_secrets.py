@@ -6,7 +6,7 @@ import json
 from saas.auth import key_format
 
 
-def test_no_output_shows_a_secret(saas, client, make_customer):  # type: ignore[no-untyped-def]
+def test_no_output_shows_a_secret(saas, client, make_customer):
     admin = make_customer(scopes=("admin",))
     customer = make_customer(monthly_quota=100)
     account = str(customer.account_id)

@@ -27,7 +27,9 @@ from saas.kit import months
 from saas.kit.db import make_engine
 from saas.usage.alerts import QuotaAlerts
 from saas.usage.models import QuotaAlert
-from tests.conftest import SQLITE_ONLY, Customer
+from tests.support.customers import Customer
+from tests.support.marks import SQLITE_ONLY
+from tests.support.polling import eventually_async
 
 
 class Receiver(ThreadingHTTPServer):
@@ -140,7 +142,7 @@ def test_addresses_that_alerts_may_not_go_to() -> None:
 
 def test_setting_an_internal_webhook_is_refused_before_any_connection(
     client, make_customer, saas, receiver
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     admin = make_customer(scopes=("admin",))
     customer = make_customer()
     path = f"/admin/accounts/{customer.account_id}/webhook"
@@ -200,10 +202,14 @@ def deliver(
             engine, attempts=attempts, first_delay=0.01, timeout=2, allow_private=allow_private
         )
         await alerts.resume()  # sends what is undelivered: this alert
-        deadline = time.monotonic() + 15
-        while (alert := row()).delivered_at is None and alert.attempts < attempts:
-            assert time.monotonic() < deadline, "the alert was neither delivered nor refused"
-            await asyncio.sleep(0.02)
+
+        def settled() -> bool:
+            alert = row()
+            return alert.delivered_at is not None or alert.attempts >= attempts
+
+        assert await eventually_async(settled, 15, 0.02), (
+            "the alert was neither delivered nor refused"
+        )
         await alerts.stop()
 
     # asyncio's own loop, whatever policy a server of an earlier test set (see `resolving`).
@@ -241,7 +247,7 @@ def resolving(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[str]]:
 @SQLITE_ONLY  # the rules do not depend on the database (alert rows: test_alerts)
 def test_a_delivery_to_an_internal_address_is_refused_unsent(
     backend, make_customer, receiver
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     for url in (f"http://localhost:{receiver.port}/hook", f"http://127.0.0.1:{receiver.port}/h"):
         row = deliver(backend, make_customer(monthly_quota=10), url, allow_private=False)()
         assert row.delivered_at is None
@@ -252,7 +258,7 @@ def test_a_delivery_to_an_internal_address_is_refused_unsent(
 
 
 @SQLITE_ONLY  # the rules do not depend on the database (alert rows: test_alerts)
-def test_a_delivery_goes_to_the_address_it_checked(backend, make_customer, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_a_delivery_goes_to_the_address_it_checked(backend, make_customer, receiver) -> None:
     customer = make_customer(monthly_quota=10)
     url = f"http://localhost:{receiver.port}/hook?team=ops"
     row = deliver(backend, customer, url, allow_private=True)()
@@ -280,7 +286,7 @@ def test_the_target_is_pinned_to_the_checked_addresses() -> None:
 @SQLITE_ONLY  # the rules do not depend on the database (alert rows: test_alerts)
 def test_a_name_that_rebinds_after_its_check_is_not_followed(
     backend, make_customer, receiver, resolving
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """The name passes the check as a public address, then resolves to the receiver on
     loopback (DNS rebinding): the delivery goes to the address it checked (unreachable here)
     and never looks the name up again, so the receiver sees nothing."""
@@ -293,7 +299,7 @@ def test_a_name_that_rebinds_after_its_check_is_not_followed(
 
 
 @SQLITE_ONLY  # the rules do not depend on the database (alert rows: test_alerts)
-def test_one_refused_address_refuses_the_name(backend, make_customer, receiver, resolving) -> None:  # type: ignore[no-untyped-def]
+def test_one_refused_address_refuses_the_name(backend, make_customer, receiver, resolving) -> None:
     resolving(["93.184.215.14", "127.0.0.1"])
     url = f"http://hooks.rebind.test:{receiver.port}/hook"
     row = deliver(backend, make_customer(monthly_quota=10), url, allow_private=False)()
@@ -302,7 +308,7 @@ def test_one_refused_address_refuses_the_name(backend, make_customer, receiver, 
 
 
 @SQLITE_ONLY  # the rules do not depend on the database (alert rows: test_alerts)
-def test_each_checked_address_is_tried_in_turn(backend, make_customer, receiver, resolving) -> None:  # type: ignore[no-untyped-def]
+def test_each_checked_address_is_tried_in_turn(backend, make_customer, receiver, resolving) -> None:
     """A name with two addresses, the first refusing connections: the second gets the alert."""
     resolving(["127.0.0.2", "127.0.0.1"])  # nothing listens on 127.0.0.2 (the receiver: .1)
     url = f"http://hooks.rebind.test:{receiver.port}/hook"
@@ -314,7 +320,7 @@ def test_each_checked_address_is_tried_in_turn(backend, make_customer, receiver,
 @SQLITE_ONLY  # the rules do not depend on the database (alert rows: test_alerts)
 def test_https_delivery_checks_the_certificate_against_the_name(
     backend, make_customer, receiver, tmp_path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Connected to the checked address, TLS still names the host (SNI) and verifies the
     certificate against it: a receiver with a certificate for `localhost` is reached as
     https://localhost, one whose certificate names another host is not."""

@@ -8,26 +8,26 @@ import pytest
 from fastapi.testclient import TestClient
 
 from saas.app import create_app
-from tests.conftest import SQLITE_ONLY
+from tests.support.marks import SQLITE_ONLY
 
 PAGES = ("/docs", "/redoc")
 
 
 # The pages need no model: these apps' lifespans are not run.
 @pytest.fixture(scope="module")
-def direct(settings):  # type: ignore[no-untyped-def]
+def direct(settings):
     return TestClient(create_app(settings))
 
 
 @pytest.fixture(scope="module")
-def behind_proxy(settings):  # type: ignore[no-untyped-def]
+def behind_proxy(settings):
     """The app as Traefik reaches it: /api stripped, SAAS_ROOT_PATH=/api."""
     return TestClient(create_app(settings.model_copy(update={"root_path": "/api"})))
 
 
 @SQLITE_ONLY
 @pytest.mark.parametrize("path", PAGES)
-def test_every_url_of_the_page_is_under_the_root_path_and_served(behind_proxy, path):  # type: ignore[no-untyped-def]
+def test_every_url_of_the_page_is_under_the_root_path_and_served(behind_proxy, path):
     page = behind_proxy.get(path)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "//" not in page.text  # no URL of another site, not even protocol-relative
@@ -44,7 +44,7 @@ def test_every_url_of_the_page_is_under_the_root_path_and_served(behind_proxy, p
 
 
 @SQLITE_ONLY
-def test_the_pages_send_a_policy_without_inline_script(direct):  # type: ignore[no-untyped-def]
+def test_the_pages_send_a_policy_without_inline_script(direct):
     policies = {}
     for path in PAGES:
         answer = direct.get(path)  # no key: the docs are public
@@ -60,7 +60,7 @@ def test_the_pages_send_a_policy_without_inline_script(direct):  # type: ignore[
 
 
 @SQLITE_ONLY
-def test_fastapis_own_pages_are_gone(direct):  # type: ignore[no-untyped-def]
+def test_fastapis_own_pages_are_gone(direct):
     assert direct.get("/docs/oauth2-redirect").status_code == 404
     assert direct.get("/docs/static/nothing.js").status_code == 404
     assert "cdn.jsdelivr.net" not in direct.get("/docs").text

@@ -9,10 +9,10 @@ import uuid
 
 from saas.auth import key_format
 from saas.kit import months
-from tests.conftest import SAAS
+from tests.support.apps import SAAS
 
 
-def test_plan_account_key_lifecycle(saas_process, client):  # type: ignore[no-untyped-def]
+def test_plan_account_key_lifecycle(saas_process, client):
     """The installed command, as a subprocess, through a whole lifecycle."""
     saas = saas_process
     suffix = uuid.uuid4().hex[:8]
@@ -72,7 +72,7 @@ def test_plan_account_key_lifecycle(saas_process, client):  # type: ignore[no-un
     assert client.get("/v1/models", headers={"X-API-Key": created["key"]}).status_code == 200
 
 
-def test_admin_scope_and_expiry_options(saas, client):  # type: ignore[no-untyped-def]
+def test_admin_scope_and_expiry_options(saas, client):
     suffix = uuid.uuid4().hex[:8]
     saas("plans", "create", f"ops-{suffix}", "--rate-limit", "10/second")
     saas("accounts", "create", f"ops-{suffix}", "--email", "a@b.c", "--plan", f"ops-{suffix}")
@@ -101,7 +101,7 @@ def test_admin_scope_and_expiry_options(saas, client):  # type: ignore[no-untype
     assert offset["expires_at"] == "2027-01-31T00:00:00Z"
 
 
-def test_errors_are_clear_and_exit_nonzero(saas, make_customer):  # type: ignore[no-untyped-def]
+def test_errors_are_clear_and_exit_nonzero(saas, make_customer):
     bad_limit = saas("plans", "create", "x-bad", "--rate-limit", "lots", ok=False)
     assert bad_limit.returncode != 0 and "rate limit" in bad_limit.stderr
     no_plan = saas("accounts", "create", "nobody", "--email", "a@b.c", "--plan", "nope", ok=False)
@@ -124,7 +124,7 @@ def test_errors_are_clear_and_exit_nonzero(saas, make_customer):  # type: ignore
     assert "Traceback" not in bad_limit.stderr + no_plan.stderr + no_account.stderr + outputs
 
 
-def test_bootstrap_on_a_fresh_database_is_idempotent(tmp_path):  # type: ignore[no-untyped-def]
+def test_bootstrap_on_a_fresh_database_is_idempotent(tmp_path):
     """What `make run` does: migrate an empty database, create keys once, then reuse them."""
     env = {**os.environ, "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
 
@@ -140,7 +140,7 @@ def test_bootstrap_on_a_fresh_database_is_idempotent(tmp_path):  # type: ignore[
     assert not any(key_format.is_well_formed(word) for word in second.split())
 
 
-def test_usage_and_invoices_commands(saas, make_customer, settings):  # type: ignore[no-untyped-def]
+def test_usage_and_invoices_commands(saas, make_customer, settings):
     import csv
     import io
 
@@ -179,7 +179,7 @@ def test_usage_and_invoices_commands(saas, make_customer, settings):  # type: ig
     assert bad.returncode == 1 and "Not a month" in bad.stderr
 
 
-def test_cli_mirrors_admin_writes_with_audit(saas, client, make_customer):  # type: ignore[no-untyped-def]
+def test_cli_mirrors_admin_writes_with_audit(saas, client, make_customer):
     customer = make_customer()
     rolled = json.loads(
         saas("keys", "roll", str(customer.key_id), "--grace-seconds", "0", "--json").stdout
@@ -203,7 +203,7 @@ def test_cli_mirrors_admin_writes_with_audit(saas, client, make_customer):  # ty
     assert all(e["actor_key_id"] is None and e["actor_name"] == getpass.getuser() for e in mine)
 
 
-def test_every_cli_write_is_audited_exactly_once(saas):  # type: ignore[no-untyped-def]
+def test_every_cli_write_is_audited_exactly_once(saas):
     name = f"audited-{uuid.uuid4().hex[:8]}"
     saas("plans", "create", name, "--rate-limit", "10/second")
     saas("plans", "update", name, "--monthly-quota", "100")
@@ -250,7 +250,7 @@ def test_every_cli_write_is_audited_exactly_once(saas):  # type: ignore[no-untyp
     assert "plan.create" in plain and user in plain
 
 
-def test_plan_models_must_be_served(saas, client, make_customer):  # type: ignore[no-untyped-def]
+def test_plan_models_must_be_served(saas, client, make_customer):
     suffix = uuid.uuid4().hex[:8]
     unknown = saas(
         "plans", "create", f"p-{suffix}", "--rate-limit", "1/second", "--models", "nope", ok=False
@@ -291,7 +291,7 @@ def test_plan_models_must_be_served(saas, client, make_customer):  # type: ignor
     assert api.status_code == 422 and "en_core_web_sm" in api.json()["detail"]
 
 
-def test_plans_update_command(saas, client, make_customer):  # type: ignore[no-untyped-def]
+def test_plans_update_command(saas, client, make_customer):
     customer = make_customer(monthly_quota=5)
     plan = json.loads(
         saas(
@@ -311,7 +311,7 @@ def test_plans_update_command(saas, client, make_customer):  # type: ignore[no-u
     assert statuses == [200, 200, 429]  # never cached before: the new plan applies at once
 
 
-def test_plans_max_batch_texts(saas, client):  # type: ignore[no-untyped-def]
+def test_plans_max_batch_texts(saas, client):
     suffix = uuid.uuid4().hex[:8]
     name = f"batch-{suffix}"
     plan = json.loads(

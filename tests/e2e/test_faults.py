@@ -37,17 +37,13 @@ from saas.config import Settings
 from saas.kit.db import make_engine
 from saas.kit.migrations import upgrade
 from saas.problems import REGISTRY
-from tests.conftest import (
-    MODEL,
-    PROBLEM_MEMBERS,
-    Customer,
-    assert_problem,
-    eventually,
-    metric,
-    new_customer,
-)
 from tests.e2e.test_gunicorn import Gunicorn, children
-from tests.servers import PostgresServer, RedisServer, ServerUnavailable
+from tests.support.customers import Customer, new_customer
+from tests.support.metrics import metric
+from tests.support.nlp import MODEL
+from tests.support.polling import eventually
+from tests.support.problems import PROBLEM_MEMBERS, assert_problem
+from tests.support.servers import PostgresServer, RedisServer, ServerUnavailable
 
 ENTITIES = f"/v1/{MODEL}/entities"
 TEXTS = [
@@ -184,7 +180,7 @@ class Figures:
         """Seconds from the repair to the answer from which every later answer was 2xx."""
         after = self.after_repair()
         start = len(after)
-        while start > 0 and after[start - 1].status is not None and after[start - 1].status < 300:
+        while start > 0 and (status := after[start - 1].status) is not None and status < 300:
             start -= 1
         return (after[start].done if start < len(after) else self.repaired_at) - self.repaired_at
 

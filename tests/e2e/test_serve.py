@@ -4,16 +4,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port, start_process, stop_process, wait_until_ready
+from tests.support.apps import SAAS, wait_until_ready
+from tests.support.polling import eventually
+from tests.support.servers import free_port, start_process, stop_process
 
-SAAS = str(Path(sys.executable).parent / "saas")
 DONE_WHEN = "John Doe is a Go developer at Google in London."
 
 
@@ -35,7 +34,7 @@ def is_alive(pid: int) -> bool:
 
 
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
-def server(request, tmp_path):  # type: ignore[no-untyped-def]
+def server(request, tmp_path):
     env = {**os.environ, "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.kit.db'}"}
     env.pop("SAAS_REDIS_URL", None)
     boot = subprocess.run([SAAS, "bootstrap"], env=env, capture_output=True, text=True, check=True)
@@ -51,7 +50,7 @@ def server(request, tmp_path):  # type: ignore[no-untyped-def]
     stop_process(process)
 
 
-def test_done_when_curl(server):  # type: ignore[no-untyped-def]
+def test_done_when_curl(server):
     base, keys, _ = server
     key = keys["demo"]
     output = subprocess.run(
@@ -81,7 +80,7 @@ def test_done_when_curl(server):  # type: ignore[no-untyped-def]
     }
 
 
-def test_concurrent_clients_and_clean_shutdown(server):  # type: ignore[no-untyped-def]
+def test_concurrent_clients_and_clean_shutdown(server):
     base, keys, process = server
     key = keys["admin"]
     descendants = children_of(process.pid)
@@ -102,7 +101,7 @@ def test_concurrent_clients_and_clean_shutdown(server):  # type: ignore[no-untyp
     process.send_signal(signal.SIGTERM)
     # Uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
     assert process.wait(timeout=30) in (0, -signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(is_alive(pid) for pid in descendants):
-        time.sleep(0.1)
-    assert not [pid for pid in descendants if is_alive(pid)], "orphaned processes after shutdown"
+    assert eventually(lambda: not any(is_alive(pid) for pid in descendants), 10, 0.1), (
+        "orphaned processes after shutdown",
+        [pid for pid in descendants if is_alive(pid)],
+    )

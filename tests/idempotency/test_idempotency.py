@@ -4,32 +4,33 @@ duplicates in flight at once in one worker."""
 import threading
 import uuid
 
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 from saas.usage.models import UsageEvent
-from tests.conftest import MODEL, assert_problem
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Angela Merkel met Emmanuel Macron in Berlin."}
 
 
-def billed(db, account_id: int) -> int:  # type: ignore[no-untyped-def]
+def billed(db, account_id: int) -> int:
     with db() as session:
         return (
             session.exec(
                 select(func.sum(UsageEvent.units)).where(
-                    UsageEvent.account_id == account_id, UsageEvent.billable.is_(True)
+                    UsageEvent.account_id == account_id, col(UsageEvent.billable).is_(True)
                 )
             ).one()
             or 0
         )
 
 
-def with_key(customer, key: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def with_key(customer, key: str) -> dict[str, str]:
     return {**customer.headers, "Idempotency-Key": key}
 
 
-def test_retry_gets_the_stored_answer_and_is_billed_once(client, customer, db):  # type: ignore[no-untyped-def]
+def test_retry_gets_the_stored_answer_and_is_billed_once(client, customer, db):
     headers = with_key(customer, uuid.uuid4().hex)
     first = client.post(ENTITIES, headers=headers, json=BODY)
     again = client.post(ENTITIES, headers=headers, json=BODY)
@@ -42,7 +43,7 @@ def test_retry_gets_the_stored_answer_and_is_billed_once(client, customer, db): 
     assert billed(db, customer.account_id) == 1
 
 
-def test_batch_is_replayed_and_billed_once_per_text(client, customer, db):  # type: ignore[no-untyped-def]
+def test_batch_is_replayed_and_billed_once_per_text(client, customer, db):
     headers = with_key(customer, "batch-1")
     body = {"texts": ["Paris is in France.", "John works at Google."]}
     answers = [client.post(f"{ENTITIES}/batch", headers=headers, json=body) for _ in range(3)]
@@ -52,7 +53,7 @@ def test_batch_is_replayed_and_billed_once_per_text(client, customer, db):  # ty
     assert billed(db, customer.account_id) == 2
 
 
-def test_same_key_for_another_request_is_422(client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_same_key_for_another_request_is_422(client, make_customer, db):
     customer = make_customer()
     headers = with_key(customer, "order-42")
     assert client.post(ENTITIES, headers=headers, json=BODY).status_code == 200
@@ -71,7 +72,7 @@ def test_same_key_for_another_request_is_422(client, make_customer, db):  # type
     assert billed(db, customer.account_id) == 1
 
 
-def test_an_error_is_not_kept_and_frees_the_key(client, customer, db):  # type: ignore[no-untyped-def]
+def test_an_error_is_not_kept_and_frees_the_key(client, customer, db):
     headers = with_key(customer, "fix-and-retry")
     for _ in range(2):  # each try runs again: nothing stored, nothing replayed
         empty = client.post(ENTITIES, headers=headers, json={"text": ""})
@@ -81,7 +82,7 @@ def test_an_error_is_not_kept_and_frees_the_key(client, customer, db):  # type: 
     assert billed(db, customer.account_id) == 1
 
 
-def test_invalid_keys_are_400_and_key_creation_ignores_the_header(client, customer):  # type: ignore[no-untyped-def]
+def test_invalid_keys_are_400_and_key_creation_ignores_the_header(client, customer):
     for key in ["", "x" * 256, "tab\tinside"]:
         answer = client.post(ENTITIES, headers=with_key(customer, key), json=BODY)
         assert answer.status_code == 400, key
@@ -101,7 +102,7 @@ def test_invalid_keys_are_400_and_key_creation_ignores_the_header(client, custom
     assert "idempotent-replayed" not in made[1].headers
 
 
-def test_concurrent_duplicates_wait_for_the_first(client, customer, db):  # type: ignore[no-untyped-def]
+def test_concurrent_duplicates_wait_for_the_first(client, customer, db):
     headers = with_key(customer, "burst")
     answers = []
     lock = threading.Lock()
@@ -122,7 +123,7 @@ def test_concurrent_duplicates_wait_for_the_first(client, customer, db):  # type
     assert billed(db, customer.account_id) == 1
 
 
-def test_the_header_is_declared_on_every_nlp_post(client):  # type: ignore[no-untyped-def]
+def test_the_header_is_declared_on_every_nlp_post(client):
     paths = client.get("/openapi.json").json()["paths"]
     posts = {path: item["post"] for path, item in paths.items() if "post" in item}
     nlp = [path for path in posts if path.startswith("/v1/") and path != "/v1/keys"]
@@ -132,7 +133,7 @@ def test_the_header_is_declared_on_every_nlp_post(client):  # type: ignore[no-un
         assert [p["name"] for p in headers] == ["Idempotency-Key"], path
 
 
-def test_a_replay_uses_no_quota(client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_a_replay_uses_no_quota(client, make_customer, db):
     customer = make_customer(monthly_quota=1)
     headers = with_key(customer, "quota")
     answers = [client.post(ENTITIES, headers=headers, json=BODY) for _ in range(4)]
@@ -143,7 +144,7 @@ def test_a_replay_uses_no_quota(client, make_customer, db):  # type: ignore[no-u
     assert billed(db, customer.account_id) == 1
 
 
-def test_a_replay_is_one_request_of_the_rate_limit(client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_a_replay_is_one_request_of_the_rate_limit(client, make_customer, db):
     """A replay reads the database: a client may not repeat it without bound."""
     customer = make_customer(rate_limit="3/minute")
     headers = with_key(customer, "limited")

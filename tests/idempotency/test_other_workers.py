@@ -15,7 +15,8 @@ from saas.idempotency import store
 from saas.idempotency.store import Answer, Completion
 from saas.pipeline.idempotency import Claim, IdempotencyKeys
 from saas.usage.ledger import Event, write_events
-from tests.conftest import MODEL
+from tests.support.apps import services
+from tests.support.nlp import MODEL
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = json.dumps({"text": "Paris is in France."}).encode()
@@ -25,7 +26,7 @@ def fingerprint(path: str = ENTITIES) -> str:
     return store.fingerprint("POST", path, b"", BODY)
 
 
-def claim_elsewhere(engine, account_id: int, key: str, lease: timedelta) -> str:  # type: ignore[no-untyped-def]
+def claim_elsewhere(engine, account_id: int, key: str, lease: timedelta) -> str:
     request_id = uuid.uuid4().hex
     found = store.claim(
         engine,
@@ -40,12 +41,12 @@ def claim_elsewhere(engine, account_id: int, key: str, lease: timedelta) -> str:
     return request_id
 
 
-def post(client, customer, key: str):  # type: ignore[no-untyped-def]
+def post(client, customer, key: str):
     headers = {**customer.headers, "Idempotency-Key": key, "Content-Type": "application/json"}
     return client.post(ENTITIES, headers=headers, content=BODY)
 
 
-def test_a_duplicate_waits_for_the_other_worker_and_replays_its_answer(client, customer, db):  # type: ignore[no-untyped-def]
+def test_a_duplicate_waits_for_the_other_worker_and_replays_its_answer(client, customer, db):
     engine = db().get_bind()
     request_id = claim_elsewhere(engine, customer.account_id, "elsewhere", timedelta(minutes=1))
     answer = Answer(200, "application/json", b'{"entities":["from the other worker"]}')
@@ -66,17 +67,17 @@ def test_a_duplicate_waits_for_the_other_worker_and_replays_its_answer(client, c
     assert replayed.content == answer.body
 
 
-def test_the_claim_of_a_dead_worker_ends_with_its_lease(client, customer):  # type: ignore[no-untyped-def]
+def test_the_claim_of_a_dead_worker_ends_with_its_lease(client, customer):
     claim_elsewhere(db_engine(client), customer.account_id, "dead", timedelta(seconds=1))
     answer = post(client, customer, "dead")
     assert answer.status_code == 200 and "idempotent-replayed" not in answer.headers
 
 
-def db_engine(client):  # type: ignore[no-untyped-def]
-    return client.app.state.services.database
+def db_engine(client):
+    return services(client).database
 
 
-def settle(keys: IdempotencyKeys, customer, key: str):  # type: ignore[no-untyped-def]
+def settle(keys: IdempotencyKeys, customer, key: str):
     """What the admission step learns of `key` for the customer's request, from the
     idempotency keys alone (no app: these tests never reach a replay)."""
     return keys.settle(
@@ -87,7 +88,7 @@ def settle(keys: IdempotencyKeys, customer, key: str):  # type: ignore[no-untype
     )
 
 
-def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer):  # type: ignore[no-untyped-def]
+def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer):
     engine = db().get_bind()
     claim_elsewhere(engine, customer.account_id, "slow", timedelta(seconds=30))
     keys = IdempotencyKeys(engine, lease=60, wait=0.3)
@@ -96,11 +97,11 @@ def test_a_duplicate_gets_409_when_the_other_request_runs_too_long(db, customer)
     assert isinstance(answer, Response) and answer.status_code == 409
     assert 0.3 <= time.monotonic() - started < 5
     assert 1 <= int(answer.headers["retry-after"]) <= 31
-    problem = json.loads(answer.body)
+    problem = json.loads(bytes(answer.body))
     assert problem["code"] == "idempotency_key_in_use" and "still running" in problem["detail"]
 
 
-def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):  # type: ignore[no-untyped-def]
+def test_a_request_longer_than_its_lease_keeps_its_claim(db, customer):
     """The claim is renewed while the request runs: another worker asking after several
     leases finds it held (without renewal it would take the key over, run and bill again)."""
     engine = db().get_bind()

@@ -11,7 +11,7 @@ from saas.usage.ledger import Event, write_events
 LEASE = timedelta(seconds=60)
 
 
-def claim(engine, account_id: int, key: str, request_id: str, now: datetime, fingerprint="f1"):  # type: ignore[no-untyped-def]
+def claim(engine, account_id: int, key: str, request_id: str, now: datetime, fingerprint="f1"):
     return store.claim(
         engine,
         account_id=account_id,
@@ -27,7 +27,7 @@ def event(account_id: int, request_id: str, now: datetime) -> Event:
     return Event(request_id, now, account_id, None, "entities", None, 200, 5, 1, 1.0, True)
 
 
-def test_one_claim_wins_and_a_dead_claim_ends_with_its_lease(db, customer):  # type: ignore[no-untyped-def]
+def test_one_claim_wins_and_a_dead_claim_ends_with_its_lease(db, customer):
     engine = db().get_bind()
     now = datetime.now(UTC)
     key = uuid.uuid4().hex
@@ -39,7 +39,7 @@ def test_one_claim_wins_and_a_dead_claim_ends_with_its_lease(db, customer):  # t
     assert claim(engine, customer.account_id, key, "b" * 32, now + LEASE) is None
 
 
-def test_the_answer_is_stored_with_the_usage_event_and_kept_24_hours(db, customer):  # type: ignore[no-untyped-def]
+def test_the_answer_is_stored_with_the_usage_event_and_kept_24_hours(db, customer):
     engine = db().get_bind()
     now = datetime.now(UTC)
     key, request_id = uuid.uuid4().hex, uuid.uuid4().hex
@@ -59,7 +59,7 @@ def test_the_answer_is_stored_with_the_usage_event_and_kept_24_hours(db, custome
     assert claim(engine, customer.account_id, key, "c" * 32, kept) is None
 
 
-def test_release_frees_only_its_own_claim(db, customer):  # type: ignore[no-untyped-def]
+def test_release_frees_only_its_own_claim(db, customer):
     engine = db().get_bind()
     now = datetime.now(UTC)
     key = uuid.uuid4().hex

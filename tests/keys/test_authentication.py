@@ -12,7 +12,11 @@ from saas.keys import service as keys
 from saas.keys.authenticator import KeyAuthenticator
 from saas.keys.models import ApiKey
 from saas.kit.db import make_engine, utcnow
-from tests.conftest import MODEL, TEST_ACTOR, assert_problem, eventually
+from tests.support.apps import services
+from tests.support.customers import TEST_ACTOR
+from tests.support.nlp import MODEL
+from tests.support.polling import eventually
+from tests.support.problems import assert_problem
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -28,19 +32,19 @@ BODY = {"text": "Paris is in France."}
     ],
     ids=["token", "bearer", "bearer-lowercase", "x-api-key"],
 )
-def test_each_header_form_is_accepted(client, customer, header):  # type: ignore[no-untyped-def]
+def test_each_header_form_is_accepted(client, customer, header):
     response = client.post(ENTITIES, headers=header(customer.key), json=BODY)
     assert response.status_code == 200
     assert response.headers["x-request-id"]
 
 
-def _assert_401(response, code, detail_fragment):  # type: ignore[no-untyped-def]
+def _assert_401(response, code, detail_fragment):
     body = assert_problem(response, code)
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert detail_fragment in body["detail"]
 
 
-def test_missing_key(client):  # type: ignore[no-untyped-def]
+def test_missing_key(client):
     _assert_401(client.post(ENTITIES, json=BODY), "missing_api_key", "Missing API key")
     _assert_401(
         client.post(ENTITIES, headers={"Authorization": "Basic abc"}, json=BODY),
@@ -49,7 +53,7 @@ def test_missing_key(client):  # type: ignore[no-untyped-def]
     )
 
 
-def test_malformed_key_is_rejected_without_a_database_query(client, settings):  # type: ignore[no-untyped-def]
+def test_malformed_key_is_rejected_without_a_database_query(client, settings):
     key = key_format.generate_key()
     typo = key[:-1] + ("A" if key[-1] != "A" else "B")
     with count_key_queries(client) as queries:
@@ -67,7 +71,7 @@ def test_malformed_key_is_rejected_without_a_database_query(client, settings):  
     assert [q for q in queries if q.lstrip().upper().startswith("SELECT")] == []
 
 
-def test_unknown_key(client):  # type: ignore[no-untyped-def]
+def test_unknown_key(client):
     unknown = key_format.generate_key()
     _assert_401(
         client.post(ENTITIES, headers={"X-API-Key": unknown}, json=BODY),
@@ -76,7 +80,7 @@ def test_unknown_key(client):  # type: ignore[no-untyped-def]
     )
 
 
-def test_revoked_key(client, customer, db):  # type: ignore[no-untyped-def]
+def test_revoked_key(client, customer, db):
     with db() as session:
         keys.revoke_key(session=session, key_id=customer.key_id, actor=TEST_ACTOR)
         session.commit()
@@ -85,7 +89,7 @@ def test_revoked_key(client, customer, db):  # type: ignore[no-untyped-def]
     )
 
 
-def test_a_cached_key_is_looked_up_again_after_the_ttl(customer, db, settings):  # type: ignore[no-untyped-def]
+def test_a_cached_key_is_looked_up_again_after_the_ttl(customer, db, settings):
     """The TTL is the backstop when no invalidation arrives: a change made behind the cache's
     back (here straight in the database) shows once the entry ages out, not before."""
     now = [1000.0]
@@ -116,12 +120,12 @@ def test_a_cached_key_is_looked_up_again_after_the_ttl(customer, db, settings): 
         engine.dispose()
 
 
-def test_expired_key(client, make_customer):  # type: ignore[no-untyped-def]
+def test_expired_key(client, make_customer):
     expired = make_customer(expires_at=utcnow() - timedelta(seconds=1))
     _assert_401(client.post(ENTITIES, headers=expired.headers, json=BODY), "key_expired", "expired")
 
 
-def test_key_expires_while_cached(client, make_customer):  # type: ignore[no-untyped-def]
+def test_key_expires_while_cached(client, make_customer):
     expires_at = utcnow() + timedelta(seconds=0.5)
     soon = make_customer(expires_at=expires_at)
     assert client.post(ENTITIES, headers=soon.headers, json=BODY).status_code == 200  # cached
@@ -135,13 +139,13 @@ def test_key_expires_while_cached(client, make_customer):  # type: ignore[no-unt
     _assert_401(response, "key_expired", "expired")
 
 
-def test_suspended_account(client, make_customer):  # type: ignore[no-untyped-def]
+def test_suspended_account(client, make_customer):
     suspended = make_customer(status="suspended")
     response = client.post(ENTITIES, headers=suspended.headers, json=BODY)
     assert_problem(response, "account_suspended", "Account is suspended.")
 
 
-def test_admin_routes_need_the_admin_scope(client, customer, make_customer):  # type: ignore[no-untyped-def]
+def test_admin_routes_need_the_admin_scope(client, customer, make_customer):
     response = client.get("/admin/plans", headers=customer.headers)
     assert "admin" in assert_problem(response, "admin_scope_required")["detail"]
     _assert_401(client.get("/admin/accounts"), "missing_api_key", "Missing")
@@ -153,7 +157,7 @@ def test_admin_routes_need_the_admin_scope(client, customer, make_customer):  # 
     assert customer.account_name in [a["name"] for a in accounts.json()["accounts"]]
 
 
-def test_public_routes_need_no_key(client):  # type: ignore[no-untyped-def]
+def test_public_routes_need_no_key(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
@@ -164,11 +168,11 @@ def test_public_routes_need_no_key(client):  # type: ignore[no-untyped-def]
 class count_key_queries:  # noqa: N801 - used like a function in `with`
     """Collects the SQL statements that touch api_keys on the app's own engine."""
 
-    def __init__(self, client):  # type: ignore[no-untyped-def]
-        self.engine = client.app.state.services.database
+    def __init__(self, client):
+        self.engine = services(client).database
         self.statements: list[str] = []
 
-    def _record(self, conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+    def _record(self, conn, cursor, statement, *args):
         if "api_keys" in statement:
             self.statements.append(statement)
 
@@ -176,11 +180,11 @@ class count_key_queries:  # noqa: N801 - used like a function in `with`
         event.listen(self.engine, "before_cursor_execute", self._record)
         return self.statements
 
-    def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
+    def __exit__(self, *exc) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)
 
 
-def test_cached_key_and_cached_miss_do_no_database_work(client, customer):  # type: ignore[no-untyped-def]
+def test_cached_key_and_cached_miss_do_no_database_work(client, customer):
     unknown = key_format.generate_key()
     with count_key_queries(client) as queries:
         for _ in range(20):
@@ -190,12 +194,12 @@ def test_cached_key_and_cached_miss_do_no_database_work(client, customer):  # ty
     assert len(selects) <= 2  # one lookup per key, then the cache answers
 
 
-def test_last_used_at_is_written_in_batches(client, customer, db, settings):  # type: ignore[no-untyped-def]
+def test_last_used_at_is_written_in_batches(client, customer, db, settings):
     before = utcnow()
     for _ in range(5):
         assert client.get("/v1/models", headers=customer.headers).status_code == 200
 
-    def last_used_at():  # type: ignore[no-untyped-def]
+    def last_used_at():
         with db() as session:
             return session.get(ApiKey, customer.key_id).last_used_at
 

@@ -44,8 +44,8 @@ def test_seconds_to_the_end_of_a_month_and_the_picker() -> None:
     assert months.since(date(2026, 3, 1), date(2026, 2, 3)) == []
 
 
-def test_the_api_and_the_dashboard_refuse_the_same_months(client, customer) -> None:  # type: ignore[no-untyped-def]
-    from tests.dashboard.test_sessions import signed_in
+def test_the_api_and_the_dashboard_refuse_the_same_months(client, customer) -> None:
+    from tests.support.dashboard import signed_in
 
     admin = signed_in(client, customer.key)
     for name in ("0000-01", "2026-13"):

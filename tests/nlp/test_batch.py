@@ -4,29 +4,32 @@ text one unit of the rate limits, quota and bill, and nothing counted for a refu
 import asyncio
 
 import pytest
+from starlette.types import Message
 
 from saas.kit import months
 from saas.pipeline.batch_body import count_texts, read_body
 from saas.usage import service
-from tests.conftest import FRENCH, MODEL, SQLITE_ONLY, wait_for_events
+from tests.support.marks import SQLITE_ONLY
+from tests.support.nlp import FRENCH, MODEL
+from tests.support.usage import wait_for_events
 
 URL = f"/v1/{MODEL}"
 TASKS = ["entities", "tokens", "dependencies", "sentence-dependencies"]
 
 
-def batch(client, customer, texts, task="entities", **extra):  # type: ignore[no-untyped-def]
+def batch(client, customer, texts, task="entities", **extra):
     return client.post(
         f"{URL}/{task}/batch", headers=customer.headers, json={"texts": texts, **extra}
     )
 
 
-def single(client, customer, text, task="entities", **extra):  # type: ignore[no-untyped-def]
+def single(client, customer, text, task="entities", **extra):
     return client.post(f"{URL}/{task}", headers=customer.headers, json={"text": text, **extra})
 
 
 @SQLITE_ONLY
 @pytest.mark.parametrize("task", TASKS)
-def test_results_are_the_single_answers_in_order(client, customer, texts, task):  # type: ignore[no-untyped-def]
+def test_results_are_the_single_answers_in_order(client, customer, texts, task):
     chosen = texts[:12] if task == "entities" else texts[3:8]
     response = batch(client, customer, chosen, task)
     assert response.status_code == 200, response.text
@@ -45,7 +48,7 @@ def test_results_are_the_single_answers_in_order(client, customer, texts, task):
 @SQLITE_ONLY
 def test_entities_match_spacy_and_searched_entity_applies_to_every_text(
     client, customer, nlp, texts
-):  # type: ignore[no-untyped-def]
+):
     chosen = texts[:10]
     results = batch(client, customer, chosen).json()["results"]
     for text, result in zip(chosen, results, strict=True):
@@ -60,7 +63,7 @@ def test_entities_match_spacy_and_searched_entity_applies_to_every_text(
     assert all(e["type"] == "GPE" for r in filtered for e in r["entities"])
 
 
-def test_each_text_is_one_unit_of_the_rate_limit(client, make_customer):  # type: ignore[no-untyped-def]
+def test_each_text_is_one_unit_of_the_rate_limit(client, make_customer):
     customer = make_customer(rate_limit="3/minute")
     first = batch(client, customer, ["Paris is in France.", "Berlin is in Germany."])
     assert first.status_code == 200
@@ -74,7 +77,7 @@ def test_each_text_is_one_unit_of_the_rate_limit(client, make_customer):  # type
     assert last.status_code == 429 and last.headers["x-ratelimit-remaining"] == "0"
 
 
-def test_each_text_is_one_unit_of_quota_and_bill(client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_each_text_is_one_unit_of_quota_and_bill(client, make_customer, db):
     customer = make_customer(monthly_quota=5, price_cents_per_1000_requests=1000)
     texts = ["Paris is in France.", "Berlin is in Germany.", "Rome is in Italy."]
     assert batch(client, customer, texts).status_code == 200
@@ -113,7 +116,7 @@ def test_each_text_is_one_unit_of_quota_and_bill(client, make_customer, db):  # 
     assert single(client, customer, texts[0]).status_code == 402
 
 
-def test_over_the_effective_maximum_is_413_and_counts_nothing(client, make_customer):  # type: ignore[no-untyped-def]
+def test_over_the_effective_maximum_is_413_and_counts_nothing(client, make_customer):
     # The rate limit's window (3) is smaller than max_batch_texts (10): it is the maximum.
     windowed = make_customer(rate_limit="3/minute", max_batch_texts=10, monthly_quota=3)
     four = ["Paris.", "Berlin.", "Rome.", "Madrid."]
@@ -138,7 +141,7 @@ def test_over_the_effective_maximum_is_413_and_counts_nothing(client, make_custo
     assert full.status_code == 200 and full.headers["x-ratelimit-remaining"] == "98"
 
 
-def test_an_invalid_text_is_named_and_uses_no_quota(client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_an_invalid_text_is_named_and_uses_no_quota(client, make_customer, db):
     customer = make_customer(monthly_quota=3, max_text_chars=30)
     empty = batch(client, customer, ["Paris is in France.", "Rome.", "   "])
     assert empty.status_code == 400 and "'texts[2]'" in empty.json()["detail"]
@@ -164,7 +167,7 @@ def test_an_invalid_text_is_named_and_uses_no_quota(client, make_customer, db): 
         (b'{"texts": [1, 2]}', 2),  # a list: counted, then refused by the route
     ],
 )
-def test_malformed_bodies_are_422_and_not_billed(client, make_customer, content, cost):  # type: ignore[no-untyped-def]
+def test_malformed_bodies_are_422_and_not_billed(client, make_customer, content, cost):
     customer = make_customer(rate_limit="10/minute", monthly_quota=5)
     response = client.post(
         f"{URL}/entities/batch",
@@ -179,7 +182,7 @@ def test_malformed_bodies_are_422_and_not_billed(client, make_customer, content,
     assert five.status_code == 200
 
 
-def test_bodies_only_the_standard_library_reads_are_counted_too(client, make_customer):  # type: ignore[no-untyped-def]
+def test_bodies_only_the_standard_library_reads_are_counted_too(client, make_customer):
     """FastAPI parses with the json module, which takes NaN where orjson does not: such a batch
     must still cost one unit per text."""
     customer = make_customer(rate_limit="3/minute")
@@ -194,7 +197,7 @@ def test_bodies_only_the_standard_library_reads_are_counted_too(client, make_cus
 
 
 @SQLITE_ONLY
-def test_model_and_content_type_rules(client, make_customer):  # type: ignore[no-untyped-def]
+def test_model_and_content_type_rules(client, make_customer):
     english_only = make_customer(models=[MODEL])
     for task in TASKS:
         response = client.post(
@@ -218,7 +221,7 @@ def test_model_and_content_type_rules(client, make_customer):  # type: ignore[no
 
 
 @SQLITE_ONLY
-def test_french_batch(client, make_customer, nlp_fr, texts_fr):  # type: ignore[no-untyped-def]
+def test_french_batch(client, make_customer, nlp_fr, texts_fr):
     customer = make_customer(models=[FRENCH])
     chosen = texts_fr[:4]
     response = client.post(
@@ -230,7 +233,7 @@ def test_french_batch(client, make_customer, nlp_fr, texts_fr):  # type: ignore[
         assert [(e["start"], e["end"], e["type"]) for e in result["entities"]] == expected
 
 
-def test_the_model_is_refused_before_the_batch_size(client, make_customer):  # type: ignore[no-untyped-def]
+def test_the_model_is_refused_before_the_batch_size(client, make_customer):
     customer = make_customer(rate_limit="5/minute", max_batch_texts=2, models=[MODEL])
     too_many = {"texts": ["Paris.", "Rome.", "Oslo."]}
     unknown = client.post(
@@ -245,8 +248,8 @@ def test_the_model_is_refused_before_the_batch_size(client, make_customer):  # t
 
 
 @SQLITE_ONLY
-def test_chunked_body_over_max_bytes_is_413(client, customer, settings):  # type: ignore[no-untyped-def]
-    def chunks():  # type: ignore[no-untyped-def]
+def test_chunked_body_over_max_bytes_is_413(client, customer, settings):
+    def chunks():
         yield b'{"texts": ["'
         for _ in range(settings.max_body_bytes // 10_000 + 2):
             yield b"a" * 10_000
@@ -262,7 +265,7 @@ def test_chunked_body_over_max_bytes_is_413(client, customer, settings):  # type
 
 
 @SQLITE_ONLY
-def test_batch_endpoints_are_documented(client):  # type: ignore[no-untyped-def]
+def test_batch_endpoints_are_documented(client):
     paths = client.get("/openapi.json").json()["paths"]
     for task, answer in [
         ("entities", "EntitiesBatchOut"),
@@ -276,7 +279,7 @@ def test_batch_endpoints_are_documented(client):  # type: ignore[no-untyped-def]
         assert {"400", "402", "413", "422", "429"} <= set(post["responses"])
 
 
-def test_count_texts():  # type: ignore[no-untyped-def]
+def test_count_texts():
     assert count_texts(b'{"texts": ["a", "b", "c"]}') == 3
     assert count_texts(b'{"texts": []}') == 0
     assert count_texts(b'{"texts": ["\\ud800", "b"]}') == 2  # lone surrogate
@@ -285,15 +288,15 @@ def test_count_texts():  # type: ignore[no-untyped-def]
         assert count_texts(body) is None, body[:10]
 
 
-def test_read_body_replays_every_chunk_then_the_server():  # type: ignore[no-untyped-def]
-    async def scenario() -> tuple[bytes, list[dict[str, object]]]:
+def test_read_body_replays_every_chunk_then_the_server():
+    async def scenario() -> tuple[bytes, list[Message]]:
         incoming = [
             {"type": "http.request", "body": b'{"texts": ', "more_body": True},
             {"type": "http.request", "body": b'["a"]}', "more_body": False},
             {"type": "http.disconnect"},
         ]
 
-        async def receive():  # type: ignore[no-untyped-def]
+        async def receive():
             return incoming.pop(0)
 
         body, replay = await read_body(receive)

@@ -15,7 +15,11 @@ from structlog.testing import CapturingLogger
 from saas.config import Settings
 from saas.nlp import routes
 from saas.nlp.lane import TEXT_FAILED
-from tests.conftest import MODEL, assert_problem, dedicated_client, metric, wait_for_events
+from tests.support.apps import dedicated_client
+from tests.support.metrics import metric
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
+from tests.support.usage import wait_for_events
 
 URL = f"/v1/{MODEL}"
 TOO_LONG_FOR_SPACY = "word " * 200_001  # 1,000,005 characters
@@ -52,7 +56,7 @@ def logged_failure(log: CapturingLogger, request_id: str) -> dict[str, object]:
 
 def test_a_failing_text_gets_its_own_entry_and_is_not_billed(
     big_client, make_customer, db, route_log
-):  # type: ignore[no-untyped-def]
+):
     customer = make_customer(monthly_quota=4, max_text_chars=1_100_000)
     texts = ["Paris is in France.", TOO_LONG_FOR_SPACY, "Angela Merkel lives in Berlin."]
 
@@ -94,7 +98,7 @@ def test_a_failing_text_gets_its_own_entry_and_is_not_billed(
 
 def test_a_text_that_fails_alone_or_a_batch_of_failures_is_500_and_not_billed(
     big_client, make_customer, db, route_log
-):  # type: ignore[no-untyped-def]
+):
     customer = make_customer(monthly_quota=1, max_text_chars=1_100_000)
     single = big_client.post(
         f"{URL}/tokens", headers=customer.headers, json={"text": TOO_LONG_FOR_SPACY}
@@ -115,7 +119,7 @@ def test_a_text_that_fails_alone_or_a_batch_of_failures_is_500_and_not_billed(
     assert ok.status_code == 200
 
 
-def test_the_openapi_schema_declares_the_error_entry(client):  # type: ignore[no-untyped-def]
+def test_the_openapi_schema_declares_the_error_entry(client):
     schema = client.get("/openapi.json").json()
     batch = schema["components"]["schemas"]["EntitiesBatchOut"]["properties"]["results"]
     refs = {option["$ref"].rsplit("/", 1)[1] for option in batch["items"]["anyOf"]}

@@ -12,8 +12,8 @@ import pytest
 from saas.nlp.lane import Lane
 from saas.nlp.pool import InferencePool
 from saas.problems.errors import Overloaded
-from tests.conftest import MODEL, read_texts
-from tests.nlp.test_pool import MODELS, lane_metric, queued, until
+from tests.support.nlp import ENGLISH_ONLY, MODEL, lane_metric, queued, read_texts
+from tests.support.polling import eventually_async
 
 LONG_FROM = 5_000
 SHORT = "Angela Merkel met Emmanuel Macron in Berlin."
@@ -36,18 +36,18 @@ def texts_answered(lane: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def pool_loop():  # type: ignore[no-untyped-def]
+def pool_loop():
     """One two-lane pool for the module, on a loop of its own (the lanes' transports belong
     to the loop they were started on)."""
     loop = asyncio.new_event_loop()
-    pool = InferencePool(MODELS, long_text_chars=LONG_FROM)
+    pool = InferencePool(ENGLISH_ONLY, long_text_chars=LONG_FROM)
     loop.run_until_complete(pool.start())
     yield pool, loop
     loop.run_until_complete(pool.stop())
     loop.close()
 
 
-def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(pool_loop, nlp):  # type: ignore[no-untyped-def]
+def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(pool_loop, nlp):
     pool, loop = pool_loop
     text = long_text(20_000)
     assert pool.lane_of(text) is pool.long and pool.lane_of(SHORT) is pool.short
@@ -67,12 +67,14 @@ def test_long_texts_take_the_long_lane_and_get_nlps_exact_answer(pool_loop, nlp)
     ]
 
 
-def test_a_short_text_is_answered_while_a_long_one_is_in_inference(pool_loop):  # type: ignore[no-untyped-def]
+def test_a_short_text_is_answered_while_a_long_one_is_in_inference(pool_loop):
     pool, loop = pool_loop
 
     async def scenario() -> tuple[bool, bytes]:
         long = asyncio.ensure_future(pool.run(MODEL, "dependencies", long_text(30_000)))
-        await until(lambda: queued("long") == 1)  # in the long lane's pipe
+        assert await eventually_async(
+            lambda: queued("long") == 1, 60, 0.01
+        )  # in the long lane's pipe
         short = await pool.run(MODEL, "dependencies", SHORT)
         long_still_running = not long.done()
         await long
@@ -83,7 +85,7 @@ def test_a_short_text_is_answered_while_a_long_one_is_in_inference(pool_loop):  
     assert b"Merkel" in short
 
 
-def test_a_batch_mixing_lengths_keeps_its_order(pool_loop):  # type: ignore[no-untyped-def]
+def test_a_batch_mixing_lengths_keeps_its_order(pool_loop):
     pool, loop = pool_loop
     texts = [SHORT, long_text(6_000), "Paris is in France.", long_text(7_000)]
 
@@ -98,14 +100,14 @@ def test_a_batch_mixing_lengths_keeps_its_order(pool_loop):  # type: ignore[no-u
     assert texts_answered("long") == long_before + 4  # two in the batch, two alone
 
 
-def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(pool_loop):  # type: ignore[no-untyped-def]
+def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(pool_loop):
     pool, loop = pool_loop
     pool.long.max_queued_chars = 20_000
 
     async def scenario() -> tuple[list[str], float]:
         refused = []
         running = asyncio.ensure_future(pool.run(MODEL, "entities", long_text(15_000)))
-        await until(lambda: queued("long") == 1)
+        assert await eventually_async(lambda: queued("long") == 1, 60, 0.01)
         short_before = texts_answered("short")
         for texts in ([long_text(6_000)], [SHORT, long_text(6_000)]):
             try:
@@ -126,7 +128,7 @@ def test_the_long_lane_is_bounded_in_characters_and_a_split_batch_checks_both(po
     assert short_answered_meanwhile == 0  # the split batch sent nothing before it was refused
 
 
-def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(pool_loop):  # type: ignore[no-untyped-def]
+def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(pool_loop):
     pool, loop = pool_loop
 
     async def scenario() -> tuple[object, bytes, bytes]:
@@ -134,11 +136,13 @@ def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(pool_loop):  # 
         dying = lane.pid
         assert dying is not None
         waiting = asyncio.ensure_future(pool.run(MODEL, "entities", long_text(30_000)))
-        await until(lambda: queued("long") == 1)
+        assert await eventually_async(lambda: queued("long") == 1, 60, 0.01)
         os.kill(dying, signal.SIGKILL)
         outcome = await asyncio.gather(waiting, return_exceptions=True)
         short = await pool.run(MODEL, "entities", SHORT)  # the short lane never noticed
-        await until(lambda: pool.ready and lane.pid != dying)  # a new process loaded
+        assert await eventually_async(
+            lambda: pool.ready and lane.pid != dying, 60, 0.01
+        )  # a new process loaded
         return outcome[0], short, await pool.run(MODEL, "entities", long_text(LONG_FROM))
 
     failed, short, replaced = loop.run_until_complete(scenario())
@@ -148,6 +152,6 @@ def test_a_dead_long_lane_fails_its_waiters_only_and_is_replaced(pool_loop):  # 
 
 
 def test_no_long_lane_when_the_setting_is_zero() -> None:
-    pool = InferencePool(MODELS, long_text_chars=0)
+    pool = InferencePool(ENGLISH_ONLY, long_text_chars=0)
     assert pool.long is None and pool.lanes == [pool.short]
     assert pool.lane_of(long_text(30_000)) is pool.short

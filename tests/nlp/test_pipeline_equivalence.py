@@ -23,7 +23,7 @@ from bench.corpus import load_texts
 from saas.config import Settings
 from saas.nlp.inference_process import annotate, pipeline_docs
 from saas.nlp.tasks import TASKS, serialize, skipped_components
-from tests.conftest import read_texts
+from tests.support.nlp import read_texts
 
 CORPUS_TEXTS = int(os.environ.get("SAAS_TEST_CORPUS_TEXTS", "0"))
 MAX_BATCH: int = Settings.model_fields["engine_max_batch"].default  # the engine's default batch

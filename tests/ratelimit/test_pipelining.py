@@ -11,8 +11,9 @@ import redis.asyncio as aioredis
 from saas.ratelimit.pipelining import ScriptPipeline
 from saas.ratelimit.redis_limiter import RedisLimiter
 from saas.ratelimit.windows import parse_windows
-from tests.conftest import redis_url
-from tests.servers import RedisServer
+from tests.support.polling import eventually_async
+from tests.support.servers import RedisServer
+from tests.support.stores import redis_url
 
 COUNT = """
 redis.call('INCR', KEYS[1])
@@ -25,13 +26,13 @@ class CountingPipeline(ScriptPipeline):
 
     sent = 0
 
-    async def _pipeline(self, calls):  # type: ignore[no-untyped-def]
+    async def _pipeline(self, calls):
         self.sent += 1
         return await super()._pipeline(calls)
 
 
 def test_concurrent_calls_share_round_trips_and_keep_their_own_answers():
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         client = aioredis.Redis.from_url(redis_url())
         key = f"test-pipelining-{uuid.uuid4().hex}"
         pipeline = CountingPipeline(client, COUNT)
@@ -52,7 +53,7 @@ def test_concurrent_calls_share_round_trips_and_keep_their_own_answers():
 
 
 def test_a_caller_that_gave_up_before_its_call_left_is_not_counted():
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         client = aioredis.Redis.from_url(redis_url())
         key = f"test-pipelining-{uuid.uuid4().hex}"
         pipeline = ScriptPipeline(client, COUNT)
@@ -62,7 +63,7 @@ def test_a_caller_that_gave_up_before_its_call_left_is_not_counted():
             await asyncio.sleep(0)  # both queued, the pipeline not sent yet
             gave_up.cancel()  # what a timeout does
             echo, count = await kept
-            return int(echo), int(count), int(await client.get(key))
+            return int(echo), int(count), int(await counted(client, key))
         finally:
             await client.delete(key)
             await client.aclose()
@@ -74,12 +75,12 @@ class HeldPipeline(ScriptPipeline):
     """The first pipeline is held (a stuck socket, as far as the callers can tell) until
     released; the others go through."""
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.release = asyncio.Event()
         self.held = False
 
-    async def _pipeline(self, calls):  # type: ignore[no-untyped-def]
+    async def _pipeline(self, calls):
         if not self.held:
             self.held = True
             await self.release.wait()
@@ -87,7 +88,7 @@ class HeldPipeline(ScriptPipeline):
 
 
 def test_a_stalled_pipeline_does_not_hold_the_next_calls():
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         client = aioredis.Redis.from_url(redis_url())
         key = f"test-pipelining-{uuid.uuid4().hex}"
         pipeline = HeldPipeline(client, COUNT, stalled_after=0.05)
@@ -97,7 +98,7 @@ def test_a_stalled_pipeline_does_not_hold_the_next_calls():
             second = await asyncio.wait_for(pipeline.call([key], [2]), 5)  # not held by first
             assert not first.done()
             pipeline.release.set()
-            return int(second[0]), int((await first)[0]), int(await client.get(key))
+            return int(second[0]), int((await first)[0]), int(await counted(client, key))
         finally:
             await client.delete(key)
             await client.aclose()
@@ -108,13 +109,12 @@ def test_a_stalled_pipeline_does_not_hold_the_next_calls():
 def test_a_pipeline_cancelled_at_shutdown_fails_its_callers_like_a_lost_connection():
     """They take their fallback (a Redis error); they are not cancelled themselves."""
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         client = aioredis.Redis.from_url(redis_url())
         pipeline = HeldPipeline(client, COUNT)
         try:
             waiter = asyncio.ensure_future(pipeline.call(["never-counted"], [1]))
-            while not pipeline.held:
-                await asyncio.sleep(0.001)
+            assert await eventually_async(lambda: pipeline.held, interval=0.001)
             for task in list(pipeline._in_flight):
                 task.cancel()
             return await asyncio.gather(waiter, return_exceptions=True)
@@ -129,7 +129,7 @@ def test_limiter_decisions_through_the_pipeline_count_exactly():
     """100 concurrent requests against 30/minute: exactly 30 admitted, as one by one."""
     windows = parse_windows("30/minute")
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         client = aioredis.Redis.from_url(redis_url())
         limiter = RedisLimiter(client, prefix=f"test-pipelining-{uuid.uuid4().hex}")
         account = 7
@@ -150,20 +150,20 @@ def test_limiter_decisions_through_the_pipeline_count_exactly():
     assert remaining == list(range(30))  # each admission saw the count after its own
 
 
-def test_scripts_lost_by_redis_are_loaded_again(tmp_path):  # type: ignore[no-untyped-def]
+def test_scripts_lost_by_redis_are_loaded_again(tmp_path):
     """SCRIPT FLUSH (what a restart does) on a Redis of the test's own: the next calls get
     NOSCRIPT, the script is loaded once more, and every call is answered, counted once."""
     server = RedisServer(tmp_path)
     server.start()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         client = aioredis.Redis.from_url(server.url)
         pipeline = CountingPipeline(client, COUNT)
         try:
             await pipeline.call(["counter"], [0])
             await client.script_flush()
             answers = await asyncio.gather(*(pipeline.call(["counter"], [n]) for n in range(10)))
-            return answers, int(await client.get("counter"))
+            return answers, int(await counted(client, "counter"))
         finally:
             await client.aclose()
 
@@ -175,11 +175,11 @@ def test_scripts_lost_by_redis_are_loaded_again(tmp_path):  # type: ignore[no-un
     assert count == 11  # nothing ran twice
 
 
-def test_a_failed_pipeline_fails_its_callers_and_the_next_one_works(tmp_path):  # type: ignore[no-untyped-def]
+def test_a_failed_pipeline_fails_its_callers_and_the_next_one_works(tmp_path):
     server = RedisServer(tmp_path)
     server.start()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         client = aioredis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
         pipeline = ScriptPipeline(client, COUNT)
         try:
@@ -200,3 +200,10 @@ def test_a_failed_pipeline_fails_its_callers_and_the_next_one_works(tmp_path):  
         server.stop()
     assert all(isinstance(result, Exception) for result in failed)
     assert int(after[0]) == 1 and int(after[1]) == 1  # a fresh Redis (no --save): counted once
+
+
+async def counted(client: aioredis.Redis, key: str) -> bytes | str:
+    """The counter's value, which the test's calls must have set."""
+    value = await client.get(key)
+    assert value is not None, key
+    return value

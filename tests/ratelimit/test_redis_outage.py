@@ -4,19 +4,22 @@ closed answers 503; neither answers 500 or hangs. Uses a Redis of the test's own
 import time
 
 from saas.ratelimit.admission import REDIS_RETRY_SECONDS
-from tests.conftest import MODEL, assert_problem, dedicated_client, metric
+from tests.support.apps import dedicated_client, services
+from tests.support.metrics import metric
+from tests.support.nlp import MODEL
+from tests.support.problems import assert_problem
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
 
 
-def timed(call):  # type: ignore[no-untyped-def]
+def timed(call):
     started = time.monotonic()
     response = call()
     return response, time.monotonic() - started
 
 
-def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer):  # type: ignore[no-untyped-def]
+def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer):
     customer = make_customer(rate_limit="3/minute")
     with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=True) as client:
         assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
@@ -36,7 +39,7 @@ def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer
         assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
 
         own_redis.start()  # an empty Redis: the shared count starts again
-        admission = client.app.state.services.admission
+        admission = services(client).admission
         real_clock = admission.monotonic
         # The limiter retries Redis after a pause: move its clock past it instead of waiting.
         admission.monotonic = lambda: real_clock() + REDIS_RETRY_SECONDS
@@ -51,7 +54,7 @@ def test_fail_open_falls_back_to_local_limits(settings, own_redis, make_customer
         assert metric(client, "saas_admission_total", outcome="fail_open") == fail_open
 
 
-def test_fail_closed_answers_503(settings, own_redis, make_customer):  # type: ignore[no-untyped-def]
+def test_fail_closed_answers_503(settings, own_redis, make_customer):
     customer = make_customer(rate_limit="100/minute")
     with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=False) as client:
         assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
@@ -71,7 +74,7 @@ def test_fail_closed_answers_503(settings, own_redis, make_customer):  # type: i
         assert client.get("/healthz").status_code == 200
 
 
-def test_rejections_are_answered_locally_without_redis(settings, own_redis, make_customer):  # type: ignore[no-untyped-def]
+def test_rejections_are_answered_locally_without_redis(settings, own_redis, make_customer):
     customer = make_customer(rate_limit="1/minute")
     with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=False) as client:
         assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200

@@ -12,8 +12,8 @@ from saas.ratelimit.headers import rate_limit_headers
 from saas.ratelimit.memory_limiter import MemoryLimiter
 from saas.ratelimit.redis_limiter import RedisLimiter
 from saas.ratelimit.windows import Decision, Window, parse_windows
-from tests.conftest import redis_url
 from tests.ratelimit.buckets import age_buckets
+from tests.support.stores import redis_url
 
 
 def test_parse_windows_shortest_first():
@@ -35,7 +35,7 @@ def test_memory_limiter_moving_window_and_headers():
     limiter = MemoryLimiter()
     windows = parse_windows("2/second;3/minute")
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         first = await limiter.admit(1, windows, quota=None)
         second = await limiter.admit(1, windows, quota=None)
         third = await limiter.admit(1, windows, quota=None)  # over 2/second
@@ -61,11 +61,13 @@ def test_memory_limiter_quota_is_exact_and_refundable():
     limiter = MemoryLimiter()
     windows = parse_windows("1000/second")
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         # A month the limiter has no count for is first seeded (from the ledger, in the app).
         unseeded = await limiter.admit(7, windows, quota=3)
+        assert unseeded.quota_month is not None
         await limiter.seed(7, unseeded.quota_month, 0)
         decisions = [await limiter.admit(7, windows, quota=3) for _ in range(4)]
+        assert decisions[0].quota_month is not None
         await limiter.refund(7, decisions[0].quota_month)
         return unseeded, decisions, await limiter.admit(7, windows, quota=3)
 
@@ -81,8 +83,9 @@ def test_memory_limiter_seed_counts_what_the_ledger_already_billed():
     limiter = MemoryLimiter()
     windows = parse_windows("1000/second")
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario():
         first = await limiter.admit(9, windows, quota=5)
+        assert first.quota_month is not None
         await limiter.seed(9, first.quota_month, 4)
         await limiter.seed(9, first.quota_month, 0)  # a later seed never overwrites
         return [await limiter.admit(9, windows, quota=5) for _ in range(2)]

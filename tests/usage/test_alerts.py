@@ -6,13 +6,16 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from sqlmodel import select
 
 from saas.accounts.models import Account
 from saas.usage.models import QuotaAlert
-from tests.conftest import MODEL, dedicated_client, eventually
+from tests.support.apps import dedicated_client
+from tests.support.nlp import MODEL
+from tests.support.polling import eventually
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
@@ -20,9 +23,9 @@ SECRET = "s3cret" * 8
 
 
 @pytest.fixture
-def receiver():  # type: ignore[no-untyped-def]
+def receiver():
     """A webhook receiver on 127.0.0.1 that fails its first call, then accepts."""
-    received: list[tuple[dict, str, bytes]] = []
+    received: list[tuple[dict[str, Any], str, bytes]] = []
     calls = {"n": 0}
 
     class Handler(BaseHTTPRequestHandler):
@@ -37,7 +40,7 @@ def receiver():  # type: ignore[no-untyped-def]
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+        def log_message(self, *args) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -47,14 +50,14 @@ def receiver():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def alerting_client(settings):  # type: ignore[no-untyped-def]
+def alerting_client(settings):
     """An app that may send alerts to this test's receiver, on loopback (SAAS_WEBHOOK_ALLOW_
     PRIVATE; tests/accounts/test_webhooks.py has the refusals)."""
     with dedicated_client(settings, webhook_allow_private=True) as client:
         yield client
 
 
-def test_80_and_100_percent_alerts_once_each(alerting_client, make_customer, db, receiver):  # type: ignore[no-untyped-def]
+def test_80_and_100_percent_alerts_once_each(alerting_client, make_customer, db, receiver):
     client = alerting_client
     url, received = receiver
     customer = make_customer(monthly_quota=5)

