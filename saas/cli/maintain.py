@@ -7,7 +7,7 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from saas.cli.output import JsonFlag, emit_json
-from saas.cli.session import fail
+from saas.cli.session import fail_database
 from saas.config import get_settings
 from saas.idempotency import store as idempotency
 from saas.kit.db import make_engine
@@ -41,8 +41,7 @@ def maintain(
     except DBAPIError as exc:
         # A lock not granted in time (a long query on the ledger), or a run that met another:
         # nothing half-done stays (each step is one transaction); run it again later.
-        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason"
-        fail(f"database error: {reason}")
+        fail_database(exc)
     finally:
         engine.dispose()
     if as_json:

@@ -8,7 +8,7 @@ from typing import NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import Session
 
 from saas.auth.principal import Actor
@@ -23,6 +23,13 @@ Model = TypeVar("Model", bound=BaseModel)
 def fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
+
+
+def fail_database(exc: DBAPIError) -> NoReturn:
+    """The driver's own first line: SQLAlchemy's text would quote the statement, hide_parameters
+    or not."""
+    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason"
+    fail(f"database error: {reason}")
 
 
 def cli_actor() -> Actor:
@@ -62,11 +69,8 @@ def db_session() -> Iterator[Session]:
         if not is_unique_violation(exc):
             raise
         fail(CONFLICTING_WRITE)
-    except OperationalError as exc:
-        # Unreachable, locked, or not migrated (then `saas migrate`). The driver's own first
-        # line: SQLAlchemy's text would quote the statement, hide_parameters or not.
-        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason"
-        fail(f"database error: {reason}")
+    except OperationalError as exc:  # unreachable, locked, or not migrated (then `saas migrate`)
+        fail_database(exc)
     finally:
         engine.dispose()
     if changes:
