@@ -19,6 +19,7 @@ from saas.dashboard import admin_views, pages, views
 from saas.dashboard.auth import AdminVisitor, CheckedForm, Visitor
 from saas.dashboard.pages import Id, Month, field, see_other
 from saas.keys import service as keys
+from saas.keys.models import ApiKey
 from saas.keys.schemas import KeyCreate, KeyPublic, KeyRoll
 from saas.kit import months
 from saas.kit.db import utcnow
@@ -135,6 +136,23 @@ def rejected(
     )
 
 
+def new_key_page(
+    request: Request,
+    visitor: Visitor,
+    session: DbSession,
+    account_id: int,
+    key: ApiKey,
+    plaintext: str,
+    **extra: Any,
+) -> Response:
+    """The account page with a key just made or rolled (`rolled`: the old key's grace period).
+    The one time this key is shown: the page is sent with Cache-Control: no-store."""
+    created = KeyPublic.of(key, utcnow())
+    return account_page(
+        request, visitor, session, account_id, created=created, secret=plaintext, **extra
+    )
+
+
 @router.get("/accounts/{account_id}")
 def account_detail(
     request: Request,
@@ -165,15 +183,7 @@ def create_key(
         )
     except REJECTED as exc:
         return rejected(request, visitor, session, account_id, exc)
-    # The one time this key is shown: the page is sent with Cache-Control: no-store.
-    return account_page(
-        request,
-        visitor,
-        session,
-        account_id,
-        created=KeyPublic.of(key, utcnow()),
-        secret=plaintext,
-    )
+    return new_key_page(request, visitor, session, account_id, key, plaintext)
 
 
 @router.get("/accounts/{account_id}/keys/{key_id}/revoke")
@@ -234,14 +244,8 @@ def roll_key(
         )
     except REJECTED as exc:
         return rejected(request, visitor, session, account_id, exc)
-    return account_page(
-        request,
-        visitor,
-        session,
-        account_id,
-        created=KeyPublic.of(key, utcnow()),
-        secret=plaintext,
-        rolled=body.grace_seconds,
+    return new_key_page(
+        request, visitor, session, account_id, key, plaintext, rolled=body.grace_seconds
     )
 
 
