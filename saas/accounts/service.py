@@ -79,15 +79,13 @@ def create_plan(
     if session.exec(select(Plan).where(Plan.name == data.name)).first() is not None:
         raise Conflict(f"Plan {data.name!r} already exists.", problems.NAME_TAKEN)
     plan = Plan.model_validate(data)
-    session.add(plan)
-    session.flush()
-    audit.record(
+    audit.save(
         session,
+        plan,
         actor=actor,
         action="plan.create",
-        object_type="plan",
-        object_id=plan.name,
         changes=data.model_dump(),
+        object_id=plan.name,
     )
     return plan
 
@@ -113,15 +111,13 @@ def update_plan(
     before = {field: getattr(plan, field) for field in fields}
     for field, value in fields.items():
         setattr(plan, field, value)
-    session.add(plan)
-    session.flush()
-    audit.record(
+    audit.save(
         session,
+        plan,
         actor=actor,
         action="plan.update",
-        object_type="plan",
-        object_id=plan.name,
         changes={"before": before, "after": fields},
+        object_id=plan.name,
     )
     announce(session, Change("plan", _id(plan)))
     return plan
@@ -176,16 +172,7 @@ def create_account(*, session: Session, data: AccountCreate, actor: Actor) -> Ac
     if session.exec(select(Account).where(Account.name == data.name)).first() is not None:
         raise Conflict(f"Account {data.name!r} already exists.", problems.NAME_TAKEN)
     account = Account(name=data.name, email=data.email, plan_id=_id(plan))
-    session.add(account)
-    session.flush()
-    audit.record(
-        session,
-        actor=actor,
-        action="account.create",
-        object_type="account",
-        object_id=account.id,
-        changes=data.model_dump(),
-    )
+    audit.save(session, account, actor=actor, action="account.create", changes=data.model_dump())
     return account
 
 
@@ -214,14 +201,11 @@ def update_account(
     if "status" in fields:
         before["status"] = account.status
         account.status = AccountStatus(fields["status"]).value
-    session.add(account)
-    session.flush()
-    audit.record(
+    audit.save(
         session,
+        account,
         actor=actor,
         action="account.update",
-        object_type="account",
-        object_id=account_id,
         changes={"before": before, "after": fields},
     )
     announce(session, Change("account", account_id))
@@ -249,14 +233,11 @@ def set_webhook(
     before = display_url(account.webhook_url) if account.webhook_url else None
     account.webhook_url = url
     account.webhook_secret = secrets.token_hex(32) if url else None
-    session.add(account)
-    session.flush()
-    audit.record(
+    audit.save(
         session,
+        account,
         actor=actor,
         action="account.webhook",
-        object_type="account",
-        object_id=account_id,
         changes={
             "before": {"webhook": before},
             "after": {"webhook": display_url(url) if url else None},

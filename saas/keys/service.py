@@ -71,7 +71,6 @@ def _audit_create(session: Session, key: ApiKey, actor: Actor) -> None:
         session,
         actor=actor,
         action="key.create",
-        object_type="key",
         object_id=key.id,
         changes={
             "account_id": key.account_id,
@@ -169,15 +168,8 @@ def revoke_key(
     if key.revoked_at is not None:
         return key
     key.revoked_at = utcnow()
-    session.add(key)
-    session.flush()
-    audit.record(
-        session,
-        actor=actor,
-        action="key.revoke",
-        object_type="key",
-        object_id=key_id,
-        changes={"account_id": key.account_id},
+    audit.save(
+        session, key, actor=actor, action="key.revoke", changes={"account_id": key.account_id}
     )
     announce(session, Change("key", key.key_hash))
     return key
@@ -236,7 +228,6 @@ def roll_key(
         session,
         actor=actor,
         action="key.roll",
-        object_type="key",
         object_id=key_id,
         changes={"new_key_id": new_key.id, "grace_seconds": grace_seconds},
     )
