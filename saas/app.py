@@ -227,7 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,
     )
     openapi.install(app, settings.models)
-    # Every router, in one list: Endpoints takes the customer routes (/v1) from the same list
+    # Every router, in one list: MeteredRoutes takes the customer routes (/v1) from the same list
     # the app serves, so no customer route can be served without its Metering.
     routers = [
         health.router,

@@ -31,6 +31,7 @@ from saas.pipeline.batch_body import read_body
 from saas.pipeline.body_limit import BodyRefused
 from saas.pipeline.idempotency import Claim, IdempotencyKeys, key_of, replay
 from saas.pipeline.usage import HeldAnswer, Meter
+from saas.problems import ProblemType
 from saas.problems.responses import json_error
 from saas.ratelimit.admission import Admission, LimiterUnavailable
 from saas.ratelimit.headers import as_strings, primary_window, rate_limit_headers
@@ -124,7 +125,9 @@ class AdmissionMiddleware:
         meter = Meter(context, principal)
         metering = context.metering
 
-        async def refuse(problem: Any, detail: str, fields: dict[str, Any], **headers: str) -> None:
+        async def refuse(
+            problem: ProblemType, detail: str, fields: dict[str, Any], **headers: str
+        ) -> None:
             """An answer before admission: the rate-limit headers as they stand, counting
             nothing, and an event that is not billed."""
             standing = await self._standing_headers(principal)

@@ -12,8 +12,10 @@ the others poll it, up to `wait` seconds, then get 409 with Retry-After."""
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine
@@ -164,25 +166,23 @@ class IdempotencyKeys:
         while True:
             await asyncio.sleep(every)
             try:
-                await asyncio.to_thread(
-                    store.renew,
-                    self.engine,
-                    account_id=claim.account_id,
-                    key=claim.key,
-                    request_id=claim.request_id,
-                    until=utcnow() + self.lease,
-                )
+                await self._write(store.renew, claim, until=utcnow() + self.lease)
             except Exception as exc:  # noqa: BLE001 - the next renewal may work
                 log.warning("idempotency_renew_failed", error=type(exc).__name__)
 
     async def release(self, claim: Claim) -> None:
         try:
-            await asyncio.to_thread(
-                store.release,
-                self.engine,
-                account_id=claim.account_id,
-                key=claim.key,
-                request_id=claim.request_id,
-            )
+            await self._write(store.release, claim)
         except Exception as exc:  # noqa: BLE001 - the claim's lease ends it anyway
             log.error("idempotency_release_failed", error=type(exc).__name__)
+
+    async def _write(self, write: Callable[..., object], claim: Claim, **more: Any) -> None:
+        """`write` (store.renew, store.release) of the claim's row, off the event loop."""
+        await asyncio.to_thread(
+            write,
+            self.engine,
+            account_id=claim.account_id,
+            key=claim.key,
+            request_id=claim.request_id,
+            **more,
+        )

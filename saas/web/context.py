@@ -2,7 +2,7 @@
 
 The outermost middleware creates it, with the route the request will reach and what that route
 costs (`Metering`, declared next to each customer route); authentication adds the principal, the
-admission step the model the policy allowed and the cost it charged; the route adds the
+admission step the model the policy allowed; the route adds the
 characters it served (and the texts of a batch it could not), which the same step bills. Each
 field has one writer, and the steps that read it run after it: no step leaves a flag for another.
 One object with named fields instead of loose keys in `scope["state"]`.
@@ -62,7 +62,6 @@ class RequestContext:
     # counts it, the route runs it.
     model: str | None = None
     principal: Principal | None = None
-    cost: int = 1  # units admission charged: 1, or the number of texts of a batch
     chars: int = 0  # characters the route analysed
     # Texts of a batch that failed inside spaCy (an error entry in `results`): not billed, and
     # their reserved quota is given back.

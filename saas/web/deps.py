@@ -78,4 +78,5 @@ async def idempotency_key(
         ),
     ] = None,
 ) -> None:
-    """Declares the header in OpenAPI; saas/pipeline/idempotency.py does the work."""
+    """Declares the header in OpenAPI; the admission step (saas/pipeline/admission.py) does the
+    work."""
