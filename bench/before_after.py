@@ -9,9 +9,10 @@ same Redis (a prefix each):
              (tests/data/texts.txt), keys, limits, quota and metering on (the throughput path);
   admission  bench.admission's app: GET /v1/noop at 32 connections, the key, admission and the
              usage event around a route that does nothing (bench.admission's (b)).
-Each checkout runs its own code (PYTHONPATH); the database is migrated by this one's (the schema
-is the same). The servers take turns under wrk, in an order that alternates every round; a ratio
-is after / before, the median of the rounds' ratios (each round's two runs back to back).
+Each checkout runs its own code (its servers start in it); the database is migrated by this
+one's (the schema is the same). The servers take turns under wrk, in an order that alternates
+every round; a ratio is after / before, the median of the rounds' ratios (each round's two runs
+back to back).
 Needs wrk and git."""
 
 import argparse
@@ -94,15 +95,15 @@ def servers(tree: Path, database: str, port: int) -> tuple[list[Any], dict[str, 
     }
     imported = subprocess.run(
         [sys.executable, "-c", "import saas; print(saas.__file__)"],
-        env=env, capture_output=True, text=True, check=True,
+        env=env, cwd=tree, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert imported.startswith(str(tree)), f"{imported} is not {tree}'s code"
     key = bench_key(env)
     serve = [sys.executable, "-c", "from saas.cli import app; app()", "serve", "--port", str(port)]
     noop = [sys.executable, "-m", "uvicorn", "bench.admission:make_app", "--factory",
             "--port", str(port + 1), "--no-access-log", "--log-level", "warning"]  # fmt: skip
-    started = [start(serve, port, env)]
-    started.append(start(noop, port + 1, env))
+    started = [start(serve, port, env, cwd=tree)]
+    started.append(start(noop, port + 1, env, cwd=tree))
     return started, env, key
 
 

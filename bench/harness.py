@@ -130,12 +130,22 @@ def wait_ready(
 
 
 def start(
-    args: list[str], port: int, env: dict[str, str], ready_path: str = "/readyz"
+    args: list[str],
+    port: int,
+    env: dict[str, str],
+    ready_path: str = "/readyz",
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a server in a process group of its own (so its workers and inference processes stop
-    with it) and wait until its readiness path answers 200."""
+    with it) and wait until its readiness path answers 200. `cwd`: where it runs (`python -m`
+    and `-c` import from there first)."""
     server = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        args,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     wait_ready(port, server, path=ready_path)
     return server
