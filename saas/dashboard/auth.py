@@ -148,8 +148,11 @@ async def sign_in(request: Request, api_key: str) -> tuple[Principal, str]:
         address=_address(request),
     )
     if isinstance(found, Refusal):
-        if found.problem is not problems.TOO_MANY_FAILED_KEYS:
-            await _end_previous(request)
+        if found.problem.status not in (401, 403):
+            # A refused address (429) or an outage (503) says nothing of the browser's session
+            # (and the database may be what failed): a page that keeps its cookie.
+            raise AppError(found.detail, found.problem, headers=found.headers)
+        await _end_previous(request)  # a refused key ends it
         raise _signed_out(found)
     try:
         await _count_write(request, found.key_id)

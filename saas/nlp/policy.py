@@ -18,7 +18,7 @@ from saas.web.context import Metering
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
+class PolicyRefusal:
     problem: ProblemType
     detail: str
     fields: dict[str, Any] = field(default_factory=dict)
@@ -45,21 +45,23 @@ def batch_too_large(principal: Principal, count: int) -> str:
     return f"This batch has {count} texts; at most {limit} are allowed ({why})."
 
 
-def text_refusal(text: str, principal: Principal, name: str, index: int | None) -> Refusal | None:
+def text_refusal(
+    text: str, principal: Principal, name: str, index: int | None
+) -> PolicyRefusal | None:
     """`name`: the field as the message names it (`text`, `texts[3]`); `index`: the text's place
     in a batch, which the error carries."""
     where: dict[str, Any] = {} if index is None else {"texts_index": index}
     if not text.strip():
-        return Refusal(problems.EMPTY_TEXT, f"'{name}' must not be empty.", where)
+        return PolicyRefusal(problems.EMPTY_TEXT, f"'{name}' must not be empty.", where)
     limit = principal.max_text_chars
     if len(text) > limit:
         detail = f"'{name}' has {len(text)} characters; your plan allows {limit}."
-        return Refusal(problems.TEXT_TOO_LONG, detail, {"limit": limit, **where})
+        return PolicyRefusal(problems.TEXT_TOO_LONG, detail, {"limit": limit, **where})
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         detail = f"'{name}' is not valid Unicode (unpaired surrogate)."
-        return Refusal(problems.INVALID_TEXT, detail, where)
+        return PolicyRefusal(problems.INVALID_TEXT, detail, where)
     return None
 
 
@@ -82,19 +84,19 @@ class Policy:
 
     def model(
         self, metering: Metering, named_model: str | None, principal: Principal
-    ) -> str | None | Refusal:
+    ) -> str | None | PolicyRefusal:
         """The model the request runs (None for a route without one), or why not.
         `named_model`: what the URL names, as typed."""
         model = self.default_model if metering.default_model else named_model
         if model is None:
             return None
         if model not in self.models:
-            return Refusal(problems.MODEL_NOT_FOUND, unknown_model(model))
+            return PolicyRefusal(problems.MODEL_NOT_FOUND, unknown_model(model))
         if not principal.may_use_model(model):
-            return Refusal(problems.MODEL_NOT_IN_PLAN, model_not_in_plan(model), model=model)
+            return PolicyRefusal(problems.MODEL_NOT_IN_PLAN, model_not_in_plan(model), model=model)
         return model
 
-    def cost(self, metering: Metering, principal: Principal, body: bytes) -> int | Refusal:
+    def cost(self, metering: Metering, principal: Principal, body: bytes) -> int | PolicyRefusal:
         """The units a request for an allowed model costs (a batch's texts, else 1), or why its
         texts are refused. A body without the text the route expects costs 1: the route's
         validation answers 422."""
@@ -103,7 +105,7 @@ class Policy:
             return 1
         if metering.per_text and len(texts) > principal.batch_limit:
             detail = batch_too_large(principal, len(texts))
-            return Refusal(problems.BATCH_TOO_LARGE, detail, {"limit": principal.batch_limit})
+            return PolicyRefusal(problems.BATCH_TOO_LARGE, detail, {"limit": principal.batch_limit})
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 continue  # the route's 422

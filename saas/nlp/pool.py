@@ -29,7 +29,6 @@ class InferencePool:
         max_queue: int = 2048,
         start_timeout: float = 180.0,
     ) -> None:
-        self.models = dict(models)
         self.long_text_chars = long_text_chars or 0  # 0 or None: one lane for every text
 
         def lane(name: str, max_queued_chars: int | None = None) -> Lane:
@@ -55,10 +54,6 @@ class InferencePool:
     @property
     def ready(self) -> bool:
         return all(lane.ready for lane in self.lanes)
-
-    @property
-    def shares_models(self) -> bool:
-        return self.short.shares_models
 
     def lane_of(self, text: str) -> Lane:
         if self.long is not None and len(text) >= self.long_text_chars:

@@ -2,7 +2,6 @@
 the model policy (saas/nlp/policy.py: model, batch size, texts) and admission already happened
 in the pipeline; a handler validates the body's shape and runs spaCy."""
 
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -259,9 +258,6 @@ async def _annotate_batch(
     return Response(b'{"results":[' + results + b"]}", media_type="application/json")
 
 
-Handler = Callable[..., Coroutine[Any, Any, Response]]
-
-
 def _add_task_routes(task: Task) -> None:
     """POST /v1/{model}/{task} and its batch form, from the task's row. The handlers' `body`
     parameter gets the task's own model through __annotations__, where FastAPI reads it."""
@@ -310,7 +306,9 @@ for _task in TASK_ROUTES:
 @router.get(
     "/{model}/versions",
     response_model=VersionsOut,
-    responses=problem_errors(*KEYED_PROBLEMS, problems.RATE_LIMITED, *_MODEL_PROBLEMS),
+    responses=problem_errors(
+        *KEYED_PROBLEMS, problems.RATE_LIMITED, problems.LIMITER_UNAVAILABLE, *_MODEL_PROBLEMS
+    ),
 )
 @router.get("/{model}/version", response_model=VersionsOut, include_in_schema=False)
 async def versions(model: ModelName, inference: Inference) -> VersionsOut:

@@ -17,6 +17,7 @@ Every answer is one usage event (not billed unless 2xx and billable), except rep
 Idempotency-Key's own refusals, which run nothing. Admin requests (/admin) get steps 3 and 4 with
 a fixed limit of their own, never a plan's."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import Response
@@ -26,7 +27,7 @@ from saas import problems
 from saas.auth.principal import Principal
 from saas.idempotency import store
 from saas.idempotency.store import Answer
-from saas.nlp.policy import Policy, Refusal
+from saas.nlp.policy import Policy, PolicyRefusal
 from saas.pipeline.batch_body import read_body
 from saas.pipeline.body_limit import BodyRefused
 from saas.pipeline.idempotency import Claim, IdempotencyKeys, key_of, replay
@@ -126,17 +127,29 @@ class AdmissionMiddleware:
         metering = context.metering
 
         async def refuse(
-            problem: ProblemType, detail: str, fields: dict[str, Any], **headers: str
+            problem: ProblemType,
+            detail: str,
+            fields: dict[str, Any],
+            *,
+            headers: Mapping[str, str] | None = None,
+            blocked_first: bool = True,
         ) -> None:
             """An answer before admission: the rate-limit headers as they stand, counting
-            nothing, and an event that is not billed."""
+            nothing, and an event that is not billed. With `blocked_first`, an account this
+            worker knows is rate limited gets that 429 instead, without asking Redis: refusals
+            that count nothing must not cost a round trip each without bound."""
+            blocked = self.admission.cached_rejection(principal.account_id, with_quota=False)
+            if blocked_first and blocked is not None:
+                await self._answer_unbilled(meter, rejection(blocked), scope, receive, send)
+                return
             standing = await self._standing_headers(principal)
-            response = json_error(problem, detail, {**as_strings(standing), **headers}, **fields)
+            all_headers = {**as_strings(standing), **(headers or {})}
+            response = json_error(problem, detail, all_headers, **fields)
             await self._answer_unbilled(meter, response, scope, receive, send)
 
         # 1. The model policy, before anything is counted.
         model = self.policy.model(metering, context.named_model, principal)
-        if isinstance(model, Refusal):
+        if isinstance(model, PolicyRefusal):
             context.model = model.model
             await refuse(model.problem, model.detail, model.fields)
             return
@@ -149,12 +162,15 @@ class AdmissionMiddleware:
             try:
                 body, receive = await read_body(receive)
             except BodyRefused as exc:  # a chunked body over the limit, or too slow (408)
-                await refuse(exc.problem, exc.detail, exc.fields, **(exc.headers or {}))
+                # Its own answer (it may close the connection), whatever the account's state.
+                await refuse(
+                    exc.problem, exc.detail, exc.fields, headers=exc.headers, blocked_first=False
+                )
                 return
         cost = 1
         if metering.text_field is not None:
             priced = self.policy.cost(metering, principal, body)
-            if isinstance(priced, Refusal):
+            if isinstance(priced, PolicyRefusal):
                 await refuse(priced.problem, priced.detail, priced.fields)
                 return
             cost = priced
@@ -188,16 +204,37 @@ class AdmissionMiddleware:
                 return
             claim = settled
 
-        # 3. Admission.
+        # 3-6, holding the key's claim until the quota is settled: whatever happens, the claim
+        # ends (kept with a billed 2xx answer, released otherwise), and only after the refund.
+        kept: Answer | None = None
+        try:
+            kept = await self._admit_and_run(
+                scope, receive, send, context, principal, meter, cost, key
+            )
+        finally:
+            if claim is not None:
+                await claim.end(kept)
+
+    async def _admit_and_run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        context: RequestContext,
+        principal: Principal,
+        meter: Meter,
+        cost: int,
+        key: str | None,
+    ) -> Answer | None:
+        """Admission, the route, its usage event before its answer, and the refund of what is
+        not billed; the answer to keep for `key` (a billed 2xx), if any."""
+        metering = context.metering
         quota = principal.monthly_quota if metering.billable else None
         decision = await self._admit(principal, quota, cost)
         if isinstance(decision, Response):
-            if claim is not None:
-                await claim.end(None)
             await self._answer_unbilled(meter, decision, scope, receive, send, cost)
-            return
+            return None
 
-        # 4-6. Run, commit the usage event before the answer goes out, refund what is unbilled.
         held = HeldAnswer(rate_limit_headers(decision))
         answered = billed = False
 
@@ -228,14 +265,15 @@ class AdmissionMiddleware:
         try:
             await self.app(scope, receive, hold)
         finally:
-            if self.recorder is not None and not answered:  # failed before answering: count it
-                event = meter.event(held.status, billable=False, units=cost)
-                await self.recorder.record(event, durable=False)
-            if claim is not None:  # a 2xx answer is kept (committed with its event)
-                await claim.end(held.answer() if billed else None)
-            unbilled = context.failed_units if billed else cost
-            if decision.quota_month is not None and unbilled:
-                await self.admission.refund(principal.account_id, decision, unbilled)
+            try:
+                if self.recorder is not None and not answered:  # failed before answering
+                    event = meter.event(held.status, billable=False, units=cost)
+                    await self.recorder.record(event, durable=False)
+            finally:
+                unbilled = context.failed_units if billed else cost
+                if decision.quota_month is not None and unbilled:
+                    await self.admission.refund(principal.account_id, decision, unbilled)
+        return held.answer() if billed and key is not None else None
 
     async def _admit(
         self,

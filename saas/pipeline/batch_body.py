@@ -1,15 +1,11 @@
-"""Peeking at a batch request's body before the route reads it.
+"""Reading a request's body before the route reads it.
 
-Why this exists: a batch of N texts is charged N units of the rate limits and quota, and admission
-happens in middleware, before the route has parsed anything. So for batch paths the admission
-step reads the whole body first (BodyLimitMiddleware, earlier in the chain, has already capped its
-size), counts `texts`, and hands the route a `receive` that replays the same bytes. The route
-still does all the validation; the count only prices the request.
+Why this exists: the model policy judges a request's texts (and prices a batch: N texts are N
+units of the rate limits and quota) before admission, in middleware, before the route has parsed
+anything. So the admission step reads the whole body first (BodyLimitMiddleware, earlier in the
+chain, has already capped its size) and hands the route a `receive` that replays the same bytes.
 """
 
-import json
-
-import orjson
 from starlette.types import Message, Receive
 
 
@@ -33,18 +29,3 @@ async def read_body(receive: Receive) -> tuple[bytes, Receive]:
         return pending.pop(0) if pending else await receive()
 
     return body, replay
-
-
-def count_texts(body: bytes) -> int | None:
-    """len(body["texts"]), or None when the body is not JSON or `texts` is not a list."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # The route parses with the standard library, which also takes what orjson refuses
-        # (NaN, lone surrogates, UTF-16): count those the same way, or a batch would be charged 1.
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
-    texts = data.get("texts") if isinstance(data, dict) else None
-    return len(texts) if isinstance(texts, list) else None

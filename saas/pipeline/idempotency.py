@@ -57,9 +57,11 @@ class Claim:
         if self.holding is not None:
             self.holding.cancel()
         del self.keys.in_flight[(self.account_id, self.key)]
-        if answer is None:
-            await self.keys.release(self)
-        self.in_flight.outcome.set_result(answer)
+        try:
+            if answer is None:
+                await self.keys.release(self)
+        finally:  # the duplicates waiting in this worker learn the outcome in any case
+            self.in_flight.outcome.set_result(answer)
 
 
 def key_of(headers: list[tuple[bytes, bytes]]) -> str | None:

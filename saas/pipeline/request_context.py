@@ -114,10 +114,6 @@ class MeteredRoutes:
         these: any other name would be whatever a client typed."""
         return model if model in self.models else None
 
-    def resolve(self, scope: Scope) -> tuple[Metering, str | None]:
-        _, metering, model = self.match(scope)
-        return metering, self.known(model)
-
     def template(self, scope: Scope) -> str:
         """The path template of the /v1 or /admin route the router would pick (a full match,
         else one that differs only by method: 405), or metrics.UNROUTED."""

@@ -16,8 +16,8 @@ from saas.web.context import RequestContext
 
 @dataclass(slots=True)
 class HeldAnswer:
-    """What the route sends, kept back (with `headers` added to its start) until `complete`;
-    the admission step then commits the usage event before sending it."""
+    """What the route sends, kept back (with `headers` added to its start) until `add` says it
+    is complete; the admission step then commits the usage event before sending it."""
 
     headers: list[tuple[bytes, bytes]]
     messages: list[Message] = field(default_factory=list)

@@ -127,17 +127,6 @@ CUSTOMER = errors(
         503: "Authentication or rate limiting unavailable; retry after Retry-After",
     }
 )
-# Billed routes also count against the monthly quota, and answer only once usage is committed.
-BILLABLE = {
-    **CUSTOMER,
-    **errors(
-        {
-            402: "Monthly quota exhausted",
-            503: "Overloaded, or authentication, rate limiting or usage recording unavailable;"
-            " retry after Retry-After",
-        }
-    ),
-}
 ADMIN = errors(
     {
         **_KEYED,

@@ -433,10 +433,16 @@ def test_no_secret_is_logged_when_requests_fail(
                 "sign-in": httpx.post(
                     f"{base}/dashboard", data={"api_key": unseen.key}, timeout=60
                 ).status_code,
+                "sign-in over a session": browser.post(
+                    "/dashboard", data={"api_key": unseen.key}
+                ).status_code,
             }
         finally:
             own_postgres.launch()
         assert set(outage.values()) == {503}, outage
+        # The outage said nothing about the browser's session: it goes on.
+        kept = eventually(lambda: browser.get("/dashboard/keys").status_code == 200, timeout=30)
+        assert kept, "a sign-in during the outage ended the session"
         last = http.get("/v1/models", headers=customer.headers)
         assert last.status_code == 200, last.text
         last_id = last.headers["x-request-id"]

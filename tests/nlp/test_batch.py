@@ -7,7 +7,8 @@ import pytest
 from starlette.types import Message
 
 from saas.kit import months
-from saas.pipeline.batch_body import count_texts, read_body
+from saas.nlp.policy import parse
+from saas.pipeline.batch_body import read_body
 from saas.usage import service
 from tests.support.marks import SQLITE_ONLY
 from tests.support.nlp import FRENCH, MODEL
@@ -279,13 +280,14 @@ def test_batch_endpoints_are_documented(client):
         assert {"400", "402", "413", "422", "429"} <= set(post["responses"])
 
 
-def test_count_texts():
-    assert count_texts(b'{"texts": ["a", "b", "c"]}') == 3
-    assert count_texts(b'{"texts": []}') == 0
-    assert count_texts(b'{"texts": ["\\ud800", "b"]}') == 2  # lone surrogate
-    assert count_texts('{"texts": ["a", "b"]}'.encode("utf-16")) == 2
-    for body in [b"", b"{", b'{"texts": "a"}', b"[1]", b"null", b"[" * 100_000]:
-        assert count_texts(body) is None, body[:10]
+def test_the_policy_reads_a_body_as_the_route_does():
+    """The model policy prices a batch from the body as the route's parser takes it: orjson,
+    then the standard library for what orjson refuses (lone surrogates, UTF-16)."""
+    assert parse(b'{"texts": ["a", "b", "c"]}') == {"texts": ["a", "b", "c"]}
+    assert len(parse(b'{"texts": ["\\ud800", "b"]}')["texts"]) == 2  # lone surrogate
+    assert parse('{"texts": ["a", "b"]}'.encode("utf-16")) == {"texts": ["a", "b"]}
+    for body in [b"", b"{", b"[" * 100_000]:
+        assert parse(body) is None, body[:10]
 
 
 def test_read_body_replays_every_chunk_then_the_server():

@@ -26,7 +26,8 @@ def resolve_with_model(
     metered = app.user_middleware[0].kwargs["metered"]  # the outermost
     assert isinstance(metered, MeteredRoutes)
     scope = {"type": "http", "method": method, "path": root_path + path, "root_path": root_path}
-    return metered.resolve(scope)
+    _, metering, model = metered.match(scope)
+    return metering, metered.known(model)
 
 
 def resolve(app: FastAPI, method: str, path: str, root_path: str = "") -> Metering:
