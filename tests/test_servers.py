@@ -1,4 +1,4 @@
-"""The test harness's private servers (tests/servers.py): a port found free but taken before
+"""The test harness's private servers (tests/support/servers.py): a port found free but taken before
 redis-server binds it (by any socket the machine opened meanwhile) costs a retry on another
 port, not a failed test."""
 
