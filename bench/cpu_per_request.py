@@ -18,13 +18,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from bench.corpus import load_texts
-from bench.harness import REDIS, bench_key, postgres_schema, serve, stop, write_bodies, wrk
+from bench.harness import entities_service, wrk
 
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 RESULTS = Path("bench/results/cpu_per_request.json")
@@ -145,48 +143,38 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8773)
     parser.add_argument("--out", type=Path, default=RESULTS)
     options = parser.parse_args()
-    texts = load_texts(2000)
-    with tempfile.TemporaryDirectory() as tmp, postgres_schema() as database_url:
-        workdir = Path(tmp)
-        bodies = write_bodies(workdir / "entities.jsonl", [{"text": t} for t in texts])
-        env = {**os.environ, "SAAS_DATABASE_URL": database_url, "SAAS_REDIS_URL": REDIS,
-               "SAAS_REDIS_PREFIX": f"benchcpu{os.getpid()}", "SAAS_LOG_JSON": "true"}  # fmt: skip
-        key = bench_key(env)
-        server = serve(env, options.port)
-        url = f"http://127.0.0.1:{options.port}/v1/en_core_web_sm/entities"
-        try:
-            wrk(url, bodies, key=key, connections=options.connections, seconds=5, warmup=0)
-            named = roles(server.pid)
-            before = cpu_by_role(named)
-            loaded = wrk(url, bodies, key=key, connections=options.connections,
-                         seconds=options.seconds, warmup=0)  # fmt: skip
-            after = cpu_by_role(named)
-            raw = workdir / "worker.txt"
-            spy = subprocess.Popen(
-                [
-                    PY_SPY,
-                    "record",
-                    "-p",
-                    str(server.pid),
-                    "-d",
-                    str(options.seconds),
-                    "-r",
-                    "200",
-                    "-f",
-                    "raw",
-                    "-o",
-                    str(raw),
-                ],  # fmt: skip
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1)  # py-spy attaches
-            profiled = wrk(url, bodies, key=key, connections=options.connections,
-                           seconds=options.seconds - 2, warmup=0)  # fmt: skip
-            if spy.wait() != 0:
-                raise SystemExit("py-spy failed: it needs the right to trace the worker")
-        finally:
-            stop(server)
+    with entities_service(options.port, f"benchcpu{os.getpid()}") as service:
+        url, bodies, key = service.url, service.bodies, service.key
+        wrk(url, bodies, key=key, connections=options.connections, seconds=5, warmup=0)
+        named = roles(service.server.pid)
+        before = cpu_by_role(named)
+        loaded = wrk(url, bodies, key=key, connections=options.connections,
+                     seconds=options.seconds, warmup=0)  # fmt: skip
+        after = cpu_by_role(named)
+        raw = service.workdir / "worker.txt"
+        spy = subprocess.Popen(
+            [
+                PY_SPY,
+                "record",
+                "-p",
+                str(service.server.pid),
+                "-d",
+                str(options.seconds),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1)  # py-spy attaches
+        profiled = wrk(url, bodies, key=key, connections=options.connections,
+                       seconds=options.seconds - 2, warmup=0)  # fmt: skip
+        if spy.wait() != 0:
+            raise SystemExit("py-spy failed: it needs the right to trace the worker")
         steps, samples = profile_steps(raw)
 
     requests = loaded["requests"]

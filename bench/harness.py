@@ -12,9 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,37 @@ def start(
 
 def serve(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     return start([SAAS, "serve", "--port", str(port), "--workers", str(workers)], port, env)
+
+
+@dataclass(frozen=True)
+class EntitiesService:
+    server: subprocess.Popen[bytes]
+    url: str  # POST /v1/{model}/entities
+    bodies: Path  # one request body a line, for wrk
+    key: str
+    workdir: Path  # a temporary directory for the caller's files, removed afterwards
+
+
+@contextlib.contextmanager
+def entities_service(port: int, redis_prefix: str, texts: int = 2000) -> Iterator[EntitiesService]:
+    """`saas serve` with one worker on a PostgreSQL schema of its own and Redis, keys, limits,
+    quota and metering on (a plan that never refuses), and `texts` of bench/corpus.py as entities
+    bodies; stopped afterwards."""
+    from bench.corpus import load_texts  # its corpus packages are the bench extra's
+
+    chosen = load_texts(texts)
+    with tempfile.TemporaryDirectory() as tmp, postgres_schema() as database_url:
+        workdir = Path(tmp)
+        bodies = write_bodies(workdir / "entities.jsonl", [{"text": t} for t in chosen])
+        env = {**os.environ, "SAAS_DATABASE_URL": database_url, "SAAS_REDIS_URL": REDIS,
+               "SAAS_REDIS_PREFIX": redis_prefix, "SAAS_LOG_JSON": "true"}  # fmt: skip
+        key = bench_key(env)
+        server = serve(env, port)
+        try:
+            url = f"http://127.0.0.1:{port}/v1/en_core_web_sm/entities"
+            yield EntitiesService(server, url, bodies, key, workdir)
+        finally:
+            stop(server)
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:

@@ -10,13 +10,11 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench.corpus import load_texts
-from bench.harness import REDIS, bench_key, postgres_schema, serve, stop, write_bodies, wrk
+from bench.harness import entities_service, wrk
 from bench.memory import inference_pid
 
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
@@ -67,47 +65,38 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8772)
     parser.add_argument("--out", type=Path, default=Path("bench/results/profile.txt"))
     options = parser.parse_args()
-    texts = load_texts(2000)
-    with tempfile.TemporaryDirectory() as tmp, postgres_schema() as database_url:
-        workdir = Path(tmp)
-        bodies = write_bodies(workdir / "entities.jsonl", [{"text": t} for t in texts])
-        env = {**os.environ, "SAAS_DATABASE_URL": database_url, "SAAS_REDIS_URL": REDIS,
-               "SAAS_REDIS_PREFIX": f"benchprof{os.getpid()}", "SAAS_LOG_JSON": "true"}  # fmt: skip
-        key = bench_key(env)
-        server = serve(env, options.port)
-        url = f"http://127.0.0.1:{options.port}/v1/en_core_web_sm/entities"
-        try:
-            child = inference_pid(server.pid)
-            wrk(url, bodies, key=key, connections=options.connections, seconds=3, warmup=0)
-            spies = [
-                subprocess.Popen(
-                    [
-                        PY_SPY,
-                        "record",
-                        "-p",
-                        str(pid),
-                        "-d",
-                        str(options.seconds),
-                        "-r",
-                        "100",
-                        "-f",
-                        "raw",
-                        "-o",
-                        str(workdir / f"{name}.txt"),
-                    ],  # fmt: skip
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                for name, pid in (("server", server.pid), ("inference", child))
-            ]
-            before, started = cpu_ticks(), time.monotonic()
-            result = wrk(url, bodies, key=key, connections=options.connections,
-                         seconds=options.seconds, warmup=0)  # fmt: skip
-            after, elapsed = cpu_ticks(), time.monotonic() - started
-            for spy in spies:
-                spy.wait()
-        finally:
-            stop(server)
+    with entities_service(options.port, f"benchprof{os.getpid()}") as service:
+        server, workdir = service.server, service.workdir
+        url, bodies, key = service.url, service.bodies, service.key
+        child = inference_pid(server.pid)
+        wrk(url, bodies, key=key, connections=options.connections, seconds=3, warmup=0)
+        spies = [
+            subprocess.Popen(
+                [
+                    PY_SPY,
+                    "record",
+                    "-p",
+                    str(pid),
+                    "-d",
+                    str(options.seconds),
+                    "-r",
+                    "100",
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(workdir / f"{name}.txt"),
+                ],  # fmt: skip
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for name, pid in (("server", server.pid), ("inference", child))
+        ]
+        before, started = cpu_ticks(), time.monotonic()
+        result = wrk(url, bodies, key=key, connections=options.connections,
+                     seconds=options.seconds, warmup=0)  # fmt: skip
+        after, elapsed = cpu_ticks(), time.monotonic() - started
+        for spy in spies:
+            spy.wait()
         names = {server.pid: "server worker (event loop)", child: "inference process"}
         share: dict[str, float] = defaultdict(float)
         for pid, (comm, ticks) in after.items():
